@@ -1,0 +1,52 @@
+"""Shared benchmark helpers: timing, peak memory, machine description, result files."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from attnlens._io import atomic_write_json  # noqa: E402
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import numpy
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
+    """Best wall time over ``repeat`` runs and the last result."""
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    return atomic_write_json(RESULTS / f"{name}.json", payload)

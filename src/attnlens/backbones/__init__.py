@@ -1,0 +1,1 @@
+"""Frozen pretrained transformers that load offline."""

@@ -1,0 +1,51 @@
+"""The ``attnlens`` command line. Each pillar owns its sub-command group in ``<pillar>/cli.py``."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from attnlens import __version__
+from attnlens.convex.cli import app as convex_app
+from attnlens.kernel.cli import app as kernel_app
+from attnlens.svm.cli import app as svm_app
+
+app = typer.Typer(
+    help="attnlens: the optimization theory of self-attention, executable.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(svm_app, name="svm", help="Att-SVM: max-margin token selection.")
+app.add_typer(convex_app, name="convex", help="Attention heads as convex programs.")
+app.add_typer(kernel_app, name="kernel", help="Primal-Attention and the kernel lens.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"attnlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    """attnlens: Att-SVM solvers, convex attention heads, Primal-Attention, on real transformers."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def demo(
+    out: str = typer.Option("reports/demo", help="Report folder to write."),
+) -> None:
+    """Run the main job and print a results table (see README)."""
+    from attnlens.demo import run_demo
+
+    run_demo(out)

@@ -1,0 +1,1 @@
+"""Real datasets that install offline."""

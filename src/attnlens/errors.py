@@ -1,0 +1,53 @@
+"""Named errors and warnings of attnlens, in one place.
+
+Every error says what went wrong, the value that was got, and what to try next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AttnLensError(Exception):
+    """Base class of every error raised on purpose by attnlens."""
+
+
+class InfeasibleError(AttnLensError):
+    """A problem has no feasible point (for example an Att-SVM whose selection cannot be separated).
+
+    ``evidence`` carries what proves it: the offending sequences and a certificate
+    (for Att-SVM, a dual ray: nonnegative multipliers whose combination of constraint
+    vectors is zero while their sum is positive).
+    """
+
+    def __init__(self, message: str, evidence: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.evidence: dict[str, Any] = dict(evidence or {})
+
+
+class NotFittedError(AttnLensError, ValueError, AttributeError):
+    """An estimator was used before ``fit`` (mirrors ``sklearn.exceptions.NotFittedError``)."""
+
+
+class BackboneNotInstalledError(AttnLensError, ImportError):
+    """A pretrained backbone's package is not installed; the message gives the install command."""
+
+
+class DatasetNotAvailableError(AttnLensError, FileNotFoundError):
+    """A dataset's package or files are missing; the message says how to install them."""
+
+
+class CacheCorruptError(AttnLensError):
+    """A cache entry failed its integrity check (it is rebuilt, never silently used)."""
+
+
+class RunFolderMismatchError(AttnLensError):
+    """A run folder holds results of a different configuration than the one asked to resume."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped before reaching its tolerance; the result says how far it got."""
+
+
+class InaccurateSolutionWarning(UserWarning):
+    """A solver returned ``optimal_inaccurate``: usable, but its certificate is above ``tol``."""
