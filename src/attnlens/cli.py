@@ -10,6 +10,7 @@ from attnlens import __version__
 from attnlens.convex.cli import app as convex_app
 from attnlens.kernel.cli import app as kernel_app
 from attnlens.svm.cli import app as svm_app
+from attnlens.transfer.cli import transfer as transfer_command
 
 app = typer.Typer(
     help="attnlens: the optimization theory of self-attention, executable.",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(svm_app, name="svm", help="Att-SVM: max-margin token selection.")
 app.add_typer(convex_app, name="convex", help="Attention heads as convex programs.")
 app.add_typer(kernel_app, name="kernel", help="Primal-Attention and the kernel lens.")
+app.command(name="transfer")(transfer_command)
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,57 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from typing import Any
+
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+
+def load_experiments() -> list[str]:
+    """Import every ``attnlens.experiments.kernel_*`` module (registering it); return names."""
+    import attnlens.experiments as pkg
+    from attnlens.experiments import names
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name.startswith("kernel_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return names("kernel")
+
+
+@app.command("reproduce")
+def reproduce(
+    name: str = typer.Argument(..., help="Experiment: uea, spectrum or time-kernels."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Number of seeds (0..S-1)."),
+    out: str = typer.Option(None, "--out", help="Run folder (default runs/kernel-<NAME>)."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the "
+                               "experiment's)."),
+    dataset: list[str] = typer.Option(None, "--dataset", help="uea: datasets (repeatable; "
+                                      "default JapaneseVowels)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
+                                   "another config."),
+) -> None:
+    """Reproduce a Primal-Attention / kernel-lens experiment into a resumable run folder."""
+    from attnlens.experiments import get
+    from attnlens.report import markdown_table
+
+    known = load_experiments()
+    if name not in known:
+        typer.echo(f"unknown experiment {name!r}; known: {', '.join(known)}", err=True)
+        raise typer.Exit(2)
+    kwargs: dict[str, Any] = {"seeds": seeds, "overwrite": overwrite}
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    if dataset:
+        if name != "uea":
+            typer.echo("--dataset applies to the uea experiment only.", err=True)
+            raise typer.Exit(2)
+        kwargs["datasets"] = tuple(dataset)
+    folder = out or f"runs/kernel-{name}"
+    metrics = get("kernel", name)(folder, **kwargs)
+    table = metrics.get("table")
+    if table:
+        typer.echo(markdown_table(table))
+    typer.echo(f"results written to {folder}")

@@ -1,0 +1,72 @@
+r"""cvxpy reference formulation of the block nuclear-norm programs (the test oracle).
+
+.. math::  \min_{Z_j}\ f\Big(\sum_j \Phi_j\,\mathrm{vec}(Z_j)\Big) + \beta\sum_j \|Z_j\|_*
+
+with the design ``Phi_j`` materialized explicitly (n, p q) -- fine for small sizes only; the
+fast solvers in :mod:`attnlens.convex.solvers` never build it. Sahiner et al., ICML 2022
+(arXiv 2205.08078). Score convention for self-attention: ``score_t = x_t^T W z``, ``W = W1``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cvxpy as cp
+import numpy as np
+
+from attnlens._results import Status
+from attnlens.convex.programs import DenseBlock, KronBlock, Program
+from attnlens.errors import InfeasibleError
+
+
+def dense_design(block) -> np.ndarray:
+    """(n, p * q) explicit design of one block (row-major over (k, l))."""
+    if isinstance(block, DenseBlock):
+        return block.phi.reshape(block.n, -1)
+    if not isinstance(block, KronBlock):
+        raise TypeError(f"unknown block type {type(block).__name__}")
+    phi = block.a[:, :, None, None] * block.B[:, None, :, :]  # (n, p1, p2, q)
+    return phi.reshape(block.n, -1)
+
+
+def solve_cvxpy(program: Program, Y: np.ndarray, beta: float, loss: str,
+                cone_constraints: list | None = None, solver: str | None = "CLARABEL"):
+    """Solve with cvxpy's default conic solver; returns a ``ConvexResult`` with a certificate.
+
+    ``solver`` names the cvxpy solver (default Clarabel, an interior-point method, accurate;
+    ``None`` lets cvxpy choose). ``cone_constraints`` (optional) is a list, one per block, of callables ``Z -> [constraints]``
+    (used by the ReLU programs).
+    """
+    from attnlens.convex.solvers import ConvexResult, certify
+
+    start = time.perf_counter()
+    n, c = Y.shape
+    Zs = [cp.Variable(s) for s in program.zshapes()]
+    yhat = 0
+    for b, Z in zip(program.blocks, Zs, strict=True):
+        Phi = dense_design(b)
+        yhat = yhat + Phi @ cp.reshape(Z, (Phi.shape[1], c), order="C")
+    if loss == "squared":
+        fit = cp.sum_squares(yhat - Y) / (2 * n)
+    else:
+        fit = (cp.sum(cp.log_sum_exp(yhat, axis=1)) - cp.sum(cp.multiply(yhat, Y))) / n
+    obj = fit + beta * sum(cp.normNuc(Z) for Z in Zs)
+    cons = []
+    if cone_constraints is not None:
+        for fn, Z in zip(cone_constraints, Zs, strict=True):
+            cons += fn(Z)
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    prob.solve(solver=solver)
+    if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise InfeasibleError(f"cvxpy reports the program infeasible ({prob.status}).",
+                              {"status": prob.status})
+    if Zs[0].value is None:
+        raise RuntimeError(f"cvxpy returned no solution (status {prob.status!r}).")
+    Zv = [np.asarray(Z.value, dtype=np.float64) for Z in Zs]
+    primal, dual, cert, ratio = certify(program, Zv, Y, beta, loss)
+    status = Status.OPTIMAL if prob.status == cp.OPTIMAL else Status.OPTIMAL_INACCURATE
+    return ConvexResult(objective=float(prob.value), status=status, certificate=cert,
+                        iterations=int(prob.solver_stats.num_iters or 0),
+                        seconds=time.perf_counter() - start,
+                        method=f"cvxpy/{prob.solver_stats.solver_name}", Z=Zv,
+                        duality_gap=primal - dual, dual_objective=dual, grad_ratio=ratio)

@@ -1,0 +1,300 @@
+r"""scikit-learn style classifiers: the convex head (global optimum) and its non-convex twin.
+
+Sahiner, Ergen, Ozturkler, Pauly, Mardani, Pilanci, "Unraveling Attention via Convex Duality",
+ICML 2022 (arXiv 2205.08078). Objective convention, shared by both classifiers:
+
+* squared (one-hot targets): :math:`\frac{1}{2n}\sum_i\|\hat y_i - Y_i\|^2 + \beta\,\Omega`
+* cross-entropy: :math:`\frac1n\sum_i \mathrm{CE}(\hat y_i, y_i) + \beta\,\Omega`
+
+with :math:`\Omega = \sum_j \|Z_j\|_*` (convex) or
+:math:`\frac12\sum_k (\|W_{1k}\|_F^2 + \|W_{2k}\|_F^2)` (network), :math:`\hat y_i` the
+token-mean-pooled head output. Self-attention scores: ``score_t = x_t^T W1 z`` (``W1 = K Q^T``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+
+from attnlens._validation import (
+    check_array,
+    check_consistent_length,
+    check_int,
+    check_option,
+    check_positive,
+    check_random_state,
+)
+from attnlens.convex import losses
+from attnlens.convex.heads import ConvexHead
+from attnlens.convex.programs import ACTIVATIONS, HEADS, build_program, sample_gates
+from attnlens.convex.recover import recover_network
+from attnlens.convex.solvers import SOLVERS, solve
+from attnlens.errors import NotFittedError
+
+logger = logging.getLogger(__name__)
+
+
+def _check_X(X, name: str = "X", d: int | None = None, s: int | None = None) -> np.ndarray:
+    X = check_array(X, name, ndim=3)
+    if d is not None and X.shape[2] != d:
+        raise ValueError(f"{name} has {X.shape[2]} features per token; the model was fitted "
+                         f"with d={d}. Pass tokens of the same width.")
+    if s is not None and X.shape[1] != s:
+        raise ValueError(f"{name} has {X.shape[1]} tokens; this head was fitted with s={s} "
+                         "tokens (mixer/FNO heads depend on the sequence length).")
+    return X
+
+
+def _check_y(y, X: np.ndarray) -> tuple[LabelEncoder, np.ndarray]:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}.")
+    check_consistent_length("X", X, "y", y)
+    enc = LabelEncoder().fit(y)
+    if len(enc.classes_) < 2:
+        raise ValueError(f"y has a single class ({enc.classes_[0]!r}); a classifier needs at "
+                         "least two classes.")
+    return enc, enc.transform(y)
+
+
+def _proba_from_scores(scores: np.ndarray, loss: str) -> np.ndarray:
+    if loss == "cross_entropy":
+        return softmax(scores, axis=1)
+    p = np.clip(scores, 0.0, None)
+    tot = p.sum(axis=1, keepdims=True)
+    uniform = np.full_like(p, 1.0 / p.shape[1])
+    return np.where(tot > 0, p / np.where(tot > 0, tot, 1.0), uniform)
+
+
+class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
+    """Attention-style head trained by its convex program, to a certified global optimum.
+
+    Parameters
+    ----------
+    head : "self_attention" | "mixer" | "fno" | "bfno" | "mlp"
+    activation : "linear" | "gated_relu" | "relu" ("relu" is solved as its gated-ReLU relaxation
+        with the same gates; the cone constraints are not enforced -- see docs/convex.md).
+    beta : weight-decay strength (> 0).
+    loss : "squared" (one-hot targets) or "cross_entropy".
+    n_gates : number of random gates for gated activations.
+    solver : "auto" (FISTA while cheap, else Burer-Monteiro), "fista", "bm" or "cvxpy".
+    tol : tolerance on the certificate (relative duality gap).
+    max_iter : iteration budget of the solver.
+    random_state : seed for the gates and the solver's randomness.
+    n_groups : channel groups B of the block FNO head (must divide d).
+    verbose : show a progress bar.
+
+    Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
+    ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``.
+    """
+
+    def __init__(self, head: str = "self_attention", activation: str = "linear",
+                 beta: float = 1e-3, loss: str = "squared", n_gates: int = 5,
+                 solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
+                 random_state=None, n_groups: int = 5, verbose: bool = False):
+        self.head = head
+        self.activation = activation
+        self.beta = beta
+        self.loss = loss
+        self.n_gates = n_gates
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.n_groups = n_groups
+        self.verbose = verbose
+
+    def _validate_params(self) -> None:
+        check_option(self.head, "head", HEADS)
+        check_option(self.activation, "activation", ACTIVATIONS)
+        check_option(self.loss, "loss", losses.LOSSES)
+        check_option(self.solver, "solver", SOLVERS)
+        check_positive(self.beta, "beta")
+        check_positive(self.tol, "tol")
+        check_int(self.max_iter, "max_iter", low=1)
+        check_int(self.n_gates, "n_gates", low=1)
+        check_int(self.n_groups, "n_groups", low=1)
+
+    def _program(self, X: np.ndarray):
+        groups = self.n_groups if self.head == "bfno" else 1
+        return build_program(X, self.head, self.activation, len(self.classes_),
+                             gates=self.gates_, groups=groups)
+
+    def fit(self, X, y) -> ConvexAttentionClassifier:
+        """Solve the convex program on tokens ``X`` (n, s, d) and labels ``y`` (n,)."""
+        self._validate_params()
+        X = _check_X(X)
+        enc, yi = _check_y(y, X)
+        n, s, d = X.shape
+        if self.head == "bfno" and d % self.n_groups:
+            raise ValueError(f"n_groups={self.n_groups} must divide the feature dimension "
+                             f"d={d}; pick a divisor of d.")
+        rng = check_random_state(self.random_state)
+        self.classes_ = enc.classes_
+        groups = self.n_groups if self.head == "bfno" else 1
+        self.gates_ = (sample_gates(self.head, self.n_gates, s, d, rng, groups)
+                       if self.activation != "linear" else None)
+        self.n_tokens_, self.n_features_in_ = s, d
+        Y = np.eye(len(self.classes_))[yi]
+        t0 = time.perf_counter()
+        program = self._program(X)
+        res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
+                    max_iter=self.max_iter, rng=rng, progress=self.verbose)
+        logger.info("fit %s/%s in %.2fs (%s)", self.head, self.activation,
+                    time.perf_counter() - t0, res.method)
+        self.result_ = res
+        self.Z_ = res.Z
+        self.objective_ = res.objective
+        self.certificate_ = res.certificate
+        self.duality_gap_ = res.duality_gap
+        self.n_iter_ = res.iterations
+        self.status_ = res.status
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "Z_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X, y).")
+
+    def decision_function(self, X) -> np.ndarray:
+        """Pooled head outputs (n, n_classes)."""
+        self._check_fitted()
+        X = _check_X(X, d=self.n_features_in_,
+                     s=None if self.head in ("self_attention", "mlp") else self.n_tokens_)
+        return self._program(X).forward(self.Z_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax of the outputs (cross-entropy) or clipped, normalized outputs (squared)."""
+        return _proba_from_scores(self.decision_function(X), self.loss)
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def to_network(self) -> ConvexHead:
+        """The equivalent non-convex torch head (one unit per singular pair of each block)."""
+        self._check_fitted()
+        return recover_network(self.Z_, self.head, self.activation, self.n_tokens_,
+                               self.n_features_in_, len(self.classes_), self.gates_,
+                               self.n_groups if self.head == "bfno" else 1)
+
+
+class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
+    """The same head trained directly (Adam or SGD) with weight decay ``(beta/2) sum ||W||^2``.
+
+    ``objective_`` is the regularized training objective in the convention of
+    :class:`ConvexAttentionClassifier` (evaluated on the full training set at the end), so
+    ``objective_ >= ConvexAttentionClassifier(...).objective_`` up to the solver tolerance.
+    Gated heads use ``n_heads`` random gates (unit k has gate k).
+    """
+
+    def __init__(self, head: str = "self_attention", activation: str = "linear",
+                 n_heads: int = 5, beta: float = 1e-3, loss: str = "squared",
+                 optimizer: str = "adam", lr: float = 1e-2, max_epochs: int = 200,
+                 batch_size: int | None = None, random_state=None, n_groups: int = 5,
+                 init_scale: float = 0.1, verbose: bool = False):
+        self.head = head
+        self.activation = activation
+        self.n_heads = n_heads
+        self.beta = beta
+        self.loss = loss
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.n_groups = n_groups
+        self.init_scale = init_scale
+        self.verbose = verbose
+
+    def _objective(self, net: ConvexHead, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        out = net(X)  # (b, c)
+        if self.loss == "squared":
+            fit = 0.5 * (out - Y).pow(2).sum() / X.shape[0]
+        else:
+            fit = torch.nn.functional.cross_entropy(out, Y.argmax(dim=1))
+        return fit + self.beta * net.penalty()
+
+    def fit(self, X, y) -> NonConvexAttentionClassifier:
+        check_option(self.head, "head", HEADS)
+        check_option(self.activation, "activation", ACTIVATIONS)
+        check_option(self.loss, "loss", losses.LOSSES)
+        check_option(self.optimizer, "optimizer", ("adam", "sgd"))
+        check_positive(self.beta, "beta")
+        check_positive(self.lr, "lr")
+        check_int(self.n_heads, "n_heads", low=1)
+        check_int(self.max_epochs, "max_epochs", low=1)
+        X = _check_X(X)
+        enc, yi = _check_y(y, X)
+        n, s, d = X.shape
+        if self.head == "bfno" and d % self.n_groups:
+            raise ValueError(f"n_groups={self.n_groups} must divide d={d}.")
+        bs = n if self.batch_size is None else check_int(self.batch_size, "batch_size", low=1)
+        rng = check_random_state(self.random_state)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        self.classes_ = enc.classes_
+        c = len(self.classes_)
+        mask = None
+        if self.head == "bfno":
+            w = d // self.n_groups
+            mask = torch.zeros(self.n_heads, d, dtype=torch.float64)
+            for k in range(self.n_heads):
+                g = k % self.n_groups
+                mask[k, g * w : (g + 1) * w] = 1.0
+        gates = None
+        if self.activation == "gated_relu":
+            shape = {"self_attention": (d, d), "mixer": (s, s), "fno": (s, d), "bfno": (s, d),
+                     "mlp": (d,)}[self.head]
+            gates = torch.randn((self.n_heads, *shape), dtype=torch.float64, generator=gen)
+            if mask is not None:
+                gates = gates * mask[:, None, :]
+        net = ConvexHead(self.head, self.activation, self.n_heads, s, d, c, gates=gates,
+                         group_mask=mask, generator=gen, init_scale=self.init_scale)
+        Xt = torch.as_tensor(X)
+        Yt = torch.as_tensor(np.eye(c)[yi])
+        opt = (torch.optim.Adam(net.parameters(), lr=self.lr) if self.optimizer == "adam"
+               else torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9))
+        epochs = range(self.max_epochs)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            epochs = tqdm(epochs, desc="non-convex training")
+        self.loss_curve_ = []
+        for _ in epochs:
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, bs):
+                idx = perm[i : i + bs]
+                opt.zero_grad()
+                obj = self._objective(net, Xt[idx], Yt[idx])
+                obj.backward()
+                opt.step()
+            self.loss_curve_.append(float(obj.detach()))
+        with torch.no_grad():
+            self.objective_ = float(self._objective(net, Xt, Yt))
+        if not np.isfinite(self.objective_):
+            raise FloatingPointError(f"training diverged (objective {self.objective_}); "
+                                     f"lower lr (got {self.lr}).")
+        self.network_ = net
+        self.n_tokens_, self.n_features_in_ = s, d
+        self.n_iter_ = self.max_epochs
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        if not hasattr(self, "network_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X, y).")
+        X = _check_X(X, d=self.n_features_in_,
+                     s=None if self.head in ("self_attention", "mlp") else self.n_tokens_)
+        with torch.no_grad():
+            return self.network_(torch.as_tensor(X)).numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        return _proba_from_scores(self.decision_function(X), self.loss)
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]

@@ -1,0 +1,280 @@
+r"""Convex programs of attention-style heads as implicit linear operators.
+
+Sahiner, Ergen, Ozturkler, Pauly, Mardani, Pilanci, "Unraveling Attention via Convex Duality",
+ICML 2022 (arXiv 2205.08078). Training a head with weight decay equals
+
+.. math::  \min_{Z_1..Z_m}\ L\Big(\sum_j \mathcal{A}_j(Z_j),\, Y\Big) + \beta \sum_j \|Z_j\|_*
+
+where :math:`\mathcal{A}_j` maps block :math:`Z_j \in \mathbb{R}^{p \times qc}` to the
+token-mean-pooled outputs (n, c). Every block here is one of two structured operators, so the
+``d^3``-sized design is never built where the structure avoids it:
+
+* :class:`KronBlock`: :math:`\hat y_{ic} = \sum_{k,k',l} a_{ik} B_{ik'l} Z_{(k,k'),(l,c)}`.
+  Linear self-attention: with :math:`\bar x = \tfrac1s X^\top 1` and :math:`G = X^\top X`, the
+  pooled head output is :math:`\bar x^\top W_1 G W_2`, so ``a = xbar`` and ``B = G``
+  (one (n, d^2) @ (d^2, dc) product per operator application, :math:`O(n d^3 c)`).
+  Linear MLP-Mixer: ``a = 1/s``, ``B = X``.
+* :class:`DenseBlock`: :math:`\hat y_{ic} = \sum_{k,l} \Phi_{ikl} Z_{k,(l,c)}` with a
+  materialized (n, p, q) feature tensor (gated-ReLU heads, FNO, MLP).
+
+Score convention (self-attention): ``score_{tu} = x_t^T W1 x_u``, i.e. ``W1 = K Q^T`` and
+``score_t = x_t^T W z`` with ``z`` the query token.
+Row index of ``Z_j`` is ``vec(W1)`` (row-major), column index is ``vec(W2)`` (row-major (l, c)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from attnlens._validation import check_option
+
+HEADS = ("self_attention", "mixer", "fno", "bfno", "mlp")
+ACTIVATIONS = ("linear", "gated_relu", "relu")
+
+#: Largest dense feature tensor (float64 entries) built without complaint (~1.6 GB).
+MAX_DENSE_ENTRIES = 200_000_000
+
+
+def bmm(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Batched matmul (n, i, j) @ (n, j, k) via torch (numpy's stacked matmul is far slower)."""
+    return torch.bmm(torch.from_numpy(np.ascontiguousarray(A)),
+                     torch.from_numpy(np.ascontiguousarray(B))).numpy()
+
+
+class KronBlock:
+    """Block with features ``Phi_i = a_i (x) B_i``; ``a`` (n, p1), ``B`` (n, p2, q)."""
+
+    def __init__(self, a: np.ndarray, B: np.ndarray):
+        self.a = np.ascontiguousarray(a, dtype=np.float64)  # (n, p1)
+        self.B = np.ascontiguousarray(B, dtype=np.float64)  # (n, p2, q)
+        n, self.p1 = self.a.shape
+        _, self.p2, self.q = self.B.shape
+        self.n = n
+        self._B2 = self.B.reshape(n, self.p2 * self.q)  # (n, p2 q)
+        self.Bt = np.ascontiguousarray(self.B.transpose(0, 2, 1))  # (n, q, p2)
+
+    @property
+    def p(self) -> int:
+        return self.p1 * self.p2
+
+    def zshape(self, c: int) -> tuple[int, int]:
+        return (self.p, self.q * c)
+
+    def forward(self, Z: np.ndarray, c: int) -> np.ndarray:
+        """(p, qc) -> (n, c)."""
+        Z4 = Z.reshape(self.p1, self.p2, self.q, c)
+        Zt = Z4.transpose(1, 2, 0, 3).reshape(self.p2 * self.q, self.p1 * c)  # (p2 q, p1 c)
+        T = (self._B2 @ Zt).reshape(self.n, self.p1, c)  # (n, p1, c)
+        return np.einsum("nk,nkc->nc", self.a, T)
+
+    def adjoint(self, R: np.ndarray) -> np.ndarray:
+        """(n, c) -> (p, qc): sum_i Phi_i (x) R_i."""
+        c = R.shape[1]
+        aR = (self.a[:, :, None] * R[:, None, :]).reshape(self.n, self.p1 * c)  # (n, p1 c)
+        M = (self._B2.T @ aR).reshape(self.p2, self.q, self.p1, c)  # (p2, q, p1, c)
+        return M.transpose(2, 0, 1, 3).reshape(self.p, self.q * c)
+
+    def forward_factored(self, U: np.ndarray, V: np.ndarray, c: int):
+        """Output of ``Z = U V^T`` (U (p, r), V (qc, r)) without forming Z; also returns cache.
+
+        Cost ``O(n (p1 p2 r + p2 q r + q r c))`` -- all products are plain GEMMs.
+        """
+        r = U.shape[1]
+        P = (self.a @ U.reshape(self.p1, self.p2 * r)).reshape(self.n, self.p2, r)  # (n,p2,r)
+        Q = bmm(self.Bt, P)  # (n, q, r)
+        Vr = V.reshape(self.q, c, r).transpose(0, 2, 1).reshape(self.q * r, c)  # (q r, c)
+        return Q.reshape(self.n, self.q * r) @ Vr, Q
+
+    def grads_factored(self, R: np.ndarray, U: np.ndarray, V: np.ndarray, Q: np.ndarray, c: int):
+        """``(A^* R) V`` and ``(A^* R)^T U`` for ``Z = U V^T`` without forming ``A^* R``."""
+        r = U.shape[1]
+        Vr = V.reshape(self.q, c, r).transpose(1, 0, 2).reshape(c, self.q * r)  # (c, q r)
+        W = (R @ Vr).reshape(self.n, self.q, r)  # (n, q, r)
+        BW = bmm(self.B, W)  # (n, p2, r)
+        gU = (self.a.T @ BW.reshape(self.n, self.p2 * r)).reshape(self.p, r)
+        gV = (R.T @ Q.reshape(self.n, self.q * r)).reshape(c, self.q, r)
+        return gU, gV.transpose(1, 0, 2).reshape(self.q * c, r)
+
+    def take(self, idx: np.ndarray) -> KronBlock:
+        return KronBlock(self.a[idx], self.B[idx])
+
+
+class DenseBlock:
+    """Block with a materialized feature tensor ``phi`` of shape (n, p, q)."""
+
+    def __init__(self, phi: np.ndarray):
+        self.phi = np.ascontiguousarray(phi, dtype=np.float64)  # (n, p, q)
+        self.n, self.p, self.q = self.phi.shape
+        self._P2 = self.phi.reshape(self.n, self.p * self.q)  # (n, p q)
+
+    def zshape(self, c: int) -> tuple[int, int]:
+        return (self.p, self.q * c)
+
+    def forward(self, Z: np.ndarray, c: int) -> np.ndarray:
+        return self._P2 @ Z.reshape(self.p * self.q, c)
+
+    def adjoint(self, R: np.ndarray) -> np.ndarray:
+        return (self._P2.T @ R).reshape(self.p, self.q * R.shape[1])
+
+    def forward_factored(self, U: np.ndarray, V: np.ndarray, c: int):
+        r = U.shape[1]
+        Q = np.tensordot(self.phi, U, axes=([1], [0]))  # (n, q, r)
+        Vr = V.reshape(self.q, c, r).transpose(0, 2, 1).reshape(self.q * r, c)  # (q r, c)
+        return Q.reshape(self.n, self.q * r) @ Vr, Q
+
+    def grads_factored(self, R: np.ndarray, U: np.ndarray, V: np.ndarray, Q: np.ndarray, c: int):
+        r = U.shape[1]
+        Vr = V.reshape(self.q, c, r).transpose(1, 0, 2).reshape(c, self.q * r)  # (c, q r)
+        W = (R @ Vr).reshape(self.n, self.q, r)  # (n, q, r)
+        gU = np.tensordot(self.phi, W, axes=([0, 2], [0, 1]))  # (p, r)
+        gV = (R.T @ Q.reshape(self.n, self.q * r)).reshape(c, self.q, r)
+        return gU, gV.transpose(1, 0, 2).reshape(self.q * c, r)
+
+    def take(self, idx: np.ndarray) -> DenseBlock:
+        return DenseBlock(self.phi[idx])
+
+
+@dataclass
+class Program:
+    """The implicit linear operator ``Z -> sum_j A_j(Z_j)`` of one head on one data set."""
+
+    blocks: list
+    n_outputs: int
+    head: str
+    activation: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.blocks[0].n
+
+    def zshapes(self) -> list[tuple[int, int]]:
+        return [b.zshape(self.n_outputs) for b in self.blocks]
+
+    def zeros(self) -> list[np.ndarray]:
+        return [np.zeros(s) for s in self.zshapes()]
+
+    def forward(self, Zs: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((self.n, self.n_outputs))
+        for b, Z in zip(self.blocks, Zs, strict=True):
+            out += b.forward(Z, self.n_outputs)
+        return out
+
+    def adjoint(self, R: np.ndarray) -> list[np.ndarray]:
+        return [b.adjoint(R) for b in self.blocks]
+
+    def take(self, idx: np.ndarray) -> Program:
+        return Program([b.take(idx) for b in self.blocks], self.n_outputs, self.head,
+                       self.activation, dict(self.meta))
+
+
+# ----------------------------------------------------------------------------- gates
+
+
+def sample_gates(head: str, n_gates: int, s: int, d: int, rng: np.random.Generator,
+                 groups: int = 1) -> np.ndarray:
+    """Random gate generators ``H_j`` (standard Gaussian), shaped for ``head``.
+
+    self_attention: (m, d, d), gate ``1[X H_j X^T >= 0]``; mixer: (m, s, s), ``1[H_j X >= 0]``;
+    fno / bfno: (m, s, d_group), ``1[circ(X_g) vec(H_j) >= 0]``; mlp: (m, d), ``1[xbar^T h_j >= 0]``.
+    """
+    if head == "self_attention":
+        return rng.standard_normal((n_gates, d, d))
+    if head == "mixer":
+        return rng.standard_normal((n_gates, s, s))
+    if head in ("fno", "bfno"):
+        return rng.standard_normal((n_gates, s, d // groups))
+    return rng.standard_normal((n_gates, d))
+
+
+def circ_apply(X: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``circ(X) vec(h)`` for every sample: ``out[i, t] = sum_{u,e} X[i, (t+u) % s, e] h[u, e]``.
+
+    X (n, s, d), h (s, d) -> (n, s); computed by FFT over tokens.
+    """
+    FX = np.fft.rfft(X, axis=1)  # (n, s//2+1, d)
+    Fh = np.fft.rfft(h, axis=0)  # (s//2+1, d)
+    return np.fft.irfft((np.conj(Fh)[None] * FX).sum(-1), n=X.shape[1], axis=1)
+
+
+def circ_pool(X: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """``(1/s) D_i^T circ(X_i)`` reshaped (n, s, d): ``out[i,u,e] = 1/s sum_t D[i,t] X[i,(t+u)%s,e]``."""
+    s = X.shape[1]
+    FX = np.fft.rfft(X, axis=1)  # (n, f, d)
+    FD = np.fft.rfft(D, axis=1)  # (n, f)
+    return np.fft.irfft(np.conj(FD)[:, :, None] * FX, n=s, axis=1) / s
+
+
+def _check_size(entries: int, what: str) -> None:
+    if entries > MAX_DENSE_ENTRIES:
+        raise MemoryError(
+            f"{what} needs a dense feature tensor of {entries:,} float64 entries "
+            f"(> {MAX_DENSE_ENTRIES:,}); use activation='linear' (structured operator), fewer "
+            "gates, fewer samples or a smaller feature dimension."
+        )
+
+
+def group_slices(d: int, groups: int) -> list[slice]:
+    width = d // groups
+    return [slice(g * width, (g + 1) * width) for g in range(groups)]
+
+
+def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
+                  gates: np.ndarray | None = None, groups: int = 1) -> Program:
+    """Build the operator of ``head`` on tokens ``X`` (n, s, d) (float64, validated by caller).
+
+    ``gates`` are the ``H_j`` from :func:`sample_gates` (needed for gated ReLU and ReLU).
+    ``groups`` is the number B of channel groups of the block FNO head.
+    """
+    check_option(head, "head", HEADS)
+    check_option(activation, "activation", ACTIVATIONS)
+    n, s, d = X.shape
+    xbar = X.mean(axis=1)  # (n, d)
+    gated = activation != "linear"
+    if gated and gates is None:
+        raise ValueError(f"activation={activation!r} needs gates; got gates=None.")
+    blocks: list = []
+    if head == "self_attention":
+        if not gated:
+            G = np.einsum("nta,ntb->nab", X, X, optimize=True)  # (n, d, d)
+            blocks.append(KronBlock(xbar, G))
+        else:
+            _check_size(n * d**3 * len(gates), "a gated self-attention head")
+            for H in gates:
+                S = np.einsum("nta,ab,nub->ntu", X, H, X, optimize=True)  # (n, s, s) scores
+                D = (S >= 0).astype(np.float64)  # (n, s, s)
+                M = np.einsum("ntu,nta->nua", D, X, optimize=True) / s  # (n, s, d)
+                phi = np.einsum("nua,nub,nue->nabe", M, X, X, optimize=True)  # (n, d, d, d)
+                blocks.append(DenseBlock(phi.reshape(n, d * d, d)))
+    elif head == "mixer":
+        if not gated:
+            blocks.append(KronBlock(np.full((n, s), 1.0 / s), X))
+        else:
+            _check_size(n * s * s * d * len(gates), "a gated MLP-Mixer head")
+            for H in gates:
+                D = (np.einsum("tu,nue->nte", H, X, optimize=True) >= 0).astype(np.float64)
+                phi = np.einsum("nte,nue->ntue", D, X, optimize=True) / s  # (n, s, s, d)
+                blocks.append(DenseBlock(phi.reshape(n, s * s, d)))
+    elif head in ("fno", "bfno"):
+        nb = groups if head == "bfno" else 1
+        if d % nb:
+            raise ValueError(f"groups={nb} must divide the feature dimension d={d}.")
+        for sl in group_slices(d, nb):
+            Xg = X[:, :, sl]
+            if not gated:
+                blocks.append(DenseBlock(circ_pool(Xg, np.ones((n, s))).reshape(n, -1, 1)))
+            else:
+                for h in gates:
+                    D = (circ_apply(Xg, h) >= 0).astype(np.float64)  # (n, s)
+                    blocks.append(DenseBlock(circ_pool(Xg, D).reshape(n, -1, 1)))
+    else:  # mlp on pooled tokens
+        if not gated:
+            blocks.append(DenseBlock(xbar[:, :, None]))
+        else:
+            D = (xbar @ gates.T >= 0).astype(np.float64)  # (n, m)
+            for j in range(len(gates)):
+                blocks.append(DenseBlock((D[:, j : j + 1] * xbar)[:, :, None]))
+    return Program(blocks, n_outputs, head, activation, {"groups": groups, "s": s, "d": d})

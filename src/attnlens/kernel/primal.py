@@ -1,0 +1,385 @@
+r"""Primal-Attention: self-attention as an asymmetric kernel SVD in primal form, linear in N.
+
+Chen, Tao, Tonin, Suykens, "Primal-Attention: Self-attention through Asymmetric Kernel SVD in
+Primal Representation", NeurIPS 2023 (arXiv 2305.19798).
+
+Canonical attention scores tokens by ``score_{ij} = x_i^T W z_j`` with ``W = K Q^T`` (here
+``z_j = x_j``, self-attention) and normalizes them with a softmax; the N x N matrix is an
+asymmetric kernel ``kappa(x_i, x_j) = <phi_q(x_i), phi_k(x_j)>``. Its kernel SVD has the primal
+form
+
+.. math::
+
+    \max J = \tfrac12 \sum_i e_i^\top \Lambda e_i + \tfrac12 \sum_j r_j^\top \Lambda r_j
+             - \operatorname{Tr}(W_{e|X}^\top W_{r|X}),\quad
+    e_i = W_{e|X}^\top \phi_q(x_i),\; r_j = W_{r|X}^\top \phi_k(x_j),
+
+whose ``s`` projection scores ``e`` (left) and ``r`` (right) cost ``O(N s d)``; the layer
+outputs ``W_o [e; r]``. At a stationary point ``J = 0`` (see :mod:`attnlens.kernel.ksvd`), so
+training adds ``eta * sum_layers J^2`` (:func:`attnlens.kernel.losses.ksvd_loss`).
+
+Feature maps are cosine: ``phi(x) = normalize(W_q x)``. Data-dependent weights are
+``W_{e|X} = X'^T W_e`` with ``X'`` the ``n = min(rank_multi * rank, N)`` evenly spaced valid
+tokens of the sequence (padding skipped); the causal variant uses data-independent weights and
+prefix means of queries and keys, so no output depends on a later token.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnlens._validation import check_int, check_option, check_scalar
+
+logger = logging.getLogger(__name__)
+
+WeightSource = Literal["input", "features"]
+_EPS = 1e-12  # as F.normalize
+
+
+@dataclass
+class KSVDTerms:
+    """What one forward leaves behind to evaluate the KSVD objective ``J``.
+
+    e, r : (B, N, H, s) projection scores (zero at padded tokens).
+    we, wr : (B, H, p, s) data-dependent weights ``W_{e|X}``, ``W_{r|X}`` (or (1, H, p, s)).
+    we_param, wr_param : the raw parameters (H, n or p, s).
+    lam : (H, s) the diagonal of Lambda.
+    mask : (B, N) bool, True at real tokens, or None when all are real.
+    """
+
+    e: torch.Tensor
+    r: torch.Tensor
+    we: torch.Tensor
+    wr: torch.Tensor
+    we_param: torch.Tensor
+    wr_param: torch.Tensor
+    lam: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def _check_tensor(x: object, name: str, ndim: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}.")
+    # one reduction first; the elementwise check only runs when the sum is not finite
+    if (x.is_floating_point() and not bool(torch.isfinite(x.detach().sum()))
+            and not bool(torch.isfinite(x.detach()).all())):
+        raise ValueError(f"{name} contains NaN or inf values; clean the input first.")
+    return x
+
+
+def _check_mask(mask: torch.Tensor | None, b: int, n: int) -> torch.Tensor | None:
+    """Validated (B, N) bool mask, or None when every token is real."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a bool torch.Tensor of shape ({b}, {n}), got "
+                        f"{type(mask).__name__}.")
+    if tuple(mask.shape) != (b, n):
+        raise ValueError(
+            f"mask must have shape (batch, tokens) = ({b}, {n}), got {tuple(mask.shape)}; "
+            "pass True at real tokens and False at padding."
+        )
+    mask = mask.to(dtype=torch.bool)
+    if not bool(mask.any(dim=1).all()):
+        raise ValueError("mask has a sequence with no real token; drop empty sequences first.")
+    return None if bool(mask.all()) else mask
+
+
+def prefix_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the real tokens up to and including each position: (B, N, H, p) -> same."""
+    if mask is None:
+        count = torch.arange(1, x.shape[1] + 1, dtype=x.dtype, device=x.device)  # (N,)
+        return torch.cumsum(x, dim=1) / count[None, :, None, None]
+    m = mask[:, :, None, None].to(x.dtype)  # (B, N, 1, 1)
+    csum = torch.cumsum(x * m, dim=1)  # (B, N, H, p)
+    return csum / torch.cumsum(m, dim=1).clamp_min(1.0)
+
+
+def sample_indices(mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evenly spaced real-token indices per sequence and their 0/1 weights.
+
+    Sequence b with ``len_b >= n`` real tokens gets ``floor(linspace(0, len_b - 1, n))``
+    (positions among its real tokens); one with ``len_b < n`` gets all its tokens followed
+    by ``n - len_b`` zero-weighted slots. Returns (B, n) long indices and (B, n) weights.
+    """
+    b, _ = mask.shape
+    lengths = mask.sum(dim=1)  # (B,)
+    j = torch.arange(n, device=mask.device, dtype=torch.float64)  # (n,)
+    denom = max(n - 1, 1)
+    full = torch.floor(j[None, :] * (lengths[:, None].double() - 1) / denom).long()  # (B, n)
+    short = torch.minimum(j[None, :].long(), (lengths[:, None] - 1).clamp_min(0))  # (B, n)
+    is_short = lengths[:, None] < n  # (B, 1)
+    rank_pos = torch.where(is_short, short, full)  # (B, n) rank among real tokens
+    weight = torch.where(is_short, (j[None, :] < lengths[:, None]).double(),
+                         torch.ones(b, n, dtype=torch.float64, device=mask.device))
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real tokens first
+    idx = torch.gather(order, 1, rank_pos)  # (B, n)
+    return idx, weight
+
+
+def data_dependent_weights(
+    src: torch.Tensor, w_param: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``W_{.|X} = X'^T W`` from evenly spaced real tokens.
+
+    src : (B, N, H, p) token representations per head; w_param : (H, n, s); mask : (B, N)
+    or None. Returns (B, H, p, s). When N < n only the first N rows of ``w_param`` are used.
+    """
+    b, n_tok, h, p = src.shape
+    n = min(w_param.shape[1], n_tok)
+    w = w_param[:, :n].to(src.dtype)  # (H, n, s)
+    if mask is None:  # same evenly spaced tokens for every sequence
+        idx = torch.floor(torch.arange(n, dtype=torch.float64) * (n_tok - 1) / max(n - 1, 1))
+        xs = src[:, idx.long().to(src.device)]  # (B, n, H, p)
+    else:
+        idx, weight = sample_indices(mask, n)  # (B, n), (B, n)
+        xs = torch.gather(src, 1, idx[:, :, None, None].expand(b, n, h, p))  # (B, n, H, p)
+        xs = xs * weight[:, :, None, None].to(src.dtype)
+    return torch.einsum("bnhp,hns->bhps", xs, w)  # (B, H, p, s)
+
+
+def _block_diag(w: torch.Tensor) -> torch.Tensor:
+    """(B, H, p, s) per-head weights -> (B, H*p, H*s) block-diagonal matrix."""
+    b, h, p, s = w.shape
+    eye = torch.eye(h, dtype=w.dtype, device=w.device)  # (H, H)
+    return torch.einsum("bhps,hg->bhpgs", w, eye).reshape(b, h * p, h * s)
+
+
+def primal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    we: torch.Tensor,
+    wr: torch.Tensor,
+    w_concat: torch.Tensor,
+    b_concat: torch.Tensor | None = None,
+    *,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Primal-Attention scores and head outputs (projections excluded).
+
+    Convention: canonical scores are ``score_{ij} = x_i^T W z_j`` with ``W = K Q^T``; here the
+    kernel ``kappa(x_i, x_j) = <phi_q(x_i), phi_k(x_j)>`` replaces them and is never formed.
+    ``e_i = W_{e|X}^T phi_q(x_i)``, ``r_j = W_{r|X}^T phi_k(x_j)``, output ``W_c [e; r] + b``.
+
+    Parameters
+    ----------
+    q, k : (B, N, H, p) projected queries and keys (before the cosine feature map),
+        token-major so that a (B, N, H*p) projection is viewed without a copy.
+    we, wr : (B, H, p, s) or (H, p, s) projection weights ``W_{e|X}``, ``W_{r|X}``.
+    w_concat, b_concat : (p_out, 2s) and (p_out,) weights of the map ``[e; r] -> output``.
+    mask : (B, N) bool, True at real tokens (default all). Padded tokens get zero scores.
+    causal : prefix means of q and k before the feature map (token t sees tokens <= t only).
+
+    Returns
+    -------
+    out : (B, N, H, p_out), e : (B, N, H, s), r : (B, N, H, s).
+    """
+    q = _check_tensor(q, "q", 4)
+    k = _check_tensor(k, "k", 4)
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must share their shape, got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}.")
+    b, n_tok, h, p = q.shape
+    mask = _check_mask(mask, b, n_tok)
+    if causal:
+        q = prefix_mean(q, mask)  # (B, N, H, p)
+        k = prefix_mean(k, mask)  # (B, N, H, p)
+    we = (we if we.ndim == 4 else we.unsqueeze(0)).to(q.dtype)  # (B or 1, H, p, s)
+    wr = (wr if wr.ndim == 4 else wr.unsqueeze(0)).to(q.dtype)  # (B or 1, H, p, s)
+    s = we.shape[-1]
+    # phi(x)^T W = (x^T W) / ||x||: normalize after the (p -> s) product, no (N, p) copy;
+    # one (N, H*p) x (H*p, H*s) product with block-diagonal weights serves every head.
+    inv_q = q.norm(dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()  # (B, N, H, 1)
+    inv_k = k.norm(dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()  # (B, N, H, 1)
+    if mask is not None:
+        inv_q = inv_q * mask[:, :, None, None].to(q.dtype)  # zero scores at padding
+        inv_k = inv_k * mask[:, :, None, None].to(q.dtype)
+    e = torch.matmul(q.reshape(b, n_tok, h * p), _block_diag(we)).view(b, n_tok, h, s)
+    r = torch.matmul(k.reshape(b, n_tok, h * p), _block_diag(wr)).view(b, n_tok, h, s)
+    e = e * inv_q  # (B, N, H, s)
+    r = r * inv_k  # (B, N, H, s)
+    w_concat = w_concat.to(q.dtype)
+    b_c = None if b_concat is None else b_concat.to(q.dtype)
+    out = F.linear(r, w_concat[:, s:], b_c)  # (B, N, H, p_out)
+    out = out.add_(torch.matmul(e, w_concat[:, :s].T))  # in place: one (N, H p_out) buffer
+    return out, e, r
+
+
+def ksvd_objective(terms: KSVDTerms, form: Literal["sum", "mean"] = "sum") -> torch.Tensor:
+    r"""The KSVD objective ``J`` of one layer, one value per sequence: (B,).
+
+    ``form="sum"`` (the paper, eq. 4): per sequence,
+    ``J = sum_h [1/2 sum_i e_i^T Lambda_h e_i + 1/2 sum_j r_j^T Lambda_h r_j
+    - Tr(W_{e|X}^T W_{r|X})]``, sums over real tokens and heads; ``J = 0`` at a KSVD
+    stationary point.
+
+    ``form="mean"`` (the reference code's loss): ``1/2 mean_{h,i} ||Lambda_h e_i||^2
+    + 1/2 mean_{h,j} ||Lambda_h r_j||^2 - Tr(mean_h W_e^T W_r)`` with the data-independent
+    parameters in the trace and ``Lambda^2`` (not ``Lambda``) in the quadratic terms. It is a
+    scaled surrogate, not zero at the stationary point; kept for reproducing the paper's runs.
+    """
+    check_option(form, "form", ("sum", "mean"))
+    lam = terms.lam.to(terms.e.dtype)  # (H, s)
+    b, n_tok, h, _ = terms.e.shape
+    if form == "sum":
+        quad_e = torch.einsum("bnhs,bnhs->b", terms.e * lam, terms.e)  # (B,)
+        quad_r = torch.einsum("bnhs,bnhs->b", terms.r * lam, terms.r)  # (B,)
+        trace = torch.einsum("bhps,bhps->b", terms.we, terms.wr)  # (B,) or (1,)
+        return 0.5 * quad_e + 0.5 * quad_r - trace.expand_as(quad_e)
+    if terms.mask is None:
+        count = torch.full((b,), float(n_tok * h), dtype=terms.e.dtype, device=terms.e.device)
+    else:
+        count = terms.mask.sum(dim=1).to(terms.e.dtype) * h  # (B,)
+    lam2 = lam * lam  # (H, s)
+    quad_e = torch.einsum("bnhs,hs->b", terms.e * terms.e, lam2) / count  # (B,)
+    quad_r = torch.einsum("bnhs,hs->b", terms.r * terms.r, lam2) / count  # (B,)
+    trace = torch.einsum("hps,hps->", terms.we_param, terms.wr_param.to(terms.we_param.dtype))
+    return 0.5 * quad_e + 0.5 * quad_r - trace / h
+
+
+class PrimalAttention(nn.Module):
+    """Primal-Attention layer (projections included): ``(B, N, dim) -> (B, N, dim)``.
+
+    Convention: canonical attention scores ``score_{ij} = x_i^T W z_j`` (``W = K Q^T``);
+    this layer replaces their softmax with the primal KSVD scores of the cosine kernel, at
+    ``O(N)`` cost. See :func:`primal_attention` for the math.
+
+    Parameters
+    ----------
+    dim : model width; must be divisible by ``heads``.
+    heads : number of heads.
+    rank : ``s``, number of singular directions per head.
+    rank_multi : ``n = rank_multi * rank`` sampled tokens for the data-dependent weights.
+    data_dependent : ``W_{e|X} = X'^T W_e`` from sampled tokens (True) or plain parameters.
+    causal : autoregressive variant (prefix means; needs ``data_dependent=False``).
+    weight_source : tokens ``X'`` used for the data-dependent weights: ``"input"`` (the layer
+        input split per head, as in the reference code) or ``"features"`` (``phi_k`` for
+        ``W_e`` and ``phi_q`` for ``W_r``, the dual-consistent choice ``W_e = Phi_k^T H_r``).
+    dropout : dropout on the output.
+    ksvd_form : default form of :meth:`ksvd_objective` (``"sum"`` paper, ``"mean"`` code).
+    max_len : longest sequence expected; caps ``n`` at it (as the reference code does).
+
+    After each forward, ``last_terms`` holds :class:`KSVDTerms` and :meth:`ksvd_objective`
+    returns the layer's ``J`` per sequence. Math runs in float32 under autocast.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        rank: int,
+        *,
+        rank_multi: int = 10,
+        data_dependent: bool = True,
+        causal: bool = False,
+        weight_source: WeightSource = "input",
+        dropout: float = 0.0,
+        ksvd_form: Literal["sum", "mean"] = "sum",
+        bias: bool = True,
+        max_len: int | None = None,
+    ) -> None:
+        super().__init__()
+        dim = check_int(dim, "dim", low=1)
+        heads = check_int(heads, "heads", low=1)
+        if dim % heads:
+            raise ValueError(
+                f"dim must be divisible by heads; got dim={dim}, heads={heads}. "
+                f"Try heads in {[h for h in range(1, min(dim, 16) + 1) if dim % h == 0]}."
+            )
+        rank = check_int(rank, "rank", low=1)
+        rank_multi = check_int(rank_multi, "rank_multi", low=1)
+        check_option(weight_source, "weight_source", ("input", "features"))
+        check_option(ksvd_form, "ksvd_form", ("sum", "mean"))
+        check_scalar(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+        if causal and data_dependent:
+            raise ValueError(
+                "causal=True needs data_dependent=False: weights sampled across the sequence "
+                "would let every output see later tokens. Pass data_dependent=False."
+            )
+        self.dim, self.heads, self.rank = dim, heads, rank
+        self.head_dim = dim // heads
+        self.n_samples = rank_multi * rank
+        if max_len is not None:
+            self.n_samples = min(self.n_samples, check_int(max_len, "max_len", low=1))
+        self.data_dependent, self.causal = bool(data_dependent), bool(causal)
+        self.weight_source = weight_source
+        self.ksvd_form = ksvd_form
+        rows = self.n_samples if data_dependent else self.head_dim
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.we = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank)))
+        self.wr = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank)))
+        self.lam = nn.Parameter(nn.init.uniform_(torch.empty(heads, rank)))
+        self.concat = nn.Linear(2 * rank, self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.last_terms: KSVDTerms | None = None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x : (B, N, dim); mask : (B, N) bool, True at real tokens. Returns (B, N, dim)."""
+        x = _check_tensor(x, "x", 3)
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x must have last dimension dim={self.dim}, got shape "
+                             f"{tuple(x.shape)}.")
+        b, n_tok, _ = x.shape
+        mask = _check_mask(mask, b, n_tok)
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.to(dtype)
+            h, p = self.heads, self.head_dim
+            q = self.q_proj(x).view(b, n_tok, h, p)  # (B, N, H, p)
+            k = self.k_proj(x).view(b, n_tok, h, p)  # (B, N, H, p)
+            if self.data_dependent:
+                if self.weight_source == "input":
+                    src_e = src_r = x.view(b, n_tok, h, p)  # (B, N, H, p)
+                else:
+                    src_e = F.normalize(k, dim=-1)  # (B, N, H, p) phi_k
+                    src_r = F.normalize(q, dim=-1)  # (B, N, H, p) phi_q
+                we = data_dependent_weights(src_e, self.we, mask)  # (B, H, p, s)
+                wr = data_dependent_weights(src_r, self.wr, mask)  # (B, H, p, s)
+            else:
+                we = self.we.to(dtype).unsqueeze(0)  # (1, H, p, s)
+                wr = self.wr.to(dtype).unsqueeze(0)  # (1, H, p, s)
+            out, e, r = primal_attention(
+                q, k, we, wr, self.concat.weight, self.concat.bias, mask=mask, causal=self.causal
+            )  # (B, N, H, p), (B, N, H, s), (B, N, H, s)
+            self.last_terms = KSVDTerms(e, r, we, wr, self.we, self.wr, self.lam, mask)
+            out = self.dropout(self.out_proj(out.reshape(b, n_tok, self.dim)))  # (B, N, dim)
+        return out
+
+    def ksvd_objective(self, form: Literal["sum", "mean"] | None = None) -> torch.Tensor:
+        """``J`` of the last forward, one value per sequence (B,); see :func:`ksvd_objective`."""
+        if self.last_terms is None:
+            raise RuntimeError("ksvd_objective needs a forward pass first; call the layer on "
+                               "a batch, then read J.")
+        return ksvd_objective(self.last_terms, form or self.ksvd_form)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, heads={self.heads}, rank={self.rank}, n={self.n_samples}, "
+                f"data_dependent={self.data_dependent}, causal={self.causal}")
+
+
+def cosine_kernel_matrix(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The asymmetric kernel ``K_ij = <phi_q(x_i), phi_k(x_j)>``: (..., N, p) -> (..., N, N)."""
+    return torch.matmul(F.normalize(q, dim=-1), F.normalize(k, dim=-1).transpose(-1, -2))
+
+
+__all__ = [
+    "KSVDTerms",
+    "PrimalAttention",
+    "cosine_kernel_matrix",
+    "data_dependent_weights",
+    "ksvd_objective",
+    "prefix_mean",
+    "primal_attention",
+    "sample_indices",
+]

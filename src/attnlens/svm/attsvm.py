@@ -1,0 +1,239 @@
+r"""Att-SVM and Att-SVM*: the max-margin token-selection programs, solved and certified.
+
+Score convention: ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized). For a selection
+``a`` the programs are
+
+.. math::
+
+    W^{mm} = \arg\min_W \|W\|_F \quad\text{or}\quad W^{mm}_\star = \arg\min_W \|W\|_\star
+    \quad\text{s.t.}\quad (x_{i,a_i} - x_{it})^\top W z_i \ge 1 \;\; \forall t \ne a_i,\ \forall i.
+
+Tarzanagh, Li, Zhang, Oymak, "Max-Margin Token Selection in Attention Mechanism", NeurIPS 2023
+(arXiv 2306.13596), Eq. (Att-SVM); Tarzanagh, Li, Thrampoulidis, Oymak, "Transformers as
+Support Vector Machines" (arXiv 2308.16898), Eqs. (Att-SVM), (Att-SVM*), seq2seq and causal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from attnlens._results import Status, warn_on_status
+from attnlens._validation import check_int, check_option, check_positive
+from attnlens.svm._certificate import (
+    dual_bound,
+    make_feasible,
+    matrix_norm,
+    raise_infeasible,
+    relative_gap,
+)
+from attnlens.svm._constraints import ConstraintSet, build_constraints
+from attnlens.svm._reference import solve_reference
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AttSVMResult", "att_svm", "att_svm_problem", "NORMS", "METHODS"]
+
+NORMS = ("fro", "nuc")
+METHODS = ("auto", "cvxpy", "active_set")
+SUPPORT_TOL = 1e-6
+
+
+@dataclass
+class AttSVMResult:
+    """Outcome of an Att-SVM solve.
+
+    W: (d, d) solution, scaled so that its minimum margin is exactly 1 (always feasible).
+    objective: the norm value of ``W``: ``||W||_F`` for ``norm="fro"``, ``||W||_*`` for
+        ``norm="nuc"`` (not the squared or halved value; ``1/2 ||W||_F^2`` is
+        ``0.5 * objective**2``).
+    status: :class:`attnlens._results.Status`.
+    support: the support (neighbour) sets ``T_i = {t : margin_it <= 1 + 1e-6}``; a list of
+        ``n`` integer arrays for cross/self, a list of ``n`` lists of ``K`` arrays for
+        seq2seq/causal.
+    margins: ``(x_{i,a} - x_it)^T W z_i``, shape (n, T) for cross/self and (n, K, T) for
+        seq2seq/causal; ``inf`` where ``t`` does not compete (the selected token, causal ``t > k``).
+    duals: multipliers of the constraints, same shape as ``margins`` (0 where no constraint):
+        ``W = sum alpha_c A_c`` for Frobenius (duals of ``min 1/2||W||_F^2``), and
+        ``sum alpha_c A_c`` in the subdifferential of ``||W||_*`` for nuclear.
+    certificate: relative gap ``(objective - lower) / objective`` between the returned feasible
+        W and the dual lower bound ``1^T alpha / ||sum alpha_c A_c||_dual``.
+    iterations, seconds, method: effort and the method that ran.
+    norm, variant, selection: what was solved (selection shaped (n,) or (n, K)).
+    """
+
+    W: np.ndarray
+    objective: float
+    status: Status
+    support: list
+    margins: np.ndarray
+    duals: np.ndarray
+    certificate: float
+    iterations: int
+    seconds: float
+    method: str
+    norm: str
+    variant: str
+    selection: np.ndarray
+
+    @property
+    def rank(self) -> int:
+        """Numerical rank of ``W`` (singular values above ``1e-6 * s_max``)."""
+        s = np.linalg.svd(self.W, compute_uv=False)
+        return int((s > 1e-6 * max(s[0], 1e-300)).sum()) if s.size else 0
+
+
+def _support(cs: ConstraintSet, M: np.ndarray) -> list:
+    sup = (M <= 1.0 + SUPPORT_TOL) & cs.mask
+    if cs.variant in ("cross", "self"):
+        return [np.flatnonzero(sup[i, 0]) for i in range(cs.n)]
+    return [[np.flatnonzero(sup[i, k]) for k in range(sup.shape[1])] for i in range(cs.n)]
+
+
+def _finish(
+    cs: ConstraintSet,
+    W: np.ndarray,
+    duals: np.ndarray,
+    norm: str,
+    *,
+    method: str,
+    iterations: int,
+    start: float,
+    tol: float,
+    converged: bool,
+) -> AttSVMResult:
+    Wf, M, mmin = make_feasible(cs, W)
+    if not mmin > 0:
+        raise_infeasible(cs, method)
+    obj = matrix_norm(Wf, norm)
+    lower = dual_bound(cs, duals, norm)
+    cert = relative_gap(obj, lower)
+    if cert <= tol:
+        status = Status.OPTIMAL
+    elif converged:
+        status = Status.OPTIMAL_INACCURATE
+    else:
+        status = Status.MAX_ITER
+    warn_on_status(status, cert, tol, f"att_svm(norm={norm!r}, method={method!r})")
+    squeeze = cs.variant in ("cross", "self")
+    duals = np.where(cs.mask, duals, 0.0)
+    return AttSVMResult(
+        W=Wf,
+        objective=obj,
+        status=status,
+        support=_support(cs, M),
+        margins=M[:, 0] if squeeze else M,
+        duals=duals[:, 0] if squeeze else duals,
+        certificate=cert,
+        iterations=int(iterations),
+        seconds=time.perf_counter() - start,
+        method=method,
+        norm=norm,
+        variant=cs.variant,
+        selection=cs.selection[:, 0] if squeeze else cs.selection,
+    )
+
+
+def _solve_cvxpy(cs: ConstraintSet, norm: str, tol: float, start: float) -> AttSVMResult:
+    out = solve_reference(cs, norm)
+    if out["infeasible"] or out["W"] is None:
+        raise_infeasible(cs, "cvxpy")
+    return _finish(
+        cs,
+        out["W"],
+        out["duals"],
+        norm,
+        method="cvxpy",
+        iterations=out["iterations"],
+        start=start,
+        tol=tol,
+        converged=True,
+    )
+
+
+def att_svm(
+    X,
+    Z,
+    selection,
+    *,
+    norm: str = "fro",
+    variant: str = "cross",
+    method: str = "auto",
+    tol: float = 1e-7,
+    max_iter: int = 10_000,
+    query_index: int | None = None,
+) -> AttSVMResult:
+    """Solve Att-SVM (``norm="fro"``) or Att-SVM* (``norm="nuc"``) for a token selection.
+
+    Score convention ``score_t = x_t^T W z``. Constraints
+    ``(x_{i,a} - x_it)^T W z >= 1`` for every competing token (see ``variant``).
+
+    Parameters
+    ----------
+    X : (n, T, d) tokens.
+    Z : queries: (n, d) for ``variant="cross"``; None for ``"self"`` (query
+        ``x_{i, query_index}``); None (every token a query) or (n, K, d) for ``"seq2seq"``;
+        None or (n, T, d) for ``"causal"``.
+    selection : (n,) selected token per sequence, or (n, K) per output position
+        (seq2seq/causal; causal needs ``selection[i, k] <= k``).
+    norm : ``"fro"`` or ``"nuc"``.
+    method : ``"auto"`` (``"active_set"`` for fro, ``"cvxpy"`` for nuc: no fast nuclear
+        solver yet), ``"cvxpy"`` (reference, Clarabel), ``"active_set"`` (Frobenius:
+        cutting-plane Lawson-Hanson dual).
+    tol : target relative duality gap (``certificate``).
+    max_iter : iteration cap of the fast methods.
+
+    Raises
+    ------
+    attnlens.errors.InfeasibleError : no W satisfies the constraints; ``evidence`` names the
+        sequences and holds a dual ray.
+    """
+    start = time.perf_counter()
+    check_option(norm, "norm", NORMS)
+    check_option(method, "method", METHODS)
+    tol = check_positive(tol, "tol")
+    max_iter = check_int(max_iter, "max_iter", low=1)
+    cs = build_constraints(X, Z, selection, variant, query_index)
+    if method == "auto":
+        method = "active_set" if norm == "fro" else "cvxpy"  # no fast nuclear solver yet
+    if cs.count == 0:
+        raise ValueError("the selection leaves no competing token: there is no constraint.")
+    if method == "cvxpy":
+        return _solve_cvxpy(cs, norm, tol, start)
+    if norm != "fro":
+        raise ValueError("method='active_set' solves norm='fro' only; use 'cvxpy' for 'nuc'.")
+    from attnlens.svm._frobenius import solve_frobenius
+
+    out = solve_frobenius(cs, tol=tol, max_iter=max_iter)
+    if out.get("ray") is not None or out["W"] is None:
+        raise_infeasible(cs, method, out.get("ray"))
+    return _finish(
+        cs,
+        out["W"],
+        out["duals"],
+        norm,
+        method=method,
+        iterations=out["iterations"],
+        start=start,
+        tol=tol,
+        converged=out["converged"],
+    )
+
+
+def att_svm_problem(problem, selection=None, **kwargs) -> AttSVMResult:
+    """:func:`att_svm` on a :class:`~attnlens.svm.problems.TokenSelectionProblem`.
+
+    ``selection`` defaults to the optimal tokens; the variant follows the problem (cross when it
+    has queries ``Z``, self when it has a ``query_index``) unless given in ``kwargs``.
+    """
+    sel = problem.optimal_tokens if selection is None else selection
+    variant = kwargs.pop("variant", problem.variant)
+    if variant == "self":
+        kwargs.setdefault("query_index", problem.query_index)
+        return att_svm(problem.X, None, sel, variant="self", **kwargs)
+    if variant == "cross":
+        return att_svm(problem.X, problem.Z, sel, variant="cross", **kwargs)
+    return att_svm(problem.X, None, sel, variant=variant, **kwargs)

@@ -1,0 +1,264 @@
+"""Compare training trajectories with the Att-SVM solutions of the selection they converged to.
+
+Score convention ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized). The correlation of
+two matrices is the cosine of their flattened entries,
+``corr(A, B) = <A, B>_F / (||A||_F ||B||_F)``; a trajectory "converges in direction" to
+``W^mm`` when ``corr(W(k), W^mm) -> 1``.
+
+Tarzanagh, Li, Zhang, Oymak, NeurIPS 2023 (arXiv 2306.13596); Tarzanagh, Li, Thrampoulidis,
+Oymak, "Transformers as Support Vector Machines" (arXiv 2308.16898).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attnlens._validation import check_array, check_option
+from attnlens.errors import InfeasibleError
+from attnlens.svm.dynamics import ProblemBatch, Trajectory
+
+logger = logging.getLogger(__name__)
+
+NORMS = ("fro", "nuc")
+_FALLBACK_WARNED: list[str] = []
+SOLVER_COUNTS = {"fast": 0, "cvxpy": 0}
+# The fast solver (issue 2) was unreliable while these experiments were written (slow, and
+# wrong infeasibility claims), so the experiments use the cvxpy formulation by default.
+DEFAULT_METHOD = "cvxpy"
+
+
+def correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosine of the flattened last two axes of ``A`` and ``B`` (broadcast over the rest).
+
+    NaN where either matrix is zero or NaN (an infeasible SVM has no direction).
+    """
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    if A.ndim < 2 or B.ndim < 2 or A.shape[-2:] != B.shape[-2:]:
+        raise ValueError(
+            f"A and B must be (stacks of) matrices of one shape; got {A.shape} and {B.shape}."
+        )
+    num = np.sum(A * B, axis=(-2, -1))
+    den = np.sqrt(np.sum(A * A, axis=(-2, -1)) * np.sum(B * B, axis=(-2, -1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def svm_solution(
+    X: np.ndarray,
+    Z: np.ndarray,
+    selection: np.ndarray,
+    norm: str = "fro",
+    method: str | None = None,
+) -> np.ndarray:
+    """``W^mm`` (``norm="fro"``) or ``W^mm_*`` (``"nuc"``) of a selection; raises
+    :class:`InfeasibleError` when the selection cannot be separated.
+
+    ``method="cvxpy"`` solves the cvxpy (Clarabel) formulation. ``"auto"`` tries the fast
+    solver :func:`attnlens.svm.attsvm.att_svm` first and falls back to cvxpy, with a logged
+    warning, when it is missing, fails, is not optimal, or reports an infeasibility that cvxpy
+    does not confirm. ``None`` uses ``DEFAULT_METHOD``. ``SOLVER_COUNTS`` records which solver
+    produced each solution.
+    """
+    check_option(norm, "norm", NORMS)
+    method = DEFAULT_METHOD if method is None else method
+    check_option(method, "method", ("auto", "cvxpy"))
+    sel = np.asarray(selection)
+    if method == "auto":
+        try:
+            from attnlens.svm.attsvm import att_svm
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = att_svm(X, Z, sel, norm=norm)
+            if str(res.status) == "optimal":
+                SOLVER_COUNTS["fast"] += 1
+                return np.asarray(res.W, dtype=np.float64)
+            reason = f"status {res.status}"
+        except InfeasibleError as exc:
+            reason = f"an infeasibility claim, checked with cvxpy ({type(exc).__name__})"
+        except Exception as exc:  # noqa: BLE001 - any failure of the fast path -> reference
+            reason = repr(exc)[:200]
+        if reason not in _FALLBACK_WARNED:
+            logger.warning("fast Att-SVM solver unusable (%s); using the cvxpy formulation",
+                           reason)
+            _FALLBACK_WARNED.append(reason)
+    SOLVER_COUNTS["cvxpy"] += 1
+    return _att_svm_cvxpy(X, Z, sel, norm)
+
+
+def _att_svm_cvxpy(X: np.ndarray, Z: np.ndarray, selection: np.ndarray, norm: str) -> np.ndarray:
+    """cvxpy (Clarabel) Att-SVM for cross-attention queries ``Z``; the reference path."""
+    import cvxpy as cp
+
+    n, T, d = X.shape
+    rows = []
+    for i in range(n):
+        for t in range(T):
+            if t != selection[i]:
+                rows.append(np.outer(X[i, selection[i]] - X[i, t], Z[i]).ravel())
+    A = np.array(rows)
+    W = cp.Variable((d, d))
+    obj = cp.norm(W, "fro") if norm == "fro" else cp.normNuc(W)
+    prob = cp.Problem(cp.Minimize(obj), [A @ cp.vec(W, order="C") >= 1])
+    prob.solve(solver=cp.CLARABEL)
+    if prob.status in ("infeasible", "infeasible_inaccurate") or W.value is None:
+        raise InfeasibleError(f"Att-SVM ({norm}) infeasible for this selection.")
+    return np.asarray(W.value, dtype=np.float64)
+
+
+def is_locally_optimal(
+    W_mm: np.ndarray,
+    X: np.ndarray,
+    Z: np.ndarray,
+    gamma: np.ndarray,
+    selection: np.ndarray,
+    tol: float = 1e-4,
+) -> bool:
+    """Local optimality of a selection (DESIGN: support set ``T_i`` = constraints active at
+    ``W^mm``; locally optimal when ``gamma_{i,a_i} > gamma_it`` for every ``t in T_i``)."""
+    n, T, _ = X.shape
+    sel = np.asarray(selection)
+    x_sel = X[np.arange(n), sel]  # (n, d)
+    margins = np.einsum("id,de,ie->i", x_sel, W_mm, Z)[:, None] - np.einsum(
+        "itd,de,ie->it", X, W_mm, Z
+    )  # (n, T)
+    g_sel = gamma[np.arange(n), sel][:, None]  # (n, 1)
+    active = np.abs(margins - 1.0) <= tol * max(1.0, float(np.abs(margins).max()))
+    active[np.arange(n), sel] = False
+    return bool(np.all(g_sel > gamma, where=active))
+
+
+@dataclass
+class SVMTrack:
+    """Per seed: the SVM solutions of the converged selection and the correlation path.
+
+    W_mm: {"fro": (S, d, d), "nuc": (S, d, d)} (NaN where infeasible); feasible: {norm: (S,)};
+    corr: {norm: (S, L)} corr(W(k), W^mm_norm) at the logged steps; final: {norm: (S,)};
+    globally_optimal, locally_optimal: (S,) booleans of the converged selection.
+    """
+
+    W_mm: dict[str, np.ndarray]
+    feasible: dict[str, np.ndarray]
+    corr: dict[str, np.ndarray]
+    final: dict[str, np.ndarray]
+    globally_optimal: np.ndarray
+    locally_optimal: np.ndarray
+
+    def mean_final(self, norm: str) -> float:
+        """Mean final correlation over the seeds whose SVM is feasible."""
+        vals = self.final[norm][self.feasible[norm]]
+        return float(np.mean(vals)) if vals.size else float("nan")
+
+
+def svm_references(
+    batch: ProblemBatch,
+    selection: np.ndarray,
+    norms: Sequence[str] = NORMS,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per seed, the Att-SVM solutions of ``selection`` (S, n) for each norm.
+
+    Returns ``(W_mm, feasible, globally_optimal, locally_optimal)``: ``W_mm[norm]`` (S, d, d),
+    NaN where infeasible; ``feasible[norm]`` (S,); two (S,) boolean arrays.
+    """
+    for nm in norms:
+        check_option(nm, "norms", NORMS)
+    S, n, T, d = batch.shape
+    sel = check_array(selection, "selection", shape=(S, n), dtype=np.int64)
+    gamma = batch.token_scores  # (S, n, T)
+    W_mm = {nm: np.full((S, d, d), np.nan) for nm in norms}
+    feasible = {nm: np.zeros(S, dtype=bool) for nm in norms}
+    local = np.zeros(S, dtype=bool)
+    it: Any = range(S)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="Att-SVM per seed", leave=False)
+    for s in it:
+        for nm in norms:
+            try:
+                W_mm[nm][s] = svm_solution(batch.X[s], batch.Z[s], sel[s], norm=nm)
+                feasible[nm][s] = True
+            except InfeasibleError:
+                logger.info("seed %d: selection infeasible for norm %s", s, nm)
+        ref = "fro" if "fro" in norms else norms[0]
+        if feasible[ref][s]:
+            local[s] = is_locally_optimal(W_mm[ref][s], batch.X[s], batch.Z[s], gamma[s], sel[s])
+    glob = np.all(sel == gamma.argmax(axis=-1), axis=-1)
+    return W_mm, feasible, glob, local
+
+
+def track_svm(
+    batch: ProblemBatch,
+    trajectory: Trajectory,
+    norms: Sequence[str] = NORMS,
+    selection: np.ndarray | None = None,
+    progress: bool = False,
+) -> SVMTrack:
+    """Solve the Att-SVM(s) of each seed's converged selection and correlate the trajectory.
+
+    ``selection`` (S, n) overrides the trajectory's converged selection.
+    """
+    for nm in norms:
+        check_option(nm, "norms", NORMS)
+    S = batch.shape[0]
+    if len(trajectory) != S:
+        raise ValueError(
+            f"trajectory has {len(trajectory)} seeds but batch has {S}; pass the batch it was "
+            "trained on."
+        )
+    sel = trajectory.selection if selection is None else selection
+    W_mm, feasible, glob, local = svm_references(batch, sel, norms, progress)
+    corr = {nm: correlation(trajectory.W, W_mm[nm][:, None]) for nm in norms}
+    final = {nm: correlation(trajectory.W_final, W_mm[nm]) for nm in norms}
+    return SVMTrack(W_mm, feasible, corr, final, glob, local)
+
+
+# multi-token selections (non-linear heads): Gen-SVM
+def _gen_svm_cvxpy(X: np.ndarray, Z: np.ndarray, sets: list[list[int]]) -> np.ndarray:
+    """Frobenius Gen-SVM (equality inside the selected sets, margin 1 against the rest)."""
+    import cvxpy as cp
+
+    n, T_, d = X.shape
+    W = cp.Variable((d, d))
+    cons = []
+    for i, sel_set in enumerate(sets):
+        s_i = X[i] @ W @ Z[i]  # (T,) scores
+        for t in sel_set[1:]:
+            cons.append(s_i[t] == s_i[sel_set[0]])
+        for tau in range(T_):
+            if tau not in sel_set:
+                cons.append(s_i[sel_set[0]] - s_i[tau] >= 1)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(W)), cons)
+    prob.solve(solver=cp.CLARABEL)
+    if prob.status not in ("optimal", "optimal_inaccurate") or W.value is None:
+        raise InfeasibleError(f"Gen-SVM infeasible for selected sets {sets}.")
+    return np.asarray(W.value)
+
+
+def gen_svm_direction(X: np.ndarray, Z: np.ndarray, sets: list[list[int]]) -> np.ndarray:
+    """``W^SVMeq`` from :func:`attnlens.svm.gensvm.gen_svm` (cvxpy fallback when absent)."""
+    try:
+        from attnlens.svm.gensvm import gen_svm
+    except ImportError:
+        return _gen_svm_cvxpy(X, Z, sets)
+    return np.asarray(gen_svm(X, Z, sets, norm="fro").W, dtype=np.float64)
+
+
+def project_out_fin(W: np.ndarray, X: np.ndarray, Z: np.ndarray,
+                    sets: list[list[int]]) -> np.ndarray:
+    """Remove from W its component in ``S_fin`` (Frobenius-orthogonal projection)."""
+    basis = [np.outer(X[i, t] - X[i, sel_set[0]], Z[i]).ravel()
+             for i, sel_set in enumerate(sets) for t in sel_set[1:]]
+    if not basis:
+        return W
+    Qb, _ = np.linalg.qr(np.array(basis).T)
+    w = W.ravel()
+    return (w - Qb @ (Qb.T @ w)).reshape(W.shape)

@@ -1,0 +1,137 @@
+"""The transfer benchmark end to end: features -> heads per d -> run folder report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attnlens.report import RunFolder, markdown_table
+from attnlens.transfer.features import extract_features
+from attnlens.transfer.runner import run_transfer
+from attnlens.transfer.summary import plot_rows, verdict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TABLE_FIELDS", "run_benchmark", "table_rows"]
+
+TABLE_FIELDS = ("head", "kind", "test_acc", "n_params", "train_s", "selected", "objective",
+                "nonconvex_objective", "convex<=nonconvex", "certificate", "status")
+
+
+def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Human-readable rows (accuracy in %, mean +- std) for CSV, markdown and the terminal."""
+    out = []
+    for r in rows:
+        acc = (f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}"
+               if r.get("test_acc_mean") is not None else "—")
+        out.append({
+            "head": r["head"],
+            "kind": r["kind"],
+            "d": r.get("d"),
+            "test_acc": acc,
+            "n_params": None if r.get("n_params") is None else int(round(r["n_params"])),
+            "train_s": None if r.get("train_seconds") is None else round(r["train_seconds"], 2),
+            "selected": ",".join(f"{v:g}" for v in r.get("selected", [])) or None,
+            "objective": _fmt(r.get("objective")),
+            "nonconvex_objective": _fmt(r.get("nonconvex_objective")),
+            "convex<=nonconvex": r.get("convex_le_nonconvex"),
+            "certificate": _fmt(r.get("certificate_max")),
+            "status": r.get("status"),
+        })
+    return out
+
+
+def _fmt(v: float | None) -> str | None:
+    return None if v is None else f"{v:.5g}"
+
+
+def run_benchmark(
+    out: str | Path,
+    *,
+    backbone: str = "minilm",
+    dataset: str = "rotten_tomatoes",
+    heads: Sequence[str] = ("linear_full", "linear", "mlp"),
+    seeds: Sequence[int] = (0, 1, 2),
+    dims: Sequence[int] = (32,),
+    reduce: str = "avgpool",
+    n_items: int | None = None,
+    max_train: int | None = None,
+    max_tokens: int = 64,
+    head_tokens: int | None = None,
+    token_grid: int = 4,
+    image_size: int = 224,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    options: Mapping[str, Any] | None = None,
+    grids: Mapping[str, Sequence[float]] | None = None,
+    cache_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    stored_only: bool = False,
+) -> dict[str, Any]:
+    """Run the transfer benchmark and write ``out`` (config, units, metrics, CSV, PNG, markdown).
+
+    Returns the metrics dict (also in ``out/metrics.json``): per-d aggregate rows, the verdict on
+    the paper's finding, feature metadata and timings. Re-running with the same arguments
+    resumes: finished (head, seed, d) units are loaded from ``out/units``.
+    """
+    dims = [int(d) for d in dims]
+    if not dims:
+        raise ValueError("dims is empty; pass at least one reduced dimension, e.g. [32].")
+    config = {
+        "backbone": backbone, "dataset": dataset, "heads": list(heads), "seeds": list(seeds),
+        "dims": dims, "reduce": reduce, "n_items": n_items, "max_train": max_train,
+        "max_tokens": max_tokens, "head_tokens": head_tokens, "token_grid": token_grid,
+        "test_fraction": test_fraction, "val_fraction": val_fraction,
+        "options": dict(options or {}), "grids": {k: list(v) for k, v in (grids or {}).items()},
+    }
+    if backbone == "vit":
+        config["image_size"] = image_size
+    # seeds stay out of the folder's identity: units are keyed by seed, so adding seeds to a
+    # finished run resumes it instead of starting over
+    run = RunFolder(out, {k: v for k, v in config.items() if k != "seeds"}, overwrite=overwrite)
+    start = time.perf_counter()
+    features = extract_features(
+        backbone, dataset, max_tokens=max_tokens, store_dim=max(dims) if reduce == "pca" else 64,
+        reduce=reduce, n_items=n_items, test_fraction=test_fraction, token_grid=token_grid,
+        image_size=image_size,
+        cache_dir=cache_dir, progress=progress,
+    )
+    feature_seconds = time.perf_counter() - start
+    per_d: dict[str, Any] = {}
+    csv_rows: list[dict[str, Any]] = []
+    md = [f"# Transfer: {backbone} on {features.meta['dataset']}\n"]
+    if features.meta.get("subset"):
+        md.append(f"**Subset run**: {features.meta['n_items']} of "
+                  f"{features.meta['n_items_available']} items (stratified, seeded).\n")
+    for d in dims:
+        t0 = time.perf_counter()
+        result = run_transfer(
+            features, heads=heads, seeds=seeds, d=d, val_fraction=val_fraction,
+            max_train=max_train, max_tokens=head_tokens, options=options, grids=grids, run=run,
+            progress=progress, stored_only=stored_only,
+        )
+        text = verdict(result.rows)
+        per_d[str(d)] = {"rows": result.rows, "verdict": text,
+                         "seconds": time.perf_counter() - t0}
+        table = table_rows(result.rows)
+        csv_rows.extend(table)
+        run.save_figure(plot_rows(result.rows, f"{backbone} / {features.meta['dataset']}, d={d}"),
+                        f"accuracy_d{d}")
+        md += [f"## d = {d}\n", markdown_table(table), f"\n{text}\n",
+               f"\n![accuracy](accuracy_d{d}.png)\n"]
+    metrics = {
+        "config": config,
+        "stored_only": stored_only,
+        "features": features.meta,
+        "feature_seconds": feature_seconds,
+        "per_d": per_d,
+        "total_seconds": time.perf_counter() - start,
+    }
+    run.write_metrics(metrics)
+    run.write_table(csv_rows, "results")
+    run.write_markdown("\n".join(md))
+    return metrics

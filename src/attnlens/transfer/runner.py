@@ -1,0 +1,276 @@
+"""Run heads on frozen-backbone features: seeds, validation selection, per-head results.
+
+Protocol (one *unit* = one head on one seed, stored in a :class:`attnlens.report.RunFolder`
+so an interrupted benchmark resumes):
+
+1. The test items are fixed by the features (``TransferFeatures.test_idx``); they are used
+   once, to score the head selected on validation, and never for fitting or selection.
+2. For each seed, the remaining items are split (stratified, seeded) into train and
+   validation; tokens are reduced to ``d`` channels, centred by the training tokens' mean
+   and scaled by their RMS norm (statistics of the training items only).
+3. Each head is fitted on train for every value of its grid (``C``, ``alpha`` or ``beta``);
+   the value with the best validation accuracy is kept and scored on test.
+4. Convex heads record their objective and certificate at every ``beta``; non-convex heads
+   record their objective too, so the aggregate sets the convex optimum next to the
+   non-convex run at the same ``beta``, seed and data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from attnlens._validation import check_int, check_option
+from attnlens.transfer.features import TransferFeatures
+from attnlens.transfer.heads import HEADS, HeadSpec, count_parameters, get_head
+from attnlens.transfer.reduce import masked_mean, reduce_tokens
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SeedInputs", "TransferResult", "prepare_inputs", "run_head", "run_transfer"]
+
+
+@dataclass
+class SeedInputs:
+    """The three input views of one seed's data and its split."""
+
+    tokens: np.ndarray  # (n, s, d) float64, normalized with training statistics
+    pooled: np.ndarray  # (n, d) float64, masked mean of the reduced tokens
+    pooled_full: np.ndarray  # (n, D) float64
+    labels: np.ndarray  # (n,)
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def view(self, inputs: str) -> np.ndarray:
+        return {"tokens": self.tokens, "pooled": self.pooled, "pooled_full": self.pooled_full}[
+            inputs
+        ]
+
+
+@dataclass
+class TransferResult:
+    """Per-head aggregate rows, per-unit records and the run's configuration."""
+
+    rows: list[dict[str, Any]]
+    units: dict[str, dict[str, Any]]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def split_train_val(
+    labels: np.ndarray, test_idx: np.ndarray, val_fraction: float, seed: int,
+    max_train: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded train/validation split of the non-test items."""
+    from sklearn.model_selection import train_test_split
+
+    pool = np.setdiff1d(np.arange(len(labels)), test_idx)
+    train, val = train_test_split(
+        pool, test_size=val_fraction, stratify=labels[pool], random_state=seed
+    )
+    if max_train is not None and len(train) > max_train:
+        train, _ = train_test_split(
+            train, train_size=max_train, stratify=labels[train], random_state=seed
+        )
+    return np.sort(train), np.sort(val)
+
+
+def prepare_inputs(
+    features: TransferFeatures, d: int, seed: int, *, val_fraction: float = 0.2,
+    max_train: int | None = None, max_tokens: int | None = None,
+) -> SeedInputs:
+    """Reduce to ``d`` channels, split, and normalize tokens with training statistics."""
+    train, val = split_train_val(features.labels, features.test_idx, val_fraction, seed, max_train)
+    tokens, mask = features.tokens, features.mask
+    if max_tokens is not None and max_tokens < tokens.shape[1]:
+        tokens, mask = tokens[:, :max_tokens], mask[:, :max_tokens]
+    red = reduce_tokens(tokens, mask, d, features.meta.get("reduce", "avgpool"))
+    red = np.asarray(red, dtype=np.float64)  # (n, s, d)
+    valid = mask[train]  # (n_train, s)
+    rows = red[train][valid]  # (n_valid, d)
+    center = rows.mean(axis=0)  # (d,)
+    scale = float(np.sqrt(np.mean(np.sum((rows - center) ** 2, axis=1)))) or 1.0
+    normed = (red - center) / scale * mask[..., None]  # (n, s, d), padding stays 0
+    return SeedInputs(
+        tokens=normed,
+        pooled=masked_mean(red, mask),
+        pooled_full=np.asarray(features.pooled_full, dtype=np.float64),
+        labels=np.asarray(features.labels),
+        train=train,
+        val=val,
+        test=np.asarray(features.test_idx),
+    )
+
+
+def _accuracy(model: Any, X: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.asarray(model.predict(X)) == y))
+
+
+def run_head(
+    spec: HeadSpec, data: SeedInputs, seed: int, options: Mapping[str, Any] | None = None,
+    grid: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Fit ``spec`` on train for each grid value, select on validation, score on test."""
+    options = dict(options or {})
+    X = data.view(spec.inputs)
+    y = data.labels
+    Xtr, ytr = X[data.train], y[data.train]
+    Xva, yva = X[data.val], y[data.val]
+    grid = tuple(spec.grid if grid is None else grid)
+    fits: list[dict[str, Any]] = []
+    best: tuple[float, int, Any] | None = None
+    total = 0.0
+    for value in grid:
+        model = spec.make(float(value), seed, options)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            model.fit(Xtr, ytr)
+            seconds = time.perf_counter() - start
+        total += seconds
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        fit = {
+            spec.param: float(value),
+            "train_acc": _accuracy(model, Xtr, ytr),
+            "val_acc": _accuracy(model, Xva, yva),
+            "seconds": seconds,
+            "objective": _float_or_none(getattr(final, "objective_", None)),
+            "certificate": _float_or_none(getattr(final, "certificate_", None)),
+            "status": str(getattr(final, "status_", "")) or None,
+            "n_iter": _int_or_none(getattr(final, "n_iter_", None)),
+            "warnings": sorted({f"{w.category.__name__}: {w.message}"[:200] for w in caught}),
+        }
+        fits.append(fit)
+        if best is None or fit["val_acc"] > best[0]:
+            best = (fit["val_acc"], len(fits) - 1, model)
+    if best is None:
+        raise ValueError(f"the grid of head {spec.name!r} is empty; give at least one value.")
+    _, k, model = best
+    chosen = fits[k]
+    return {
+        "head": spec.name,
+        "kind": spec.kind,
+        "seed": seed,
+        "param": spec.param,
+        "selected": chosen[spec.param],
+        "val_acc": chosen["val_acc"],
+        "train_acc": chosen["train_acc"],
+        "test_acc": _accuracy(model, X[data.test], y[data.test]),
+        "train_seconds": chosen["seconds"],
+        "grid_seconds": total,
+        "n_params": count_parameters(model),
+        "objective": chosen["objective"],
+        "certificate": chosen["certificate"],
+        "status": chosen["status"],
+        "n_train": int(len(data.train)),
+        "n_val": int(len(data.val)),
+        "n_test": int(len(data.test)),
+        "fits": fits,
+    }
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(v: Any) -> int | None:
+    """An iteration count; scikit-learn stores one per class, so take the largest."""
+    try:
+        arr = np.asarray(v)
+        return None if v is None or arr.size == 0 else int(arr.max())
+    except (TypeError, ValueError):
+        return None
+
+
+def run_transfer(
+    features: TransferFeatures,
+    *,
+    heads: Sequence[str],
+    seeds: Sequence[int] = (0, 1, 2),
+    d: int = 32,
+    val_fraction: float = 0.2,
+    max_train: int | None = None,
+    max_tokens: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    grids: Mapping[str, Sequence[float]] | None = None,
+    run: Any | None = None,
+    progress: bool = True,
+    stored_only: bool = False,
+) -> TransferResult:
+    """Run ``heads`` over ``seeds`` on ``features`` and aggregate per head.
+
+    A unit (head, seed) already stored in ``run`` (a :class:`attnlens.report.RunFolder`) is
+    loaded, not recomputed; with ``stored_only=True`` nothing new is fitted and missing units are
+    reported as ``"not run (stored_only)"`` (to summarize a run stopped for time). A head
+    whose estimator cannot be imported or fails is reported with
+    ``status="unavailable: <reason>"`` and is not stored, so a later run retries it.
+    """
+    from tqdm.auto import tqdm
+
+    from attnlens.transfer.summary import aggregate
+
+    heads = [check_option(h, "heads", HEADS) for h in heads]
+    if not heads:
+        raise ValueError("heads is empty; pass at least one head name, e.g. ['linear'].")
+    seeds = [check_int(s, "seeds", low=0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty; pass at least one seed, e.g. [0].")
+    d = check_int(d, "d", low=1)
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}.")
+    grids = dict(grids or {})
+    for name, grid in grids.items():
+        if len(tuple(grid)) == 0:
+            raise ValueError(f"grids[{name!r}] is empty; give at least one value.")
+    # non-convex heads first, so a convex head's counterpart objective is there when it is read
+    order = sorted(heads, key=lambda h: {"baseline": 0, "nonconvex": 1, "convex": 2}[HEADS[h].kind])
+    units: dict[str, dict[str, Any]] = {}
+    todo = [(s, h) for s in seeds for h in order]
+    bar = tqdm(todo, desc=f"transfer d={d}", disable=not progress, leave=False)
+    cached_inputs: dict[int, SeedInputs] = {}
+    for seed, name in bar:
+        key = f"{name}-seed{seed}-d{d}"
+        bar.set_postfix_str(key)
+        if run is not None and run.has_unit(key):
+            units[key] = run.load_unit(key)
+            continue
+        if stored_only:
+            units[key] = {"head": name, "kind": HEADS[name].kind, "seed": seed,
+                          "status": "not run (stored_only: stopped for time)"}
+            continue
+        if seed not in cached_inputs:
+            cached_inputs.clear()
+            cached_inputs[seed] = prepare_inputs(
+                features, d, seed, val_fraction=val_fraction, max_train=max_train,
+                max_tokens=max_tokens,
+            )
+        spec = get_head(name)
+        try:
+            unit = run_head(spec, cached_inputs[seed], seed, options, grids.get(name))
+        except ImportError as exc:
+            logger.warning("head %s unavailable: %s", name, exc)
+            units[key] = {"head": name, "kind": spec.kind, "seed": seed,
+                          "status": f"unavailable: {exc}"}
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken head must not sink the benchmark
+            logger.warning("head %s failed on seed %d: %r", name, seed, exc)
+            units[key] = {"head": name, "kind": spec.kind, "seed": seed,
+                          "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
+            continue
+        unit["d"] = d
+        units[key] = unit
+        if run is not None:
+            run.save_unit(key, unit)
+    config = {"heads": list(heads), "seeds": list(seeds), "d": d, "val_fraction": val_fraction,
+              "max_train": max_train, "max_tokens": max_tokens, "options": dict(options or {}),
+              "features": features.meta}
+    return TransferResult(rows=aggregate(units, heads, d), units=units, config=config)

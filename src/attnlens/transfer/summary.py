@@ -1,0 +1,120 @@
+"""Aggregate transfer units per head; the results plot and markdown table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from attnlens.transfer.heads import HEADS
+
+__all__ = ["aggregate", "plot_rows", "verdict"]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def aggregate(units: Mapping[str, Mapping[str, Any]], heads: Sequence[str], d: int) -> list[dict]:
+    """One row per head: test accuracy mean/std over seeds, parameters, seconds, certificates.
+
+    For a convex head, ``nonconvex_objective`` is its non-convex counterpart's objective at the
+    same seed (same training data) and the same selected ``beta``; ``convex_le_nonconvex``
+    counts the seeds where the convex optimum is at most that objective (as the theory says
+    it must be, up to the certificate).
+    """
+    rows = []
+    for name in heads:
+        spec = HEADS[name]
+        mine = [u for u in units.values() if u.get("head") == name]
+        done = [u for u in mine if "test_acc" in u]
+        row: dict[str, Any] = {"head": name, "label": spec.label, "kind": spec.kind, "d": d}
+        if not done:
+            reasons = sorted({str(u.get("status")) for u in mine}) or ["not run"]
+            row.update({"status": "; ".join(reasons), "seeds": 0})
+            rows.append(row)
+            continue
+        acc = np.array([u["test_acc"] for u in done])
+        row.update({
+            "seeds": len(done),
+            "test_acc_mean": float(acc.mean()),
+            "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "val_acc_mean": _mean([u["val_acc"] for u in done]),
+            "n_params": _mean([u.get("n_params") for u in done]),
+            "train_seconds": _mean([u["train_seconds"] for u in done]),
+            "grid_seconds": _mean([u["grid_seconds"] for u in done]),
+            "selected": [u["selected"] for u in done],
+            "n_train": done[0].get("n_train"),
+            "n_test": done[0].get("n_test"),
+            "status": ",".join(sorted({str(u.get("status") or "ok") for u in done})),
+        })
+        if spec.kind in ("convex", "nonconvex"):
+            row["objective"] = _mean([u.get("objective") for u in done])
+        if spec.kind == "convex":
+            certs = [u.get("certificate") for u in done if u.get("certificate") is not None]
+            row["certificate_max"] = float(max(certs)) if certs else None
+            if spec.counterpart is not None:
+                pairs = []
+                for u in done:
+                    twin = units.get(f"{spec.counterpart}-seed{u['seed']}-d{u.get('d', d)}")
+                    if not twin or "fits" not in twin:
+                        continue
+                    same = [f for f in twin["fits"] if f.get("beta") == u["selected"]]
+                    if same and same[0].get("objective") is not None and u.get("objective") is not None:
+                        pairs.append((u["objective"], same[0]["objective"]))
+                if pairs:
+                    row["nonconvex_objective"] = float(np.mean([p[1] for p in pairs]))
+                    row["convex_le_nonconvex"] = (
+                        f"{sum(c <= n * (1 + 1e-6) + 1e-9 for c, n in pairs)}/{len(pairs)}"
+                    )
+        rows.append(row)
+    return rows
+
+
+def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Whether the paper's finding (attention-style heads beat linear and MLP heads) held."""
+    by = {r["head"]: r for r in rows if r.get("test_acc_mean") is not None}
+    attn = {h: r for h, r in by.items() if HEADS[h].inputs == "tokens" and h != "convex_mlp"}
+    base = {h: by[h] for h in ("linear", "mlp", "convex_mlp") if h in by}
+    if not attn or not base:
+        return "not enough heads ran to compare attention-style heads with linear/MLP heads."
+    best_attn = max(attn.values(), key=lambda r: r["test_acc_mean"])
+    best_base = max(base.values(), key=lambda r: r["test_acc_mean"])
+    diff = best_attn["test_acc_mean"] - best_base["test_acc_mean"]
+    held = "held" if diff > 0 else "did not hold"
+    text = (
+        f"best attention-style head {best_attn['head']} {100 * best_attn['test_acc_mean']:.1f}% vs "
+        f"best linear/MLP head {best_base['head']} {100 * best_base['test_acc_mean']:.1f}% "
+        f"at the same d: the paper's finding {held} here ({100 * diff:+.1f} points)"
+    )
+    if "linear_full" in by:
+        full = by["linear_full"]["test_acc_mean"]
+        text += (f"; full-dimension logistic regression {100 * full:.1f}% "
+                 f"({'above' if full > best_attn['test_acc_mean'] else 'below'} the best attention head)")
+    return text + "."
+
+
+def plot_rows(rows: Sequence[Mapping[str, Any]], title: str) -> Any:
+    """Bar chart of test accuracy (mean +- std over seeds) per head, coloured by kind."""
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.get("test_acc_mean") is not None]
+    colors = {"baseline": "#7f7f7f", "nonconvex": "#1f77b4", "convex": "#d62728"}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(done) + 2), 4.0))
+    x = np.arange(len(done))
+    ax.bar(x, [100 * r["test_acc_mean"] for r in done],
+           yerr=[100 * r["test_acc_std"] for r in done],
+           color=[colors[r["kind"]] for r in done], capsize=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["head"] for r in done], rotation=40, ha="right")
+    accs = [100 * r["test_acc_mean"] for r in done] or [50.0]
+    ax.set_ylim(max(0.0, min(accs) - 10), min(100.0, max(accs) + 5))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    for kind, c in colors.items():
+        ax.bar([], [], color=c, label=kind)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,212 @@
+"""PrimalAttention: shapes, masks, causality, KSVD stationarity, gradcheck, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlens.kernel import PrimalAttention, kernel_svd, ksvd_loss, primal_attention
+from attnlens.kernel.ksvd import ksvd_objective_dual
+from attnlens.kernel.primal import KSVDTerms, ksvd_objective, sample_indices
+
+
+def _layer(seed=0, **kw):
+    torch.manual_seed(seed)
+    opts = dict(rank=3, rank_multi=2)
+    opts.update(kw)
+    return PrimalAttention(8, 2, **opts).double()
+
+
+def test_shapes_and_terms():
+    layer = _layer()
+    x = torch.randn(3, 7, 8, dtype=torch.float64)
+    y = layer(x)
+    assert y.shape == (3, 7, 8)
+    t = layer.last_terms
+    assert t.e.shape == (3, 7, 2, 3) and t.we.shape == (3, 2, 4, 3)
+    assert layer.ksvd_objective().shape == (3,)
+
+
+def test_padding_does_not_change_real_tokens():
+    layer = _layer(rank=2, rank_multi=2)  # n = 4 sampled tokens
+    x = torch.randn(1, 6, 8, dtype=torch.float64)
+    ref = layer(x)
+    j_ref = layer.ksvd_objective()
+    pad = torch.cat([x, 100 * torch.randn(1, 5, 8, dtype=torch.float64)], dim=1)
+    mask = torch.tensor([[True] * 6 + [False] * 5])
+    out = layer(pad, mask)
+    torch.testing.assert_close(out[:, :6], ref)
+    torch.testing.assert_close(layer.ksvd_objective(), j_ref)
+    # padding in front of the sequence as well
+    pad2 = torch.cat([torch.randn(1, 2, 8, dtype=torch.float64), x], dim=1)
+    mask2 = torch.tensor([[False, False] + [True] * 6])
+    torch.testing.assert_close(layer(pad2, mask2)[:, 2:], ref)
+
+
+def test_short_sequence_uses_all_tokens():
+    idx, w = sample_indices(torch.tensor([[True, True, True, False, False]]), 4)
+    assert idx[0, :3].tolist() == [0, 1, 2] and w[0].tolist() == [1, 1, 1, 0]
+    idx, w = sample_indices(torch.ones(1, 10, dtype=torch.bool), 4)
+    assert idx[0].tolist() == [0, 3, 6, 9] and w[0].tolist() == [1, 1, 1, 1]
+    layer = _layer(rank=3, rank_multi=10)  # n = 30 > N
+    assert layer(torch.randn(2, 5, 8, dtype=torch.float64)).shape == (2, 5, 8)
+
+
+def test_causal_outputs_ignore_later_tokens():
+    layer = _layer(causal=True, data_dependent=False)
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    y = layer(x)
+    x2 = x.clone()
+    x2[:, 5:] = torch.randn(2, 4, 8, dtype=torch.float64)
+    y2 = layer(x2)
+    torch.testing.assert_close(y[:, :5], y2[:, :5])
+    assert not torch.allclose(y[:, 5:], y2[:, 5:])
+    # prefix means computed independently: token t from the mean of tokens <= t
+    layer(x)
+    q = layer.q_proj(x).view(2, 9, 2, 4).transpose(1, 2)  # (B, H, N, p)
+    qm = torch.stack([q[:, :, : t + 1].mean(2) for t in range(9)], dim=2)
+    e_ref = (F.normalize(qm, dim=-1) @ layer.we.unsqueeze(0)).transpose(1, 2)
+    torch.testing.assert_close(layer.last_terms.e, e_ref)
+
+
+def test_stationary_point_j_zero_and_primal_equals_dual():
+    torch.manual_seed(1)
+    n, p, s = 6, 5, 3
+    q, k = torch.randn(1, n, 1, p, dtype=torch.float64), torch.randn(1, n, 1, p, dtype=torch.float64)
+    fq, fk = F.normalize(q[0, :, 0], dim=-1), F.normalize(k[0, :, 0], dim=-1)
+    svd = kernel_svd(fq, fk, s)
+    # dual side, computed with numpy's SVD as an independent path
+    import numpy as np
+
+    u, sig, vt = np.linalg.svd(fq.numpy() @ fk.numpy().T)
+    np.testing.assert_allclose(svd.singular_values.numpy(), sig[:s], rtol=1e-10)
+    w_c = torch.randn(4, 2 * s, dtype=torch.float64)
+    out, e, r = primal_attention(q, k, svd.we[None], svd.wr[None], w_c)
+    # primal scores equal the dual scores sigma * singular vectors (up to sign per direction)
+    np.testing.assert_allclose(np.abs(e[0, :, 0].numpy()), np.abs(u[:, :s] * sig[:s]), atol=1e-10)
+    np.testing.assert_allclose(np.abs(r[0, :, 0].numpy()), np.abs(vt[:s].T * sig[:s]), atol=1e-10)
+    terms = KSVDTerms(e, r, svd.we[None, None], svd.wr[None, None], svd.we[None], svd.wr[None],
+                      svd.lam[None], torch.ones(1, n, dtype=torch.bool))
+    j = ksvd_objective(terms, "sum")
+    assert abs(float(j)) < 1e-10
+    assert abs(float(ksvd_objective_dual(svd))) < 1e-10
+    # away from the stationary point J != 0
+    terms.lam = 2 * terms.lam
+    assert abs(float(ksvd_objective(terms, "sum"))) > 1e-3
+
+
+def test_module_at_stationary_point():
+    """The module (dual-consistent weights, n = N) has J = 0 at W_e = H_r, W_r = H_e."""
+    layer = _layer(rank=2, rank_multi=4, weight_source="features")  # n = 8 = N
+    x = torch.randn(1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        layer(x)
+        q = layer.q_proj(x).view(1, 8, 2, 4).transpose(1, 2)  # (B, H, N, p)
+        k = layer.k_proj(x).view(1, 8, 2, 4).transpose(1, 2)
+        for h in range(2):
+            svd = kernel_svd(F.normalize(q[0, h], dim=-1), F.normalize(k[0, h], dim=-1), 2)
+            layer.we[h] = svd.right
+            layer.wr[h] = svd.left
+            layer.lam[h] = svd.lam
+        layer(x)
+    assert abs(float(layer.ksvd_objective("sum").detach())) < 1e-9
+    assert float(ksvd_loss(layer).detach()) < 1e-15
+
+
+def test_eta_zero_equals_plain_forward():
+    layer = _layer()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    y = torch.randn(2, 7, 8, dtype=torch.float64)
+    plain = F.mse_loss(layer(x), y)
+    g_plain = torch.autograd.grad(plain, list(layer.parameters()), allow_unused=True)
+    total = F.mse_loss(layer(x), y) + 0.0 * ksvd_loss(layer)
+    g_total = torch.autograd.grad(total, list(layer.parameters()), allow_unused=True)
+    assert torch.equal(plain, total)
+    for a, b in zip(g_plain, g_total, strict=True):
+        if a is None:
+            assert b is None or torch.count_nonzero(b) == 0
+        else:
+            torch.testing.assert_close(a, b)
+
+
+def test_ksvd_loss_forms():
+    layer = _layer()
+    layer(torch.randn(2, 7, 8, dtype=torch.float64))
+    t = layer.last_terms
+    # sum form, written out token by token
+    j = torch.zeros(2, dtype=torch.float64)
+    for b in range(2):
+        for h in range(2):
+            for i in range(7):
+                j[b] += 0.5 * (t.e[b, i, h] ** 2 * t.lam[h]).sum()
+                j[b] += 0.5 * (t.r[b, i, h] ** 2 * t.lam[h]).sum()
+            j[b] -= torch.trace(t.we[b, h].T @ t.wr[b, h])
+    torch.testing.assert_close(layer.ksvd_objective("sum"), j)
+    torch.testing.assert_close(ksvd_loss(layer, "sum"), (j**2).mean())
+    # mean form (reference code): Lambda^2, means over heads and tokens, parameter trace
+    lam_d = torch.diag_embed(t.lam)  # (H, s, s)
+    qe = ((t.e.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
+    qr = ((t.r.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
+    tr = torch.einsum("hps,hpd->hsd", t.we_param, t.wr_param).mean(0).trace()
+    torch.testing.assert_close(layer.ksvd_objective("mean"), qe + qr - tr)
+
+
+def test_gradcheck_float64():
+    layer = _layer(rank=2, rank_multi=2)
+    x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True, True, False]])
+
+    def fn(inp):
+        out = layer(inp, mask)
+        return out.sum() + layer.ksvd_objective().sum()
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
+    causal = _layer(rank=2, causal=True, data_dependent=False)
+    assert torch.autograd.gradcheck(lambda inp: causal(inp), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_deterministic():
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    a, b = _layer(seed=3)(x), _layer(seed=3)(x)
+    assert torch.equal(a, b)
+
+
+def test_fp32_under_autocast():
+    torch.manual_seed(0)
+    layer = PrimalAttention(8, 2, 3)
+    x = torch.randn(2, 6, 8)
+    ref = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.bfloat16())
+    assert out.dtype == torch.float32 and layer.last_terms.e.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(dim=10, heads=4, rank=2), "divisible by heads"),
+        (dict(dim=8, heads=2, rank=0), "rank must be >= 1"),
+        (dict(dim=8, heads=2, rank=2, causal=True), "data_dependent=False"),
+        (dict(dim=8, heads=2, rank=2, weight_source="keys"), "weight_source"),
+    ],
+)
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PrimalAttention(**kwargs)
+
+
+def test_bad_input():
+    layer = _layer()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="NaN"):
+        layer(torch.full((2, 5, 8), float("nan"), dtype=torch.float64))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        layer(x, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no real token"):
+        layer(x, torch.tensor([[True] * 5, [False] * 5]))
+    with pytest.raises(ValueError, match="last dimension"):
+        layer(torch.randn(2, 5, 6, dtype=torch.float64))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        layer(x.numpy())
+    with pytest.raises(ValueError, match="no PrimalAttention"):
+        ksvd_loss(torch.nn.Linear(2, 2))

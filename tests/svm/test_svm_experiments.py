@@ -1,0 +1,131 @@
+"""Reproduced experiments: run folders, resuming an interrupted sweep, the CLI, the check."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from attnlens.cli import app
+from attnlens.errors import RunFolderMismatchError
+from attnlens.experiments import get
+from attnlens.experiments import svm_local_convergence as lc
+from attnlens.svm.cli_reproduce import load_experiments
+from attnlens.svm.convergence_check import convergence_check
+
+SMALL = dict(seeds=4, steps=300, chunk=2, n=3, T=4, d=4, progress=False)
+
+
+def test_all_issue_experiments_are_registered():
+    names = load_experiments()
+    assert set(names) >= {
+        "local-convergence", "nuclear-bias", "rank", "multi-token", "trajectories",
+        "regularization-path", "global-vs-local", "joint-training",
+    }
+
+
+def test_local_convergence_resumes_an_interrupted_sweep(tmp_path, monkeypatch):
+    out = tmp_path / "lc"
+    real = lc.convergence_unit
+    calls = []
+
+    def flaky(seeds, **kw):
+        calls.append(seeds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(seeds, **kw)
+
+    monkeypatch.setattr(lc, "convergence_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        get("svm", "local-convergence")(out, **SMALL)
+    units = sorted((out / "units").glob("*.json"))
+    assert [u.name for u in units] == ["seeds-0-1.json"]
+    stamp = units[0].stat().st_mtime_ns
+    assert not (out / "metrics.json").exists()
+
+    calls.clear()
+    metrics = get("svm", "local-convergence")(out, **SMALL)
+    assert calls == [[2, 3]]  # only the unfinished chunk ran
+    assert units[0].stat().st_mtime_ns == stamp
+    assert metrics["corr_W_Wmm"]["count"] == 4
+    assert metrics["corr_W_Wmm"]["mean"] > 0.9
+    for name in ("config.json", "metrics.json", "correlation.png"):
+        assert (out / name).exists()
+    assert json.loads((out / "metrics.json").read_text())["corr_W_Wmm"]["count"] == 4
+
+    # a finished run resumes to the same numbers without training again
+    calls.clear()
+    again = get("svm", "local-convergence")(out, **SMALL)
+    assert calls == []
+    assert again["corr_W_Wmm"] == metrics["corr_W_Wmm"]
+    # another config in the same folder is refused unless overwritten
+    with pytest.raises(RunFolderMismatchError):
+        get("svm", "local-convergence")(out, **{**SMALL, "steps": 301})
+
+
+def test_cli_reproduce(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["svm", "reproduce", "nuclear-bias", "--seeds", "2", "--steps",
+                              "100", "--out", str(tmp_path / "nb")])
+    assert res.exit_code == 0, res.output
+    assert "W_fro.mean" in res.output
+    assert (tmp_path / "nb" / "nuclear_bias.png").exists()
+    bad = runner.invoke(app, ["svm", "reproduce", "no-such-thing", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert "known" in bad.output
+
+
+def test_convergence_check():
+    out = convergence_check(0, steps=1500)
+    assert out["correlation"] > 0.97
+    assert out["prob_selected"] > 0.99
+    assert len(out["selection"]) == 6 and out["seconds"] > 0
+    with pytest.raises(ValueError, match="seed"):
+        convergence_check(-1)
+    assert np.isfinite(out["norm"])
+
+
+def _run(name, tmp_path, **kw):
+    load_experiments()
+    return get("svm", name)(tmp_path / name, progress=False, **kw)
+
+
+def test_rank_counts_infeasible_instead_of_plotting_them(tmp_path):
+    m = _run("rank", tmp_path, seeds=2, nTs=(5,), ds=(1, 6))
+    rows = {r["d"]: r for r in m["grid"]}
+    # d=1, n=5, T=5: the optimal tokens of 5 random sequences cannot be separated
+    assert rows[1]["infeasible"] == 2 and rows[1]["mean_rank_Wmm"] is None
+    assert rows[6]["infeasible"] == 0
+    # cross-attention: W^mm lies in span{(x - x') z_i^T}, so rank <= min(n, d)
+    assert rows[6]["mean_rank_Wmm"] <= 5
+    assert rows[6]["mean_rank_Wmm_nuc"] <= rows[6]["mean_rank_Wmm"]
+    assert (tmp_path / "rank" / "rank.png").exists()
+    assert (tmp_path / "rank" / "rank.csv").read_text().startswith("n,T,d")
+
+
+def test_trajectories_and_regularization_path(tmp_path):
+    m = _run("trajectories", tmp_path, seeds=2, steps=400)
+    assert m["T=3"]["corr_W_W^mm"]["count"] == 2
+    assert m["T=3"]["corr_W_W^mm"]["mean"] > 0.9
+    assert (tmp_path / "trajectories" / "trajectories.png").exists()
+    m = _run("regularization-path", tmp_path, seeds=2, steps=60, n=3, T=4, d=4,
+             radii=(1.0, 8.0, 32.0))
+    assert m["fro_path"]["corr_Wmm_at_Rmax"]["mean"] > 0.95
+    by_r = m["fro_path"]["mean_corr_Wmm_by_R"]
+    assert by_r[-1] > by_r[0]
+
+
+def test_global_vs_local_joint_and_multi_token(tmp_path):
+    m = _run("global-vs-local", tmp_path, seeds=4, steps=300, ns=(2,), ds=(8,))
+    row = m["grid"][0]
+    parts = ("frac_global", "frac_local_not_global", "frac_converged_not_local",
+             "frac_not_converged")
+    assert sum(row[k] for k in parts) == pytest.approx(1.0)
+    m = _run("joint-training", tmp_path, seeds=2, steps=300, n=3, T=4, d=6)
+    assert m["corr_v_vmm"]["count"] == 2 and m["corr_v_vmm"]["mean"] > 0.9
+    m = _run("multi-token", tmp_path, seeds=2, steps=300, ds=(4,))
+    for key in ("svm_eq", "gen_svm", "one_token"):
+        assert 0 <= m["d=4"][key]["mean"] <= 2
+    # removing the finite part never lowers the correlation with W^SVMeq (it is orthogonal)
+    assert m["d=4"]["svm_eq"]["mean"] <= m["d=4"]["gen_svm"]["mean"] + 1e-12
+    assert (tmp_path / "multi-token" / "multi_token.png").exists()
