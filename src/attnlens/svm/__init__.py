@@ -4,6 +4,23 @@ Score convention: ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized).
 """
 
 from attnlens.svm.attsvm import AttSVMResult, att_svm, att_svm_problem
+from attnlens.svm.gensvm import (
+    FinitePartResult,
+    GenSVMResult,
+    fin_projection,
+    finite_part,
+    gen_svm,
+)
+from attnlens.svm.optimality import (
+    LocalOptimum,
+    OptimalityReport,
+    SelectionSearch,
+    check_optimality,
+    is_globally_optimal,
+    is_locally_optimal,
+    locally_optimal_selections,
+    support_sets,
+)
 from attnlens.svm.problems import (
     TokenSelectionProblem,
     paper_2d_example,
@@ -13,9 +30,22 @@ from attnlens.svm.problems import (
 
 __all__ = [
     "AttSVMResult",
+    "FinitePartResult",
+    "GenSVMResult",
+    "LocalOptimum",
+    "OptimalityReport",
+    "SelectionSearch",
     "TokenSelectionProblem",
     "att_svm",
     "att_svm_problem",
+    "check_optimality",
+    "fin_projection",
+    "finite_part",
+    "gen_svm",
+    "is_globally_optimal",
+    "is_locally_optimal",
+    "locally_optimal_selections",
+    "support_sets",
     "paper_2d_example",
     "planted_problem",
     "random_problem",

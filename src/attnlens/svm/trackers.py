@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from attnlens._validation import check_array, check_option
-from attnlens.errors import InfeasibleError
+from attnlens.errors import InaccurateSolutionWarning, InfeasibleError
 from attnlens.svm.dynamics import ProblemBatch, Trajectory
+from attnlens.svm.gensvm import gen_svm, project_out_fin  # noqa: F401  (re-exported)
+from attnlens.svm.optimality import locally_optimal_sequences, support_from_margins
 
 logger = logging.getLogger(__name__)
 
@@ -121,18 +123,24 @@ def is_locally_optimal(
     selection: np.ndarray,
     tol: float = 1e-4,
 ) -> bool:
-    """Local optimality of a selection (DESIGN: support set ``T_i`` = constraints active at
-    ``W^mm``; locally optimal when ``gamma_{i,a_i} > gamma_it`` for every ``t in T_i``)."""
-    n, T, _ = X.shape
+    """Local optimality of a selection given its (already solved) ``W^mm``.
+
+    Support sets are the constraints active at ``W_mm`` (margin within
+    ``tol * max(1, max |margin|)`` of 1); the test is
+    :func:`attnlens.svm.optimality.locally_optimal_sequences`. To solve and test in one call
+    use :func:`attnlens.svm.optimality.is_locally_optimal`.
+    """
+    n = X.shape[0]
     sel = np.asarray(selection)
     x_sel = X[np.arange(n), sel]  # (n, d)
     margins = np.einsum("id,de,ie->i", x_sel, W_mm, Z)[:, None] - np.einsum(
         "itd,de,ie->it", X, W_mm, Z
     )  # (n, T)
-    g_sel = gamma[np.arange(n), sel][:, None]  # (n, 1)
-    active = np.abs(margins - 1.0) <= tol * max(1.0, float(np.abs(margins).max()))
-    active[np.arange(n), sel] = False
-    return bool(np.all(g_sel > gamma, where=active))
+    atol = tol * max(1.0, float(np.abs(margins).max()))
+    margins[np.arange(n), sel] = np.inf
+    margins[margins < 1.0 - atol] = np.inf  # |margin - 1| <= atol only (W_mm is feasible)
+    support = support_from_margins(margins, atol)
+    return bool(locally_optimal_sequences(gamma, sel, support).all())
 
 
 @dataclass
@@ -221,44 +229,15 @@ def track_svm(
     return SVMTrack(W_mm, feasible, corr, final, glob, local)
 
 
-# multi-token selections (non-linear heads): Gen-SVM
-def _gen_svm_cvxpy(X: np.ndarray, Z: np.ndarray, sets: list[list[int]]) -> np.ndarray:
-    """Frobenius Gen-SVM (equality inside the selected sets, margin 1 against the rest)."""
-    import cvxpy as cp
+# multi-token selections (non-linear heads): Gen-SVM, see attnlens.svm.gensvm
+def gen_svm_direction(
+    X: np.ndarray, Z: np.ndarray, sets: list[list[int]], method: str = "auto"
+) -> np.ndarray:
+    """``W^SVMeq`` (Gen-SVM, Frobenius) of selected sets: :func:`attnlens.svm.gensvm.gen_svm`.
 
-    n, T_, d = X.shape
-    W = cp.Variable((d, d))
-    cons = []
-    for i, sel_set in enumerate(sets):
-        s_i = X[i] @ W @ Z[i]  # (T,) scores
-        for t in sel_set[1:]:
-            cons.append(s_i[t] == s_i[sel_set[0]])
-        for tau in range(T_):
-            if tau not in sel_set:
-                cons.append(s_i[sel_set[0]] - s_i[tau] >= 1)
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(W)), cons)
-    prob.solve(solver=cp.CLARABEL)
-    if prob.status not in ("optimal", "optimal_inaccurate") or W.value is None:
-        raise InfeasibleError(f"Gen-SVM infeasible for selected sets {sets}.")
-    return np.asarray(W.value)
-
-
-def gen_svm_direction(X: np.ndarray, Z: np.ndarray, sets: list[list[int]]) -> np.ndarray:
-    """``W^SVMeq`` from :func:`attnlens.svm.gensvm.gen_svm` (cvxpy fallback when absent)."""
-    try:
-        from attnlens.svm.gensvm import gen_svm
-    except ImportError:
-        return _gen_svm_cvxpy(X, Z, sets)
-    return np.asarray(gen_svm(X, Z, sets, norm="fro").W, dtype=np.float64)
-
-
-def project_out_fin(W: np.ndarray, X: np.ndarray, Z: np.ndarray,
-                    sets: list[list[int]]) -> np.ndarray:
-    """Remove from W its component in ``S_fin`` (Frobenius-orthogonal projection)."""
-    basis = [np.outer(X[i, t] - X[i, sel_set[0]], Z[i]).ravel()
-             for i, sel_set in enumerate(sets) for t in sel_set[1:]]
-    if not basis:
-        return W
-    Qb, _ = np.linalg.qr(np.array(basis).T)
-    w = W.ravel()
-    return (w - Qb @ (Qb.T @ w)).reshape(W.shape)
+    Raises :class:`InfeasibleError` when no W separates the sets.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InaccurateSolutionWarning)
+        res = gen_svm(X, Z, sets, method=method)
+    return np.asarray(res.W, dtype=np.float64)
