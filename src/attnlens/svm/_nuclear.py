@@ -51,10 +51,11 @@ from attnlens.svm._constraints import ConstraintSet
 log = logging.getLogger(__name__)
 
 # constraint reduction: once the gap is below _DROP_START, constraints whose normalized slack
-# exceeds max(_DROP_MIN, _DROP_C * sqrt(gap)) leave the Schur complement (the slacks of active
-# constraints shrink about like sqrt(gap)). A wrong drop cannot corrupt the result: the
-# certificate is always evaluated on every constraint, and the solve is then repeated without
-# reduction, with the violated constraints added.
+# exceeds thr = max(_DROP_MIN, _DROP_C * sqrt(gap)) leave the Schur complement (the slacks of
+# active constraints shrink about like sqrt(gap)); a dropped constraint whose slack falls below
+# thr is re-admitted for good. A wrong drop cannot corrupt the result: the certificate is always
+# evaluated on every constraint, and a solve that ends violating a dropped constraint is
+# repeated without reduction, with the violated constraints added.
 _DROP_START = 0.03
 _DROP_C = 1.5
 _DROP_MIN = 0.02
@@ -194,6 +195,59 @@ class _Newton:
         return dX, rl - self.r * dy, dy, self.Rd - Bm, self.Rl + dy
 
 
+def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndarray):
+    """Constraint reduction: drop the constraints of ``idx`` whose normalized slack under
+    ``W = 2 X_12`` exceeds ``thr = max(_DROP_MIN, _DROP_C sqrt(gap))``, re-admit dropped ones
+    whose slack fell below ``thr`` (with ``x_c`` their slack, ``y_c = z_c = mu / x_c``)."""
+    d = data.d
+    marg = data.apply(X[:d, d:] + X[d:, :d].T)  # <E_c, X> for every constraint
+    slack = marg / marg[idx].min() - 1.0
+    thr = max(_DROP_MIN, _DROP_C * np.sqrt(gap))
+    out = np.ones(data.m, dtype=bool)
+    out[idx] = False
+    back = np.flatnonzero(out & (slack < thr))
+    if back.size:
+        sticky[back] = True
+        xb = np.maximum(marg[back] - 1.0, np.sqrt(mu))
+        idx = np.concatenate([idx, back])
+        x = np.concatenate([x, xb])
+        y = np.concatenate([y, mu / xb])
+        z = np.concatenate([z, mu / xb])
+    keep = (slack[idx] <= thr) | sticky[idx]
+    if not keep.all() and keep.any():
+        idx, x, y, z = idx[keep], x[keep], y[keep], z[keep]
+    return idx, x, y, z
+
+
+def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
+    """One Mehrotra predictor-corrector step; None when the linear algebra breaks down."""
+    N, m = X.shape[0], x.size
+    Lx = np.linalg.cholesky(X)
+    Lz = np.linalg.cholesky(Z)
+    nt = _Newton(sub, X, x, y, Z, z, Lx, Lz)
+    if nt.cf is None:
+        return None
+    # predictor (affine scaling), then Mehrotra's centering and second-order corrector
+    dXa, dxa, _, dZa, dza = nt.direction(0.0)
+    if not (np.all(np.isfinite(dXa)) and np.all(np.isfinite(dZa)) and np.all(np.isfinite(dxa))):
+        return None
+    tp = min(1.0, _max_step(Lx, dXa), _max_step_lp(x, dxa))
+    td = min(1.0, _max_step(Lz, dZa), _max_step_lp(z, dza))
+    mu_a = (np.sum((X + tp * dXa) * (Z + td * dZa)) + (x + tp * dxa) @ (z + td * dza)) / (N + m)
+    sigma = min(1.0, (mu_a / mu) ** 3)
+    Xt = nt.G @ dXa @ nt.G.T  # the predictor in the NT-scaled space
+    Zt = nt.Gi.T @ dZa @ nt.Gi
+    dX, dx, dy, dZ, dz = nt.direction(sigma * mu, Xt @ Zt + Zt @ Xt, dxa * dza / z)
+    if not (np.all(np.isfinite(dX)) and np.all(np.isfinite(dZ)) and np.all(np.isfinite(dy))):
+        return None
+    gamma = 0.9 + 0.09 * min(tp, td)
+    tp = min(1.0, gamma * _max_step(Lx, dX), gamma * _max_step_lp(x, dx))
+    td = min(1.0, gamma * _max_step(Lz, dZ), gamma * _max_step_lp(z, dz))
+    Xn = X + tp * dX
+    Zn = Z + td * dZ
+    return 0.5 * (Xn + Xn.T), x + tp * dx, y + td * dy, 0.5 * (Zn + Zn.T), z + td * dz, tp, td
+
+
 def ipm(data: _Data, *, tol: float, max_iter: int, reduce: bool = True, ray_tol: float = 1e-9) -> dict:
     """Mehrotra predictor-corrector NT interior-point method for the constraints ``data``.
 
@@ -212,10 +266,11 @@ def ipm(data: _Data, *, tol: float, max_iter: int, reduce: bool = True, ray_tol:
     y *= 0.5 / max(_spec(data.combine(y)), 1e-300)
     Z = np.eye(N) - _offdiag(data.combine(y))
     z = y.copy()
-    X = np.eye(N)
+    X = (2.0 * float(y.sum()) / (_spec(data.combine(y)) * d)) * np.eye(N)  # tr X = 4 lower bound
     x = np.ones(m_all)
     best: tuple = (np.inf, None, None)
     status, ray, it = "max_iter", None, 0
+    sticky = np.zeros(m_all, dtype=bool)  # re-admitted constraints are never dropped again
     for it in range(1, max_iter + 1):
         m = idx.size
         W = X[:d, d:] + X[d:, :d].T  # 2 X_12
@@ -236,49 +291,23 @@ def ipm(data: _Data, *, tol: float, max_iter: int, reduce: bool = True, ray_tol:
             if _spec(data.combine(a)) <= ray_tol:  # the dual is unbounded along a
                 status, ray = "infeasible", a
                 break
-        try:
-            Lx = np.linalg.cholesky(X)
-            Lz = np.linalg.cholesky(Z)
-        except np.linalg.LinAlgError:
-            status = "stalled"
-            break
-        nt = _Newton(sub, X, x, y, Z, z, Lx, Lz)
-        if nt.cf is None:
-            status = "stalled"
-            break
         mu = (np.sum(X * Z) + x @ z) / (N + m)
-        # predictor (affine scaling), then Mehrotra's centering and second-order corrector
-        dXa, dxa, _, dZa, dza = nt.direction(0.0)
-        tp = min(1.0, _max_step(Lx, dXa), _max_step_lp(x, dxa))
-        td = min(1.0, _max_step(Lz, dZa), _max_step_lp(z, dza))
-        mu_a = (np.sum((X + tp * dXa) * (Z + td * dZa)) + (x + tp * dxa) @ (z + td * dza)) / (N + m)
-        sigma = min(1.0, (mu_a / mu) ** 3)
-        Xt = nt.G @ dXa @ nt.G.T  # the predictor in the NT-scaled space
-        Zt = nt.Gi.T @ dZa @ nt.Gi
-        dX, dx, dy, dZ, dz = nt.direction(sigma * mu, Xt @ Zt + Zt @ Xt, dxa * dza / z)
-        gamma = 0.9 + 0.09 * min(tp, td)
-        tp = min(1.0, gamma * _max_step(Lx, dX), gamma * _max_step_lp(x, dx))
-        td = min(1.0, gamma * _max_step(Lz, dZ), gamma * _max_step_lp(z, dz))
-        X = X + tp * dX
-        X = 0.5 * (X + X.T)
-        x = x + tp * dx
-        y = y + td * dy
-        Z = Z + td * dZ
-        Z = 0.5 * (Z + Z.T)
-        z = z + td * dz
+        with np.errstate(all="ignore"):
+            try:
+                step = _pc_step(sub, X, x, y, Z, z, mu)
+            except (np.linalg.LinAlgError, ValueError):
+                step = None
+        if step is None:
+            status = "stalled"
+            break
+        X, x, y, Z, z, tp, td = step
         log.debug("ipm %d: m=%d gap %.3g mu %.3g tp %.3f td %.3f", it, m, gap, mu, tp, td)
         if max(tp, td) < 1e-10:
             status = "stalled"
             break
         if reduce and gap < _DROP_START:
-            # slacks of the normalized margins of the current W (not the LP slacks x, which
-            # lag behind while the iterate is primal infeasible)
-            marg = sub.apply(W)
-            drop = marg / marg.min() - 1.0 > max(_DROP_MIN, _DROP_C * np.sqrt(gap))
-            if drop.any() and not drop.all():
-                keep = ~drop
-                idx, x, y, z = idx[keep], x[keep], y[keep], z[keep]
-                sub = data.subset(idx)
+            idx, x, y, z = _reduce(data, idx, x, y, z, X, gap, mu, sticky)
+            sub = data.subset(idx)
     gap, W, alpha = best
     kept = np.zeros(m_all, dtype=bool)
     kept[idx] = True
