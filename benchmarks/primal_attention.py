@@ -1,16 +1,34 @@
 """PrimalAttention vs the same layer on torch SDPA: forward + backward, CPU, B=1, dim 128, 4 heads.
 
-Both layers include their projections (SDPA layer: q, k, v, out; primal layer: q, k, the
-data-dependent W_e/W_r, the [e; r] map and out) and the primal layer's KSVD loss term. Each
-(layer, N) runs in a fresh subprocess: peak memory is the peak resident set size during one
-forward + backward (torch.profiler allocation high-water mark; RSS increase as a cross-check).
+Both layers include their projections (SDPA layer: qkv and out Linear; primal layer: q, k,
+the data-dependent W_e/W_r, the [e; r] map and out) and the primal layer adds its KSVD loss
+term ``0.1 * ksvd_loss``. One pass = forward, then backward from the same fixed dense upstream
+gradient of the layer output (as in training; a ``.sum()`` loss would hand both layers a
+broadcast gradient that the linear backward copies first).
 
-    python benchmarks/primal_attention.py [--quick]
+Each (layer, N) runs in a fresh subprocess with the same settings:
+
+* torch threads: ``--threads`` (default: every core, ``os.cpu_count()``), the same for both.
+* time: wall clock (``time.perf_counter``) per pass; the primary number is the median over the
+  repeats (at least 5, until 3 s have passed, at most 50; one warm-up pass first); the minimum
+  and process CPU time (``time.process_time``, summed over threads) are reported as well.
+* memory, two measurements taken the same way for both layers, each on its own pass after the
+  timed ones:
+  ``peak_alloc_mb``: high-water mark of live torch CPU allocations during the pass
+  (torch.profiler ``profile_memory``, "Total Allocated"; tensors alive before the pass, i.e.
+  parameters, input, upstream gradient, are excluded);
+  ``peak_rss_mb``: peak resident set size during the pass minus the RSS just before it
+  (``/proc/self/clear_refs`` resets the peak; glibc is started with a fixed
+  ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB so freed tensors go back to the OS and RSS follows live
+  memory; includes non-tensor scratch memory of the kernels).
+
+    python benchmarks/primal_attention.py [--quick] [--threads=2]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,142 +36,181 @@ from _common import HERE, write_result
 
 SIZES = [1024, 2048, 4096, 8192, 16384]
 DIM, HEADS, RANK, RANK_MULTI = 128, 4, 20, 10
+TARGETS = {8192: 20.0, 16384: 40.0}  # wall-clock speedup of the primal layer over SDPA
+MMAP_THRESHOLD = 65536
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, statistics, sys, tempfile, time
 sys.path.insert(0, {src!r})
 import torch
 from torch import nn
 import torch.nn.functional as F
 from attnlens.kernel import PrimalAttention, ksvd_loss
 
-torch.manual_seed(0)
-impl, n, repeat = {impl!r}, {n}, {repeat}
-torch.set_num_threads({threads})
+impl, n, threads = {impl!r}, {n}, {threads}
+torch.set_num_threads(threads)
 dim, heads = {dim}, {heads}
+torch.manual_seed(0)
+
 
 class SDPALayer(nn.Module):
     def __init__(self):
         super().__init__()
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
+
     def forward(self, x):
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, p)
         return self.out(y.transpose(1, 2).reshape(b, t, dim))
 
+
 if impl == "sdpa":
     layer = SDPALayer()
-    loss_fn = lambda x: layer(x).sum()
+    def step():
+        torch.autograd.backward(layer(x), grad)
 else:
     layer = PrimalAttention(dim, heads, {rank}, rank_multi={rank_multi})
-    loss_fn = lambda x: layer(x).sum() + 0.1 * ksvd_loss(layer)
+    def step():
+        torch.autograd.backward([layer(x), 0.1 * ksvd_loss(layer)], [grad, None])
 x = torch.randn(1, n, dim, requires_grad=True)
+grad = torch.randn(1, n, dim)
 
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
-base = rss()
-peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def fresh():
+    layer.zero_grad(set_to_none=True)
+    x.grad = None
+
+
+def status_kb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
 t0 = time.perf_counter()
-loss_fn(x).backward()
+step()
 first = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-times, cpu = [], []
-for _ in range(repeat):
-    layer.zero_grad(); x.grad = None
+wall, cpu = [], []
+start = time.perf_counter()
+while len(wall) < 50 and (len(wall) < 5 or time.perf_counter() - start < 3.0):
+    fresh()
     t0, c0 = time.perf_counter(), time.process_time()
-    loss_fn(x).backward()
-    times.append(time.perf_counter() - t0)
+    step()
+    wall.append(time.perf_counter() - t0)
     cpu.append(time.process_time() - c0)
-import os, tempfile
+
+fresh()
+rss_ok = True
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+except OSError:
+    rss_ok = False
+rss_before = status_kb("VmRSS:")
+step()
+peak_rss = (status_kb("VmHWM:") - rss_before) / 1024 if rss_ok else float("nan")
+
 from torch.profiler import ProfilerActivity, profile
-layer.zero_grad(); x.grad = None
+fresh()
 with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-    loss_fn(x).backward()
+    step()
 path = tempfile.mktemp(suffix=".json")
 prof.export_chrome_trace(path)
 with open(path) as f:
     events = json.load(f)["traceEvents"]
 os.unlink(path)
 totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-print(json.dumps(dict(impl=impl, n=n, seconds=min(times), seconds_all=times, first=first,
-                      cpu_seconds=min(cpu), cpu_all=cpu,
-                      peak_rss_mb=(peak - max(base, 0)) / 2**20,
-                      peak_tensor_mb=max(totals + [0]) / 2**20,
-                      threads=torch.get_num_threads())))
+print(json.dumps(dict(impl=impl, n=n, threads=torch.get_num_threads(),
+                      wall_median=statistics.median(wall), wall_min=min(wall), wall_all=wall,
+                      cpu_median=statistics.median(cpu), first=first,
+                      peak_alloc_mb=max(totals + [0]) / 2**20, peak_rss_mb=peak_rss)))
 """
 
 
-def run_one(impl: str, n: int, repeat: int, threads: int) -> dict:
-    code = CHILD.format(src=str(HERE.parent / "src"), impl=impl, n=n, repeat=repeat, dim=DIM,
-                        threads=threads,
+def run_one(impl: str, n: int, threads: int) -> dict:
+    code = CHILD.format(src=str(HERE.parent / "src"), impl=impl, n=n, threads=threads, dim=DIM,
                         heads=HEADS, rank=RANK, rank_multi=RANK_MULTI)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unavailable"
 
 
 def main(argv: list[str]) -> None:
     from tqdm import tqdm
 
     sizes = SIZES[:3] if "--quick" in argv else SIZES
-    thread_counts = [1]
+    threads = os.cpu_count() or 1
     for arg in argv:
         if arg.startswith("--threads="):
-            thread_counts = [int(t) for t in arg.split("=", 1)[1].split(",")]
+            threads = int(arg.split("=", 1)[1])
+    load = {"start": loadavg()}
     rows: list[dict] = []
-    for threads, n in tqdm([(t, n) for t in thread_counts for n in sizes], desc="config"):
-        repeat = 5 if n <= 4096 else 2
-        sd = run_one("sdpa", n, repeat, threads)
-        pr = run_one("primal", n, repeat, threads)
+    for n in tqdm(sizes, desc="N"):
+        sd = run_one("sdpa", n, threads)
+        pr = run_one("primal", n, threads)
         rows.append({
-            "threads": threads, "N": n,
-            "sdpa_s": sd["seconds"], "primal_s": pr["seconds"],
-            "speedup": sd["seconds"] / pr["seconds"],
-            "sdpa_cpu_s": sd["cpu_seconds"], "primal_cpu_s": pr["cpu_seconds"],
-            "speedup_cpu": sd["cpu_seconds"] / pr["cpu_seconds"],
-            "sdpa_peak_mb": sd["peak_tensor_mb"], "primal_peak_mb": pr["peak_tensor_mb"],
-            "memory_ratio_sdpa_over_primal": sd["peak_tensor_mb"] / max(pr["peak_tensor_mb"], 1e-9),
+            "N": n, "threads": threads,
+            "sdpa_s": sd["wall_median"], "primal_s": pr["wall_median"],
+            "speedup": sd["wall_median"] / pr["wall_median"],
+            "sdpa_min_s": sd["wall_min"], "primal_min_s": pr["wall_min"],
+            "sdpa_cpu_s": sd["cpu_median"], "primal_cpu_s": pr["cpu_median"],
+            "speedup_cpu": sd["cpu_median"] / pr["cpu_median"],
+            "sdpa_peak_alloc_mb": sd["peak_alloc_mb"], "primal_peak_alloc_mb": pr["peak_alloc_mb"],
             "sdpa_peak_rss_mb": sd["peak_rss_mb"], "primal_peak_rss_mb": pr["peak_rss_mb"],
-            "sdpa_all_s": sd["seconds_all"], "primal_all_s": pr["seconds_all"],
+            "sdpa_all_s": sd["wall_all"], "primal_all_s": pr["wall_all"],
+            "sdpa_first_s": sd["first"], "primal_first_s": pr["first"],
         })
-        print(json.dumps(rows[-1]), flush=True)
-        _write(rows, thread_counts, done=False)
-    _write(rows, thread_counts, done=True)
+        print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("all_s")}),
+              flush=True)
+        _write(rows, threads, load, done=False)
+    load["end"] = loadavg()
+    path = _write(rows, threads, load, done=True)
+    print(f"wrote {path}")
 
 
-def _write(rows: list[dict], thread_counts: list[int], done: bool) -> None:
-    targets = {"8192": 20.0, "16384": 40.0}
-    met = {f"{k}@{t}threads{'' if t > 1 else ' (cpu time)'}": next(
-        ((r["speedup"] if t > 1 else r["speedup_cpu"]) >= v for r in rows
-         if str(r["N"]) == k and r["threads"] == t), None)
-        for k, v in targets.items() for t in thread_counts}
+def _write(rows: list[dict], threads: int, load: dict, done: bool):
+    met = {str(n): next((r["speedup"] >= v for r in rows if r["N"] == n), None)
+           for n, v in TARGETS.items()}
     payload = {
-        "config": {"B": 1, "dim": DIM, "heads": HEADS, "rank": RANK, "rank_multi": RANK_MULTI,
-                   "dtype": "float32", "pass": "forward + backward (sum loss; primal adds "
-                   "0.1 * ksvd_loss)", "timing": "best of repeats, fresh subprocess per row; *_s wall seconds, "
-                   "*_cpu_s process CPU seconds (with 1 thread: the work itself, insensitive to "
-                   "time spent descheduled on a loaded machine; speedup_cpu uses them)",
-                   "memory": "peak_mb: peak torch CPU allocations during one forward+backward "
-                   "(torch.profiler profile_memory, 'Total Allocated' high-water mark, tensors "
-                   "alive before the pass excluded); peak_rss_mb: peak RSS during the first "
-                   "forward+backward minus RSS before it (includes one-time runtime set-up)"},
+        "config": {
+            "B": 1, "dim": DIM, "heads": HEADS, "rank": RANK, "rank_multi": RANK_MULTI,
+            "dtype": "float32", "threads": threads,
+            "pass": "forward + backward from a fixed dense upstream gradient of the layer "
+                    "output; the primal layer adds 0.1 * ksvd_loss",
+            "timing": "fresh subprocess per (layer, N), one warm-up pass, then repeats (>= 5, "
+                      "until 3 s, <= 50); *_s: median wall seconds (primary), *_min_s: "
+                      "fastest pass, *_cpu_s: median process CPU seconds (all threads)",
+            "memory": "same method for both layers, one pass each after the timed ones: "
+                      "*_peak_alloc_mb = high-water mark of live torch allocations during the "
+                      "pass (torch.profiler profile_memory 'Total Allocated'; tensors alive "
+                      "before the pass excluded); *_peak_rss_mb = peak RSS during the pass "
+                      "minus RSS before it (VmHWM reset via /proc/self/clear_refs; glibc "
+                      f"MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD} so freed tensors leave RSS)",
+        },
         "rows": rows,
-        "targets_speedup": targets,
+        "targets_speedup_wall": {str(k): v for k, v in TARGETS.items()},
         "targets_met": met,
-        "memory_no_higher": all(r["primal_peak_mb"] <= r["sdpa_peak_mb"] for r in rows),
-        "gpu": "not measured: no GPU lent",
+        "memory_no_higher_alloc": all(r["primal_peak_alloc_mb"] <= r["sdpa_peak_alloc_mb"]
+                                      for r in rows),
+        "memory_no_higher_rss": all(r["primal_peak_rss_mb"] <= r["sdpa_peak_rss_mb"]
+                                    for r in rows),
+        "loadavg": load,
+        "gpu": "not measured: no GPU lent to this task",
         "complete": done,
-        "note": "2-core CPU machine shared with ~5 other jobs (load average ~10) during the "
-                "run; timings are noisy and the SDPA anchor itself ran several times slower "
-                "than DESIGN.md's idle-machine anchor (275 ms / 1.1 s / 4.5 s at N=4k/8k/16k).",
     }
     path = write_result("primal_attention", payload)
     _plot(rows, path.with_suffix(".png"))
-    if done:
-        print(f"wrote {path}")
+    return path
 
 
 def _plot(rows: list[dict], path) -> None:
@@ -162,20 +219,19 @@ def _plot(rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    for t in sorted({r["threads"] for r in rows}):
-        sub = [r for r in rows if r["threads"] == t]
-        ns = [r["N"] for r in sub]
-        ax[0].loglog(ns, [r["sdpa_s"] for r in sub], "o-", label=f"SDPA layer, {t} thr")
-        ax[0].loglog(ns, [r["primal_s"] for r in sub], "s-", label=f"PrimalAttention, {t} thr")
-    rows = [r for r in rows if r["threads"] == rows[0]["threads"]]
     ns = [r["N"] for r in rows]
-    ax[0].set(xlabel="N", ylabel="fwd+bwd seconds", title="time (CPU, B=1, dim 128, 4 heads)")
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].loglog(ns, [r["sdpa_s"] for r in rows], "o-", label="SDPA layer")
+    ax[0].loglog(ns, [r["primal_s"] for r in rows], "s-", label="PrimalAttention")
+    ax[0].set(xlabel="N", ylabel="fwd+bwd wall seconds (median)",
+              title=f"time (CPU, {rows[0]['threads']} threads, B=1, dim 128, 4 heads)")
     ax[0].legend()
-    ax[1].loglog(ns, [r["sdpa_peak_mb"] for r in rows], "o-", label="SDPA layer")
-    ax[1].loglog(ns, [r["primal_peak_mb"] for r in rows], "s-", label="PrimalAttention")
-    ax[1].set(xlabel="N", ylabel="peak MB (torch allocations)", title="peak memory")
-    ax[1].legend()
+    for key, style, lab in (("peak_alloc_mb", "-", "torch alloc"), ("peak_rss_mb", ":", "RSS")):
+        ax[1].loglog(ns, [r[f"sdpa_{key}"] for r in rows], "o" + style, label=f"SDPA, {lab}")
+        ax[1].loglog(ns, [r[f"primal_{key}"] for r in rows], "s" + style,
+                     label=f"Primal, {lab}")
+    ax[1].set(xlabel="N", ylabel="peak MB during one pass", title="peak memory")
+    ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

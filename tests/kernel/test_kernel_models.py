@@ -90,10 +90,16 @@ def test_experiments_tiny_and_resume(tmp_path):
     assert {"uea", "spectrum", "time-kernels"} <= set(load_experiments())
     out = tmp_path / "uea"
     kw = dict(seeds=1, epochs=1, dim=8, heads=2, depth=1, ff_dim=8, rank=2, rank_multi=2,
-              progress=False)
+              progress=False, model_hparams={"primalformer": {"rank": 3, "eta": 0.1}})
     m = get("kernel", "uea")(out, **kw)
+    assert set(m["datasets"]) == {"JapaneseVowels", "BasicMotions"}
     row = m["datasets"]["JapaneseVowels"]["primalformer"]
     assert 0 <= row["final_epoch_test_acc_mean"] <= row["best_over_epochs_test_acc_mean"] <= 100
+    assert m["datasets"]["BasicMotions"]["transformer"]["paper_best_over_epochs"] is None
+    # per-model rank override reached the model; the other model keeps the shared rank
+    pf = torch.load(out / "models" / "JapaneseVowels.primalformer.pt", weights_only=True)
+    pt = torch.load(out / "models" / "JapaneseVowels.primalplustrans.pt", weights_only=True)
+    assert pf["blocks.0.attn.lam"].shape == (2, 3) and pt["blocks.0.attn.lam"].shape == (2, 2)
     unit = out / "units" / "JapaneseVowels.primalformer.seed=0.json"
     stamp = unit.stat().st_mtime_ns
     get("kernel", "uea")(out, **kw)  # resumes: nothing retrained

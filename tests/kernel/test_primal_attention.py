@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnlens.kernel import PrimalAttention, kernel_svd, ksvd_loss, primal_attention
+from attnlens.kernel import (
+    PrimalAttention,
+    kernel_svd,
+    ksvd_loss,
+    primal_attention,
+    primal_scores,
+)
 from attnlens.kernel.ksvd import ksvd_objective_dual
 from attnlens.kernel.primal import KSVDTerms, ksvd_objective, sample_indices
 
@@ -22,7 +28,7 @@ def test_shapes_and_terms():
     y = layer(x)
     assert y.shape == (3, 7, 8)
     t = layer.last_terms
-    assert t.e.shape == (3, 7, 2, 3) and t.we.shape == (3, 2, 4, 3)
+    assert t.e_sq.shape == (3, 2, 3) and t.we.shape == (3, 2, 4, 3)
     assert layer.ksvd_objective().shape == (3,)
 
 
@@ -60,12 +66,20 @@ def test_causal_outputs_ignore_later_tokens():
     y2 = layer(x2)
     torch.testing.assert_close(y[:, :5], y2[:, :5])
     assert not torch.allclose(y[:, 5:], y2[:, 5:])
-    # prefix means computed independently: token t from the mean of tokens <= t
-    layer(x)
+    # prefix means computed independently: token t from the mean of tokens <= t, and the
+    # whole layer written out with them
+    y = layer(x)
     q = layer.q_proj(x).view(2, 9, 2, 4).transpose(1, 2)  # (B, H, N, p)
+    k = layer.k_proj(x).view(2, 9, 2, 4).transpose(1, 2)
     qm = torch.stack([q[:, :, : t + 1].mean(2) for t in range(9)], dim=2)
-    e_ref = (F.normalize(qm, dim=-1) @ layer.we.unsqueeze(0)).transpose(1, 2)
-    torch.testing.assert_close(layer.last_terms.e, e_ref)
+    km = torch.stack([k[:, :, : t + 1].mean(2) for t in range(9)], dim=2)
+    e_ref = F.normalize(qm, dim=-1) @ layer.we.unsqueeze(0)  # (B, H, N, s)
+    r_ref = F.normalize(km, dim=-1) @ layer.wr.unsqueeze(0)
+    heads = layer.concat(torch.cat([e_ref, r_ref], dim=-1))  # (B, H, N, p)
+    y_ref = layer.out_proj(heads.transpose(1, 2).reshape(2, 9, 8))
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(layer.last_terms.e_sq, (e_ref**2).sum(2))
+    torch.testing.assert_close(layer.last_terms.r_sq, (r_ref**2).sum(2))
 
 
 def test_stationary_point_j_zero_and_primal_equals_dual():
@@ -80,12 +94,15 @@ def test_stationary_point_j_zero_and_primal_equals_dual():
     u, sig, vt = np.linalg.svd(fq.numpy() @ fk.numpy().T)
     np.testing.assert_allclose(svd.singular_values.numpy(), sig[:s], rtol=1e-10)
     w_c = torch.randn(4, 2 * s, dtype=torch.float64)
-    out, e, r = primal_attention(q, k, svd.we[None], svd.wr[None], w_c)
+    out, e_sq, r_sq = primal_attention(q, k, svd.we[None], svd.wr[None], w_c)
+    e, r = primal_scores(q, k, svd.we[None], svd.wr[None])
+    torch.testing.assert_close(e_sq, (e**2).sum(1))
+    torch.testing.assert_close(out, F.linear(torch.cat([e, r], dim=-1), w_c))
     # primal scores equal the dual scores sigma * singular vectors (up to sign per direction)
     np.testing.assert_allclose(np.abs(e[0, :, 0].numpy()), np.abs(u[:, :s] * sig[:s]), atol=1e-10)
     np.testing.assert_allclose(np.abs(r[0, :, 0].numpy()), np.abs(vt[:s].T * sig[:s]), atol=1e-10)
-    terms = KSVDTerms(e, r, svd.we[None, None], svd.wr[None, None], svd.we[None], svd.wr[None],
-                      svd.lam[None], torch.ones(1, n, dtype=torch.bool))
+    terms = KSVDTerms.from_scores(e, r, svd.we[None, None], svd.wr[None, None], svd.we[None],
+                                  svd.wr[None], svd.lam[None], torch.ones(1, n, dtype=torch.bool))
     j = ksvd_objective(terms, "sum")
     assert abs(float(j)) < 1e-10
     assert abs(float(ksvd_objective_dual(svd))) < 1e-10
@@ -130,22 +147,28 @@ def test_eta_zero_equals_plain_forward():
 
 def test_ksvd_loss_forms():
     layer = _layer()
-    layer(torch.randn(2, 7, 8, dtype=torch.float64))
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    layer(x)
     t = layer.last_terms
+    # the scores, written out from the projections (the module keeps only their token sums)
+    q = F.normalize(layer.q_proj(x).view(2, 7, 2, 4), dim=-1)  # (B, N, H, p)
+    k = F.normalize(layer.k_proj(x).view(2, 7, 2, 4), dim=-1)
+    e = torch.stack([q[:, :, h] @ t.we[:, h] for h in range(2)], dim=2)  # (B, N, H, s)
+    r = torch.stack([k[:, :, h] @ t.wr[:, h] for h in range(2)], dim=2)
     # sum form, written out token by token
     j = torch.zeros(2, dtype=torch.float64)
     for b in range(2):
         for h in range(2):
             for i in range(7):
-                j[b] += 0.5 * (t.e[b, i, h] ** 2 * t.lam[h]).sum()
-                j[b] += 0.5 * (t.r[b, i, h] ** 2 * t.lam[h]).sum()
+                j[b] += 0.5 * (e[b, i, h] ** 2 * t.lam[h]).sum()
+                j[b] += 0.5 * (r[b, i, h] ** 2 * t.lam[h]).sum()
             j[b] -= torch.trace(t.we[b, h].T @ t.wr[b, h])
     torch.testing.assert_close(layer.ksvd_objective("sum"), j)
     torch.testing.assert_close(ksvd_loss(layer, "sum"), (j**2).mean())
     # mean form (reference code): Lambda^2, means over heads and tokens, parameter trace
     lam_d = torch.diag_embed(t.lam)  # (H, s, s)
-    qe = ((t.e.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
-    qr = ((t.r.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
+    qe = ((e.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
+    qr = ((r.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
     tr = torch.einsum("hps,hpd->hsd", t.we_param, t.wr_param).mean(0).trace()
     torch.testing.assert_close(layer.ksvd_objective("mean"), qe + qr - tr)
 
@@ -177,7 +200,7 @@ def test_fp32_under_autocast():
     ref = layer(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x.bfloat16())
-    assert out.dtype == torch.float32 and layer.last_terms.e.dtype == torch.float32
+    assert out.dtype == torch.float32 and layer.last_terms.e_sq.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=0.1, rtol=0.1)
 
 

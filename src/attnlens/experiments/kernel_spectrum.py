@@ -43,8 +43,9 @@ def _uea_models(uea_run: Path, cfg: dict[str, Any]):
             if stored.exists():
                 import json
 
-                ucfg.update({k: v for k, v in json.loads(stored.read_text()).items()
-                             if k in ucfg})
+                stored_cfg = json.loads(stored.read_text())
+                ucfg.update({k: v for k, v in stored_cfg.items() if k in ucfg})
+                ucfg.update(stored_cfg.get("model_hparams", {}).get(name, {}))
         else:
             path = Path(cfg["out"]) / "models" / path.name
             if not path.exists():

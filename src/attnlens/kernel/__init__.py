@@ -12,6 +12,7 @@ from attnlens.kernel.primal import (
     cosine_kernel_matrix,
     ksvd_objective,
     primal_attention,
+    primal_scores,
 )
 from attnlens.kernel.spectrum import Spectrum, attention_spectrum
 from attnlens.kernel.time_encoding import BochnerTimeEncoder, MercerTimeEncoder
@@ -34,4 +35,5 @@ __all__ = [
     "ksvd_objective",
     "primal_attention",
     "primal_layers",
+    "primal_scores",
 ]

@@ -30,7 +30,9 @@ def reproduce(
     epochs: int = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the "
                                "experiment's)."),
     dataset: list[str] = typer.Option(None, "--dataset", help="uea: datasets (repeatable; "
-                                      "default JapaneseVowels)."),
+                                      "default JapaneseVowels and BasicMotions)."),
+    reverse: bool = typer.Option(False, "--reverse", help="uea: walk the units backwards, so "
+                                 "a second process on the same folder shares the sweep."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
 ) -> None:
@@ -50,6 +52,11 @@ def reproduce(
             typer.echo("--dataset applies to the uea experiment only.", err=True)
             raise typer.Exit(2)
         kwargs["datasets"] = tuple(dataset)
+    if reverse:
+        if name != "uea":
+            typer.echo("--reverse applies to the uea experiment only.", err=True)
+            raise typer.Exit(2)
+        kwargs["reverse"] = True
     folder = out or f"runs/kernel-{name}"
     metrics = get("kernel", name)(folder, **kwargs)
     table = metrics.get("table")

@@ -35,32 +35,45 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlens._validation import check_int, check_option, check_scalar
+from attnlens.kernel._primal_core import PrimalCore
 
 logger = logging.getLogger(__name__)
 
 WeightSource = Literal["input", "features"]
-_EPS = 1e-12  # as F.normalize
 
 
 @dataclass
 class KSVDTerms:
     """What one forward leaves behind to evaluate the KSVD objective ``J``.
 
-    e, r : (B, N, H, s) projection scores (zero at padded tokens).
+    e_sq, r_sq : (B, H, s) sums over tokens of the squared projection scores,
+        ``S^e_{hs} = sum_i e_{ihs}^2`` (padded tokens have zero scores, so they add nothing);
+        ``sum_i e_i^T Lambda_h e_i = <lambda_h, S^e_h>``, so J never needs the (B, N, H, s)
+        scores themselves (:meth:`from_scores` builds the terms from them).
     we, wr : (B, H, p, s) data-dependent weights ``W_{e|X}``, ``W_{r|X}`` (or (1, H, p, s)).
     we_param, wr_param : the raw parameters (H, n or p, s).
     lam : (H, s) the diagonal of Lambda.
     mask : (B, N) bool, True at real tokens, or None when all are real.
+    n_tokens : N, the sequence length (real-token counts come from ``mask``).
     """
 
-    e: torch.Tensor
-    r: torch.Tensor
+    e_sq: torch.Tensor
+    r_sq: torch.Tensor
     we: torch.Tensor
     wr: torch.Tensor
     we_param: torch.Tensor
     wr_param: torch.Tensor
     lam: torch.Tensor
     mask: torch.Tensor | None
+    n_tokens: int
+
+    @classmethod
+    def from_scores(cls, e: torch.Tensor, r: torch.Tensor, we: torch.Tensor, wr: torch.Tensor,
+                    we_param: torch.Tensor, wr_param: torch.Tensor, lam: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> KSVDTerms:
+        """Terms from full (B, N, H, s) scores ``e``, ``r`` (zero at padded tokens)."""
+        return cls((e * e).sum(dim=1), (r * r).sum(dim=1), we, wr, we_param, wr_param, lam,
+                   mask, e.shape[1])
 
 
 def _check_tensor(x: object, name: str, ndim: int) -> torch.Tensor:
@@ -125,6 +138,21 @@ def sample_indices(mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tens
     return idx, weight
 
 
+def sample_tokens(src: torch.Tensor, n: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """The ``n`` evenly spaced real tokens ``X'`` of each sequence: (B, N, H, p) -> (B, n, H, p).
+
+    Zero-weighted slots (sequences shorter than ``n``, see :func:`sample_indices`) are zero
+    rows. ``n`` must be <= N.
+    """
+    b, n_tok, h, p = src.shape
+    if mask is None:  # same evenly spaced tokens for every sequence
+        idx = torch.floor(torch.arange(n, dtype=torch.float64) * (n_tok - 1) / max(n - 1, 1))
+        return src[:, idx.long().to(src.device)]  # (B, n, H, p)
+    idx, weight = sample_indices(mask, n)  # (B, n), (B, n)
+    xs = torch.gather(src, 1, idx[:, :, None, None].expand(b, n, h, p))  # (B, n, H, p)
+    return xs * weight[:, :, None, None].to(src.dtype)
+
+
 def data_dependent_weights(
     src: torch.Tensor, w_param: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
@@ -133,24 +161,25 @@ def data_dependent_weights(
     src : (B, N, H, p) token representations per head; w_param : (H, n, s); mask : (B, N)
     or None. Returns (B, H, p, s). When N < n only the first N rows of ``w_param`` are used.
     """
-    b, n_tok, h, p = src.shape
-    n = min(w_param.shape[1], n_tok)
-    w = w_param[:, :n].to(src.dtype)  # (H, n, s)
-    if mask is None:  # same evenly spaced tokens for every sequence
-        idx = torch.floor(torch.arange(n, dtype=torch.float64) * (n_tok - 1) / max(n - 1, 1))
-        xs = src[:, idx.long().to(src.device)]  # (B, n, H, p)
-    else:
-        idx, weight = sample_indices(mask, n)  # (B, n), (B, n)
-        xs = torch.gather(src, 1, idx[:, :, None, None].expand(b, n, h, p))  # (B, n, H, p)
-        xs = xs * weight[:, :, None, None].to(src.dtype)
+    n = min(w_param.shape[1], src.shape[1])
+    return _weights_from_tokens(sample_tokens(src, n, mask), w_param)
+
+
+def _weights_from_tokens(xs: torch.Tensor, w_param: torch.Tensor) -> torch.Tensor:
+    """(B, n, H, p) sampled tokens and (H, >= n, s) parameters -> (B, H, p, s)."""
+    w = w_param[:, : xs.shape[1]].to(xs.dtype)  # (H, n, s)
     return torch.einsum("bnhp,hns->bhps", xs, w)  # (B, H, p, s)
 
 
-def _block_diag(w: torch.Tensor) -> torch.Tensor:
-    """(B, H, p, s) per-head weights -> (B, H*p, H*s) block-diagonal matrix."""
-    b, h, p, s = w.shape
-    eye = torch.eye(h, dtype=w.dtype, device=w.device)  # (H, H)
-    return torch.einsum("bhps,hg->bhpgs", w, eye).reshape(b, h * p, h * s)
+def _check_weights(w: torch.Tensor, name: str, b: int, h: int, p: int) -> torch.Tensor:
+    if not isinstance(w, torch.Tensor) or w.ndim not in (3, 4) or tuple(w.shape[-3:-1]) != (h, p):
+        got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+        raise ValueError(f"{name} must have shape ({b} or 1, {h}, {p}, s) or ({h}, {p}, s) "
+                         f"to match q of shape (B, N, H, p); got {got}.")
+    w = w if w.ndim == 4 else w.unsqueeze(0)
+    if w.shape[0] not in (1, b):
+        raise ValueError(f"{name} must have batch size 1 or {b}, got shape {tuple(w.shape)}.")
+    return w
 
 
 def primal_attention(
@@ -164,11 +193,15 @@ def primal_attention(
     mask: torch.Tensor | None = None,
     causal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Primal-Attention scores and head outputs (projections excluded).
+    r"""Primal-Attention head outputs and the score statistics of the KSVD objective.
 
     Convention: canonical scores are ``score_{ij} = x_i^T W z_j`` with ``W = K Q^T``; here the
     kernel ``kappa(x_i, x_j) = <phi_q(x_i), phi_k(x_j)>`` replaces them and is never formed.
     ``e_i = W_{e|X}^T phi_q(x_i)``, ``r_j = W_{r|X}^T phi_k(x_j)``, output ``W_c [e; r] + b``.
+    The scores themselves are not returned (see :func:`primal_scores`): the forward and
+    backward run in one fused autograd function (:mod:`attnlens.kernel._primal_core`) that
+    keeps only ``q``, ``k`` and the weights for backward. Math runs in float32 (at least)
+    under autocast.
 
     Parameters
     ----------
@@ -181,7 +214,8 @@ def primal_attention(
 
     Returns
     -------
-    out : (B, N, H, p_out), e : (B, N, H, s), r : (B, N, H, s).
+    out : (B, N, H, p_out); e_sq, r_sq : (B, H, s) sums over tokens of ``e**2`` and ``r**2``
+    (what :class:`KSVDTerms` needs).
     """
     q = _check_tensor(q, "q", 4)
     k = _check_tensor(k, "k", 4)
@@ -189,29 +223,57 @@ def primal_attention(
         raise ValueError(f"q and k must share their shape, got {tuple(q.shape)} and "
                          f"{tuple(k.shape)}.")
     b, n_tok, h, p = q.shape
+    we = _check_weights(we, "we", b, h, p)
+    wr = _check_weights(wr, "wr", b, h, p)
+    if w_concat.ndim != 2 or w_concat.shape[1] != 2 * we.shape[-1]:
+        raise ValueError(f"w_concat must have shape (p_out, 2s) = (p_out, {2 * we.shape[-1]}), "
+                         f"got {tuple(w_concat.shape)}.")
     mask = _check_mask(mask, b, n_tok)
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _primal_core(q, k, we, wr, w_concat, b_concat, mask, causal)
+
+
+def _primal_core(q, k, we, wr, w_concat, b_concat, mask, causal):
+    """Validated inputs (mask None or with padding) -> (out, e_sq, r_sq), autocast off."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    q, k = q.to(dtype), k.to(dtype)
     if causal:
         q = prefix_mean(q, mask)  # (B, N, H, p)
         k = prefix_mean(k, mask)  # (B, N, H, p)
-    we = (we if we.ndim == 4 else we.unsqueeze(0)).to(q.dtype)  # (B or 1, H, p, s)
-    wr = (wr if wr.ndim == 4 else wr.unsqueeze(0)).to(q.dtype)  # (B or 1, H, p, s)
-    s = we.shape[-1]
-    # phi(x)^T W = (x^T W) / ||x||: normalize after the (p -> s) product, no (N, p) copy;
-    # one (N, H*p) x (H*p, H*s) product with block-diagonal weights serves every head.
-    inv_q = q.norm(dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()  # (B, N, H, 1)
-    inv_k = k.norm(dim=-1, keepdim=True).clamp_min(_EPS).reciprocal()  # (B, N, H, 1)
+    mask_f = None if mask is None else mask[:, :, None, None].to(dtype)  # (B, N, 1, 1)
+    b_c = None if b_concat is None else b_concat.to(dtype)
+    return PrimalCore.apply(q.contiguous(), k.contiguous(), we.to(dtype), wr.to(dtype),
+                            w_concat.to(dtype), b_c, mask_f)
+
+
+def primal_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    we: torch.Tensor,
+    wr: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (B, N, H, s) scores ``e_i = W_{e|X}^T phi_q(x_i)``, ``r_j = W_{r|X}^T phi_k(x_j)``.
+
+    Plain autograd, for inspection and as the reference of :func:`primal_attention`; same
+    arguments as it. Padded tokens get zero scores.
+    """
+    q = _check_tensor(q, "q", 4)
+    k = _check_tensor(k, "k", 4)
+    b, n_tok, h, p = q.shape
+    we = _check_weights(we, "we", b, h, p).to(q.dtype)
+    wr = _check_weights(wr, "wr", b, h, p).to(q.dtype)
+    mask = _check_mask(mask, b, n_tok)
+    if causal:
+        q, k = prefix_mean(q, mask), prefix_mean(k, mask)
+    e = torch.einsum("bnhp,bhps->bnhs", F.normalize(q, dim=-1), we)  # (B, N, H, s)
+    r = torch.einsum("bnhp,bhps->bnhs", F.normalize(k, dim=-1), wr)  # (B, N, H, s)
     if mask is not None:
-        inv_q = inv_q * mask[:, :, None, None].to(q.dtype)  # zero scores at padding
-        inv_k = inv_k * mask[:, :, None, None].to(q.dtype)
-    e = torch.matmul(q.reshape(b, n_tok, h * p), _block_diag(we)).view(b, n_tok, h, s)
-    r = torch.matmul(k.reshape(b, n_tok, h * p), _block_diag(wr)).view(b, n_tok, h, s)
-    e = e * inv_q  # (B, N, H, s)
-    r = r * inv_k  # (B, N, H, s)
-    w_concat = w_concat.to(q.dtype)
-    b_c = None if b_concat is None else b_concat.to(q.dtype)
-    out = F.linear(r, w_concat[:, s:], b_c)  # (B, N, H, p_out)
-    out = out.add_(torch.matmul(e, w_concat[:, :s].T))  # in place: one (N, H p_out) buffer
-    return out, e, r
+        e = e * mask[:, :, None, None].to(e.dtype)
+        r = r * mask[:, :, None, None].to(r.dtype)
+    return e, r
 
 
 def ksvd_objective(terms: KSVDTerms, form: Literal["sum", "mean"] = "sum") -> torch.Tensor:
@@ -226,22 +288,26 @@ def ksvd_objective(terms: KSVDTerms, form: Literal["sum", "mean"] = "sum") -> to
     + 1/2 mean_{h,j} ||Lambda_h r_j||^2 - Tr(mean_h W_e^T W_r)`` with the data-independent
     parameters in the trace and ``Lambda^2`` (not ``Lambda``) in the quadratic terms. It is a
     scaled surrogate, not zero at the stationary point; kept for reproducing the paper's runs.
+
+    Both use the token sums ``S^e = sum_i e_i**2`` of :class:`KSVDTerms`:
+    ``sum_i e_i^T Lambda_h e_i = <lambda_h, S^e_h>``.
     """
     check_option(form, "form", ("sum", "mean"))
-    lam = terms.lam.to(terms.e.dtype)  # (H, s)
-    b, n_tok, h, _ = terms.e.shape
+    lam = terms.lam.to(terms.e_sq.dtype)  # (H, s)
+    b, h, _ = terms.e_sq.shape
     if form == "sum":
-        quad_e = torch.einsum("bnhs,bnhs->b", terms.e * lam, terms.e)  # (B,)
-        quad_r = torch.einsum("bnhs,bnhs->b", terms.r * lam, terms.r)  # (B,)
+        quad_e = torch.einsum("bhs,hs->b", terms.e_sq, lam)  # (B,)
+        quad_r = torch.einsum("bhs,hs->b", terms.r_sq, lam)  # (B,)
         trace = torch.einsum("bhps,bhps->b", terms.we, terms.wr)  # (B,) or (1,)
         return 0.5 * quad_e + 0.5 * quad_r - trace.expand_as(quad_e)
     if terms.mask is None:
-        count = torch.full((b,), float(n_tok * h), dtype=terms.e.dtype, device=terms.e.device)
+        count = torch.full((b,), float(terms.n_tokens * h), dtype=terms.e_sq.dtype,
+                           device=terms.e_sq.device)
     else:
-        count = terms.mask.sum(dim=1).to(terms.e.dtype) * h  # (B,)
+        count = terms.mask.sum(dim=1).to(terms.e_sq.dtype) * h  # (B,)
     lam2 = lam * lam  # (H, s)
-    quad_e = torch.einsum("bnhs,hs->b", terms.e * terms.e, lam2) / count  # (B,)
-    quad_r = torch.einsum("bnhs,hs->b", terms.r * terms.r, lam2) / count  # (B,)
+    quad_e = torch.einsum("bhs,hs->b", terms.e_sq, lam2) / count  # (B,)
+    quad_r = torch.einsum("bhs,hs->b", terms.r_sq, lam2) / count  # (B,)
     trace = torch.einsum("hps,hps->", terms.we_param, terms.wr_param.to(terms.we_param.dtype))
     return 0.5 * quad_e + 0.5 * quad_r - trace / h
 
@@ -339,21 +405,24 @@ class PrimalAttention(nn.Module):
             q = self.q_proj(x).view(b, n_tok, h, p)  # (B, N, H, p)
             k = self.k_proj(x).view(b, n_tok, h, p)  # (B, N, H, p)
             if self.data_dependent:
-                if self.weight_source == "input":
-                    src_e = src_r = x.view(b, n_tok, h, p)  # (B, N, H, p)
-                else:
-                    src_e = F.normalize(k, dim=-1)  # (B, N, H, p) phi_k
-                    src_r = F.normalize(q, dim=-1)  # (B, N, H, p) phi_q
-                we = data_dependent_weights(src_e, self.we, mask)  # (B, H, p, s)
-                wr = data_dependent_weights(src_r, self.wr, mask)  # (B, H, p, s)
+                n = min(self.n_samples, n_tok)
+                if self.weight_source == "input":  # one gather serves W_e and W_r
+                    xs = sample_tokens(x.view(b, n_tok, h, p), n, mask)  # (B, n, H, p)
+                    xs_e = xs_r = xs
+                else:  # phi_k for W_e, phi_q for W_r, normalized after sampling
+                    xs_e = F.normalize(sample_tokens(k, n, mask), dim=-1)  # (B, n, H, p)
+                    xs_r = F.normalize(sample_tokens(q, n, mask), dim=-1)  # (B, n, H, p)
+                we = _weights_from_tokens(xs_e, self.we)  # (B, H, p, s)
+                wr = _weights_from_tokens(xs_r, self.wr)  # (B, H, p, s)
             else:
                 we = self.we.to(dtype).unsqueeze(0)  # (1, H, p, s)
                 wr = self.wr.to(dtype).unsqueeze(0)  # (1, H, p, s)
-            out, e, r = primal_attention(
-                q, k, we, wr, self.concat.weight, self.concat.bias, mask=mask, causal=self.causal
-            )  # (B, N, H, p), (B, N, H, s), (B, N, H, s)
-            self.last_terms = KSVDTerms(e, r, we, wr, self.we, self.wr, self.lam, mask)
-            out = self.dropout(self.out_proj(out.reshape(b, n_tok, self.dim)))  # (B, N, dim)
+            out, e_sq, r_sq = _primal_core(
+                q, k, we, wr, self.concat.weight, self.concat.bias, mask, self.causal
+            )  # (B, N, H, p), (B, H, s), (B, H, s)
+            self.last_terms = KSVDTerms(e_sq, r_sq, we, wr, self.we, self.wr, self.lam, mask,
+                                        n_tok)
+            out = self.dropout(self.out_proj(out.view(b, n_tok, self.dim)))  # (B, N, dim)
         return out
 
     def ksvd_objective(self, form: Literal["sum", "mean"] | None = None) -> torch.Tensor:
@@ -381,5 +450,7 @@ __all__ = [
     "ksvd_objective",
     "prefix_mean",
     "primal_attention",
+    "primal_scores",
     "sample_indices",
+    "sample_tokens",
 ]

@@ -1,0 +1,115 @@
+"""The fused Primal-Attention core (custom autograd Function) against plain autograd."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlens.kernel import primal_attention, primal_scores
+from attnlens.kernel._primal_core import PrimalCore
+
+
+def _inputs(b=2, n=6, h=2, p=3, s=2, p_out=4, wb=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_()
+
+    return (rnd(b, n, h, p), rnd(b, n, h, p), rnd(wb, h, p, s), rnd(wb, h, p, s),
+            rnd(p_out, 2 * s), rnd(p_out))
+
+
+def _mask(b, n):
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[0, n - 2:] = False  # padding at the back
+    mask[-1, 0] = False  # and in front
+    return mask
+
+
+def _reference(q, k, we, wr, wc, bc, mask, causal):
+    """Written out with loops and F.normalize: a path independent of the fused core."""
+    if causal:  # mean of the real tokens <= t, token by token
+        m = torch.ones(q.shape[:2], dtype=q.dtype) if mask is None else mask.to(q.dtype)
+
+        def pm(x):
+            rows = [(x[:, : t + 1] * m[:, : t + 1, None, None]).sum(1)
+                    / m[:, : t + 1].sum(1).clamp_min(1)[:, None, None]
+                    for t in range(x.shape[1])]
+            return torch.stack(rows, dim=1)
+
+        q, k = pm(q), pm(k)
+    we = we.expand(q.shape[0], -1, -1, -1)
+    wr = wr.expand(q.shape[0], -1, -1, -1)
+    fq, fk = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    e = torch.stack([fq[:, :, h] @ we[:, h] for h in range(q.shape[2])], dim=2)  # (B,N,H,s)
+    r = torch.stack([fk[:, :, h] @ wr[:, h] for h in range(q.shape[2])], dim=2)
+    if mask is not None:
+        e = e * mask[:, :, None, None]
+        r = r * mask[:, :, None, None]
+    out = F.linear(torch.cat([e, r], dim=-1), wc, bc)
+    return out, (e**2).sum(1), (r**2).sum(1)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("wb", [1, 2])
+def test_fused_equals_reference_values_and_gradients(masked, causal, wb):
+    args = _inputs(wb=wb, seed=wb + 2 * causal + 4 * masked)
+    mask = _mask(2, 6) if masked else None
+    got = primal_attention(*args, mask=mask, causal=causal)
+    ref = _reference(*args, mask, causal)
+    g = torch.Generator().manual_seed(9)
+    cot = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ref]
+    g_got = torch.autograd.grad(got, args, cot)
+    g_ref = torch.autograd.grad(ref, args, cot)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(g_got, g_ref, strict=True):
+        torch.testing.assert_close(a, b)
+    if masked:  # padded tokens: zero output (bias aside) and zero gradient
+        q_grad = g_got[0]
+        assert torch.count_nonzero(q_grad[0, -2:]) == 0 and torch.count_nonzero(q_grad[1, 0]) == 0
+
+
+def test_scores_agree_with_fused_statistics():
+    q, k, we, wr, wc, bc = _inputs()
+    mask = _mask(2, 6)
+    e, r = primal_scores(q, k, we, wr, mask=mask)
+    out, e_sq, r_sq = primal_attention(q, k, we, wr, wc, bc, mask=mask)
+    torch.testing.assert_close(e_sq, (e**2).sum(1))
+    torch.testing.assert_close(r_sq, (r**2).sum(1))
+    torch.testing.assert_close(out, F.linear(torch.cat([e, r], -1), wc, bc))
+
+
+@pytest.mark.parametrize(("masked", "causal", "wb"), [(True, False, 2), (True, True, 1),
+                                                      (False, True, 2)])
+def test_gradcheck_core_float64(masked, causal, wb):
+    args = _inputs(b=2, n=5, wb=wb, seed=3)
+    mask = _mask(2, 5) if masked else None
+
+    def fn(*a):
+        return primal_attention(*a, mask=mask, causal=causal)
+
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
+    # one output at a time: the backward with the other gradients absent (None)
+    assert torch.autograd.gradcheck(lambda *a: fn(*a)[0], args, eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda *a: fn(*a)[1:], args, eps=1e-6, atol=1e-6)
+
+
+def test_backward_keeps_no_score_tensor():
+    q, k, we, wr, wc, bc = _inputs(b=1, n=50, h=2, p=3, s=4)
+    out, _, _ = primal_attention(q, k, we, wr, wc, bc)
+    assert out.grad_fn.name() == "PrimalCoreBackward"
+    saved = out.grad_fn.saved_tensors
+    big = [tuple(t.shape) for t in saved if t.numel() >= 50 * 2 * 3]
+    assert big == [(1, 50, 2, 3), (1, 50, 2, 3)]  # q and k only; no (1, 50, 2, 4) scores
+    assert PrimalCore is type(out.grad_fn)._forward_cls
+
+
+def test_bad_weight_shapes():
+    q, k, we, wr, wc, bc = _inputs()
+    with pytest.raises(ValueError, match="we must have shape"):
+        primal_attention(q, k, we[:, :, :2], wr, wc, bc)
+    with pytest.raises(ValueError, match="batch size 1 or 2"):
+        primal_attention(q, k, we.expand(3, -1, -1, -1), wr, wc, bc)
+    with pytest.raises(ValueError, match="w_concat must have shape"):
+        primal_attention(q, k, we, wr, wc[:, :3], bc)
