@@ -177,7 +177,7 @@ def check_optimality(
     gamma = problem.token_scores
     per = locally_optimal_sequences(gamma, sel, support)
     viol = [
-        (i, int(t))
+        (int(i), int(t))
         for i in np.flatnonzero(~per)
         for t in support[i]
         if gamma[i, t] >= gamma[i, sel[i]]
