@@ -1,147 +1,219 @@
-r"""Fast Att-SVM (Frobenius): cutting planes over a Lawson-Hanson dual solver.
+r"""Fast exact Att-SVM (Frobenius): augmented Lagrangian + semismooth Newton, then a polish.
 
 Score convention: ``score_t = x_t^T W z``. Att-SVM with the Frobenius norm is a bias-free
-hard-margin SVM on the vectors ``A_c = vec((x_{i,a} - x_it) q_ik^T)``:
+hard-margin SVM in :math:`\mathbb R^{d^2}` on the matrices ``A_c = (x_{i,a} - x_it) q^T``:
 
-.. math:: \min_W \tfrac12 \|W\|_F^2 \ \text{s.t.}\ \langle A_c, W\rangle \ge 1,
+.. math:: \min_W \tfrac12 \|W\|_F^2 \quad\text{s.t.}\quad \langle A_c, W\rangle \ge 1 \ \forall c,
+    \qquad\text{dual:}\ \max_{\alpha\ge 0}\ 1^\top\alpha - \tfrac12 \|A^\top\alpha\|_F^2 .
 
-a least-distance program. Lawson & Hanson (Solving Least Squares Problems, 1974, ch. 23) solve
-it through the NNLS problem ``min_{u >= 0} ||E u - f||`` with ``E = [A; 1^T]``,
-``f = (0, ..., 0, 1)``: then ``alpha = u / (1 - 1^T u)`` are the optimal duals and
-``W = sum alpha_c A_c``; ``1^T u = 1`` (zero residual) means infeasible, with ``u`` a dual ray.
-We run Lawson-Hanson on the normal equations, whose Gram entries are
-``(delta_c^T delta_c')(q_c^T q_c') + 1``, on a working set of constraints (incremental
-Cholesky), and add the most violated constraints of the full set -- evaluated for all (i, t)
-at once through ``X W q`` -- until the duality gap certifies optimality.
+1. **Augmented Lagrangian** (proximal point on the dual; Rockafellar 1976). For a multiplier
+   ``lambda >= 0`` and penalty ``sigma`` the subproblem
+   ``min_W 1/2 ||W||^2 + 1/(2 sigma) ||max(0, lambda - sigma (A W - 1))||^2`` is strongly convex
+   and piecewise quadratic; a **semismooth Newton** method solves it (Li, Sun, Toh, "A highly
+   efficient semismooth Newton augmented Lagrangian method for solving Lasso problems", SIAM J.
+   Optim. 2018; Yan & Li, "An efficient augmented Lagrangian method for support vector
+   machine", Optim. Methods Softw. 2020). The Newton system ``(I + sigma A_J^T A_J) dW = -g``
+   is solved in its dual form ``(I/sigma + G_JJ) y = A_J g``, ``dW = -g + A_J^T y`` (Woodbury):
+   directly (Cholesky) when small, else by conjugate gradients preconditioned with the inverse
+   group-diagonal blocks of ``G``; every product with ``A`` or ``A^T`` is two GEMMs
+   (:mod:`attnlens.svm._frobenius_ops`). Then ``lambda <- max(0, lambda - sigma (A W - 1))``.
+2. **Working set** (cutting planes / shrinking): the Newton steps see only the constraints that
+   are active or near-active; one pass over all constraints per outer iteration adds the
+   violated ones (a few per query group), so the inner algebra scales with the support.
+3. **Polish** (exactness): once the support of ``lambda`` settles, a primal-dual active-set
+   solve ``G_FF alpha_F = 1`` on the support ``F`` (Hintermueller, Ito, Kunisch, SIAM J. Optim.
+   2003) gives the exact multipliers; it is accepted only if ``alpha >= 0`` and the duality gap
+   over *all* constraints is below ``tol``, otherwise the augmented Lagrangian continues.
+
+Certificate: ``W = A^T alpha`` with ``alpha >= 0``, so ``1^T alpha / ||W||`` lower-bounds the
+optimal norm and ``||W|| / min margin`` upper-bounds it (see :mod:`attnlens.svm._certificate`).
+Infeasibility: if no ``W`` separates, ``lambda`` grows without bound while ``W`` stays bounded;
+``r = lambda / 1^T lambda`` is then a dual ray, ``||A^T r||`` tends to 0, and
+``1 / ||A^T r||`` lower-bounds the norm of any feasible ``W``. When that bound exceeds
+``1e8`` times the natural scale ``1 / max_c ||A_c||`` with no ``W`` of positive margin found,
+the problem is reported infeasible with ``r`` as evidence.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
-from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from threadpoolctl import threadpool_limits
 
 from attnlens.svm._constraints import ConstraintSet
+from attnlens.svm._frobenius_ops import Block, BlockJacobi, Constraints, pcg
 
 log = logging.getLogger(__name__)
 
+DIRECT_MAX = 1500  # Newton/polish systems up to this size are factorized, larger ones use PCG
+INFEASIBLE_RATIO = 1e8  # declare infeasible when ||W*|| >= this / max_c ||A_c||
+SIGMA_GROWTH = 3.0
 
-class _LawsonHanson:
-    """NNLS ``min_{u>=0} u^T H u - 2 1^T u`` with ``H = G + 1 1^T`` over a growing column set."""
 
-    def __init__(self, d: int):
-        self.D = np.zeros((0, d))  # (m, d) deltas of the working set
-        self.Qc = np.zeros((0, d))  # (m, d) queries of the working set
-        self.keys = np.zeros(0, dtype=np.int64)  # flat constraint ids
-        self.P: list[int] = []  # passive (positive) columns, positions in the working set
-        self.u = np.zeros(0)  # values on P
-        self.C = np.zeros((0, 0))  # (m, |P|) = H[:, P]
-        self.L = np.zeros((0, 0))  # Cholesky factor of H[P, P]
-        self.iterations = 0
+def _solve_direct(block: Block, rhs: np.ndarray, shift: float) -> np.ndarray:
+    """``(shift I + G_SS)^{-1} rhs`` by Cholesky (a tiny ridge guards singular ``G``)."""
+    G = block.gram()
+    G[np.diag_indices_from(G)] += shift + 1e-13 * max(float(np.max(np.diag(G))), 1e-300)
+    try:
+        return cho_solve(cho_factor(G, lower=True, check_finite=False), rhs, check_finite=False)
+    except LinAlgError:
+        return np.linalg.lstsq(G, rhs, rcond=None)[0]
 
-    def _cols(self, rows: np.ndarray, cols: list[int]) -> np.ndarray:
-        Dc, Qc = self.D[cols], self.Qc[cols]
-        return (self.D[rows] @ Dc.T) * (self.Qc[rows] @ Qc.T) + 1.0
 
-    def add_rows(self, keys: np.ndarray, D: np.ndarray, Qc: np.ndarray) -> None:
-        m0 = self.keys.size
-        self.keys = np.concatenate([self.keys, keys])
-        self.D = np.vstack([self.D, D])
-        self.Qc = np.vstack([self.Qc, Qc])
-        new = np.arange(m0, self.keys.size)
-        if self.P:
-            self.C = np.vstack([self.C, self._cols(new, self.P)])
-        else:
-            self.C = np.zeros((self.keys.size, 0))
-
-    def prune(self, keep: np.ndarray) -> None:
-        """Keep working-set rows ``keep`` (must contain every passive column)."""
-        pos = np.full(self.keys.size, -1)
-        pos[keep] = np.arange(keep.size)
-        self.keys, self.D, self.Qc, self.C = (
-            self.keys[keep],
-            self.D[keep],
-            self.Qc[keep],
-            self.C[keep],
+def _newton_direction(bJ: Block, grad: np.ndarray, sigma: float, eta: float, stats: dict):
+    """``dW = -(I + sigma A_J^T A_J)^{-1} grad`` through the dual (Woodbury) system."""
+    if bJ.size == 0:
+        return -grad
+    b = bJ.margins(grad)
+    if bJ.size <= DIRECT_MAX:
+        y = _solve_direct(bJ, b, 1.0 / sigma)
+    else:
+        # the primal residual of dW = -grad + A^T y is sigma A^T r (r: the dual residual)
+        target = eta * float(np.linalg.norm(grad)) / sigma
+        y, it, _ = pcg(
+            lambda v: v / sigma + bJ.margins(bJ.combine(v)),
+            b,
+            BlockJacobi(bJ, 1.0 / sigma),
+            x0=None,
+            rtol=eta,
+            maxiter=2000,
+            accept=lambda r: float(np.linalg.norm(bJ.combine(r))) <= target,
         )
-        self.P = [int(pos[p]) for p in self.P]
+        stats["cg"] += it
+    return -grad + bJ.combine(y)
 
-    def _refactor(self) -> None:
-        if not self.P:
-            self.L = np.zeros((0, 0))
-            return
-        H = self.C[self.P]
-        self.L = np.linalg.cholesky(H + 1e-14 * np.trace(H) / max(len(self.P), 1) * np.eye(len(self.P)))
 
-    def _append(self, j: int) -> bool:
-        col = self._cols(np.arange(self.keys.size), [j])[:, 0]
-        h = col[self.P]
-        hjj = col[j]
-        if self.P:
-            lvec = solve_triangular(self.L, h, lower=True, check_finite=False)
-            dd = hjj - lvec @ lvec
+def _line_search(W, dW, M, dM, lam, sigma) -> float:
+    """Exact step on ``phi(t) = 1/2||W + t dW||^2 + 1/(2 sigma)||max(0, r - sigma t dM)||^2``."""
+    a0 = float(np.vdot(W, dW))
+    a1 = float(np.vdot(dW, dW))
+    r = lam - sigma * (M - 1.0)
+
+    def slope(t):
+        mu = np.maximum(r - sigma * t * dM, 0.0)
+        act = mu > 0
+        return a0 + t * a1 - float(mu @ dM), a1 + sigma * float(dM[act] @ dM[act])
+
+    g0, _ = slope(0.0)
+    if g0 >= 0:
+        return 0.0
+    lo, hi, t = 0.0, np.inf, 1.0
+    for _ in range(60):
+        g, h = slope(t)
+        if abs(g) <= 1e-12 * abs(g0):
+            break
+        if g > 0:
+            hi = t
         else:
-            lvec = np.zeros(0)
-            dd = hjj
-        if dd <= 1e-12 * hjj:
-            return False
-        k = len(self.P)
-        L = np.zeros((k + 1, k + 1))
-        L[:k, :k] = self.L
-        L[k, :k] = lvec
-        L[k, k] = np.sqrt(dd)
-        self.L = L
-        self.P.append(j)
-        self.u = np.append(self.u, 0.0)
-        self.C = np.column_stack([self.C, col])
-        return True
+            lo = t
+        tn = t - g / h if h > 0 else np.inf
+        if not lo < tn < hi:
+            tn = 0.5 * (lo + hi) if np.isfinite(hi) else 2.0 * t
+        if tn == t:
+            break
+        t = tn
+    return t
 
-    def solve(self, max_iter: int, wtol: float = 1e-12) -> bool:
-        """Lawson-Hanson iterations until no column improves; False at the iteration cap.
 
-        Adds up to ``max(4, |P|/4)`` improving columns per iteration (a block variant: the
-        step-back loop keeps the iterate feasible, so every iteration still decreases the NNLS
-        objective); the classic algorithm adds one.
-        """
-        skip: set[int] = set()
-        while self.iterations < max_iter:
-            w = 1.0 - (self.C @ self.u if self.P else np.zeros(self.keys.size))
-            w[self.P] = -np.inf
-            if skip:
-                w[list(skip)] = -np.inf
-            cand = np.flatnonzero(w > wtol)
-            if cand.size == 0:
-                return True
-            self.iterations += 1
-            block = 1  # classic Lawson-Hanson (block adds are unverified: see report)
-            if cand.size > block:
-                cand = cand[np.argpartition(-w[cand], block)[:block]]
-            cand = cand[np.argsort(-w[cand])]
-            added = [j for j in cand.tolist() if self._append(int(j)) or skip.add(int(j))]
-            if not added:
-                continue
-            while True:
-                s = cho_solve((self.L, True), np.ones(len(self.P)), check_finite=False)
-                if np.all(s > 0):
-                    self.u = s
-                    break
-                neg = s <= 0
-                ratio = self.u[neg] / (self.u[neg] - s[neg])
-                theta = float(ratio.min())
-                self.u = self.u + theta * (s - self.u)
-                keep = self.u > 1e-15 * max(self.u.max(), 1e-300)
-                hit = np.zeros(len(self.P), dtype=bool)
-                hit[np.flatnonzero(neg)[ratio <= theta * (1 + 1e-12)]] = True
-                keep &= ~hit
-                self.P = [p for p, kp in zip(self.P, keep, strict=True) if kp]
-                self.u = self.u[keep]
-                self.C = self.C[:, keep]
-                self._refactor()
-                if not self.P:
-                    break
-        return False
+def _ssn(block: Block, W, lam, sigma, gtol, max_newton, stats):
+    """Semismooth Newton on the augmented Lagrangian subproblem over ``block``.
+
+    Returns ``(W, mu)`` with ``mu = max(0, lam - sigma (A W - 1))`` (the next multipliers).
+    """
+    M = block.margins(W)
+    for _ in range(max_newton):
+        r = lam - sigma * (M - 1.0)
+        J = r > 0
+        bJ = block.sub(J)
+        grad = W - bJ.combine(r[J])
+        gn = float(np.linalg.norm(grad))
+        scale = max(float(np.linalg.norm(W)), 1e-300)
+        if gn <= gtol:
+            break
+        eta = min(0.1, max(1e-10, gn / scale))
+        dW = _newton_direction(bJ, grad, sigma, eta, stats)
+        dM = block.margins(dW)
+        t = _line_search(W, dW, M, dM, lam, sigma)
+        stats["newton"] += 1
+        if t == 0.0:
+            break
+        W = W + t * dW
+        M = M + t * dM
+    M = block.margins(W)
+    return W, np.maximum(lam - sigma * (M - 1.0), 0.0)
+
+
+def _per_group_smallest(C: Constraints, ids: np.ndarray, vals: np.ndarray, r: int) -> np.ndarray:
+    """Of the constraints ``ids`` (sorted), the ``r`` with the smallest ``vals`` per group."""
+    if ids.size == 0:
+        return ids
+    g = C.g[ids]
+    order = np.lexsort((vals, g))  # by group, then value
+    g_sorted = g[order]
+    first = np.ones(g_sorted.size, dtype=bool)
+    first[1:] = g_sorted[1:] != g_sorted[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(g_sorted.size), 0))
+    rank = np.arange(g_sorted.size) - start
+    return np.sort(ids[order[rank < r]])
+
+
+def _certify(C: Constraints, block: Block, alpha: np.ndarray):
+    """``W = A^T alpha`` over the block, all margins, and the relative duality gap."""
+    W = block.combine(alpha)
+    M = C.margins(W)
+    mmin = float(M.min())
+    nw2 = float(np.vdot(W, W))
+    s1 = float(alpha.sum())
+    gap = 1.0 - mmin * s1 / nw2 if (mmin > 0 and nw2 > 0) else np.inf
+    return W, M, mmin, gap, s1, nw2
+
+
+def _polish(C: Constraints, lam: np.ndarray, tol: float, rounds: int, add_per_group: int, stats):
+    """Primal-dual active set on ``G_FF alpha = 1``, starting from the support of ``lam``."""
+    F = np.flatnonzero(lam > 0)
+    y0 = lam[F]
+    for _ in range(rounds):
+        if F.size == 0:
+            return None
+        blk = C.block(F)
+        ones = np.ones(F.size)
+        stats["polish"] += 1
+        if F.size <= DIRECT_MAX:
+            y = _solve_direct(blk, ones, 0.0)
+        else:
+            y, it, _ = pcg(
+                lambda v, blk=blk: blk.margins(blk.combine(v)),
+                ones,
+                BlockJacobi(blk, 0.0),
+                x0=y0,
+                rtol=1e-12,
+                maxiter=5000,
+            )
+            stats["cg"] += it
+        if not np.all(y > 0):
+            keep = y > 0
+            F, y0 = F[keep], y[keep]
+            continue
+        W, M, mmin, gap, s1, nw2 = _certify(C, blk, y)
+        log.info("  polish: |F|=%d, min margin %.3g, gap %.3g", F.size, mmin, gap)
+        if gap <= 0.5 * tol:
+            alpha = np.zeros(C.m)
+            alpha[F] = y
+            return W, alpha, gap
+        inF = np.zeros(C.m, dtype=bool)
+        inF[F] = True
+        viol = np.flatnonzero((M < 1.0 - 0.1 * tol) & ~inF)
+        if viol.size == 0:
+            return None  # accuracy-limited; let the augmented Lagrangian continue
+        viol = _per_group_smallest(C, viol, M[viol], add_per_group)
+        F = np.concatenate([F, viol])
+        order = np.argsort(F)
+        F = F[order]
+        y0 = np.concatenate([y, np.zeros(viol.size)])[order]
+    return None
 
 
 def solve_frobenius(
@@ -149,98 +221,136 @@ def solve_frobenius(
     *,
     tol: float,
     max_iter: int,
-    batch: int | None = None,
-    small: int = 0,
+    init_per_group: int = 4,
+    add_per_group: int = 4,
+    polish_rounds: int = 4,
 ) -> dict:
-    """Cutting-plane Lawson-Hanson solve of the Frobenius Att-SVM; see the module docstring."""
-    n, K, T = cs.mask.shape
-    d = cs.d
-    groups = np.flatnonzero(cs.mask.reshape(n * K, T).any(axis=1))
-    # start: per output position, the competitor with the smallest margin under a mean direction
-    i_all, k_all, t_all = cs.index()
-    W0 = cs.combine(np.ones(i_all.size), i_all, k_all, t_all)
-    M0 = cs.margins(W0).reshape(n * K, T)
-    t0 = np.argmin(M0[groups], axis=1)
-    lh = _LawsonHanson(d)
-    in_ws = np.zeros(n * K * T, dtype=bool)
+    """Solve the Frobenius Att-SVM on ``cs``; see the module docstring.
 
-    def add(flat: np.ndarray) -> None:
-        flat = flat[~in_ws[flat]]
-        if flat.size == 0:
-            return
-        in_ws[flat] = True
-        g, t = np.divmod(flat, T)
-        i, k = np.divmod(g, K)
-        D, Qc = cs.vectors(i, k, t)
-        lh.add_rows(flat, D, Qc)
+    Returns a dict: ``W`` (d, d) equal to ``sum alpha_c A_c``, ``duals`` (n, K, T), ``ray``
+    (n, K, T) or None (a dual ray when infeasible, then ``W`` and ``duals`` are None),
+    ``iterations`` (Newton steps plus polish solves), ``converged``, and ``stats``.
+    """
+    start = time.perf_counter()
+    C = Constraints(cs)
+    m, d = C.m, C.d
+    shape = cs.mask.shape
+    small = m * d * d <= 4_000_000
+    with threadpool_limits(limits=1 if small else None, user_api="blas"):
+        out = _solve(C, tol, max_iter, init_per_group, add_per_group, polish_rounds)
+    stats = out.pop("stats")
+    stats["seconds"] = time.perf_counter() - start
+    out["stats"] = stats
+    for key in ("duals", "ray"):
+        if out[key] is not None:
+            full = np.zeros(int(np.prod(shape)))
+            full[cs.mask.reshape(-1)] = out[key]
+            out[key] = full.reshape(shape)
+    return out
 
-    if cs.count <= small:  # small problems: every constraint in the working set at once
-        add(np.flatnonzero(cs.mask.reshape(-1)))
+
+def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_rounds) -> dict:
+    t0 = time.perf_counter()
+    m = C.m
+    stats = {"newton": 0, "cg": 0, "polish": 0, "outer": 0, "full_passes": 0}
+    anorm2 = C.unorm2() * C.qn2[C.g]  # ||A_c||_F^2
+    amax = float(np.sqrt(anorm2.max()))
+    if amax == 0.0:
+        return {
+            "W": None,
+            "duals": None,
+            "ray": np.full(m, 1.0 / m),
+            "iterations": 0,
+            "converged": True,
+            "stats": stats,
+        }
+    # start: the sum of all constraint matrices, and a few tight constraints per group under it
+    W = C.combine(np.ones(m))
+    M = C.margins(W)
+    stats["full_passes"] += 2
+    mscale = float(np.abs(M).max())
+    W = W / mscale if mscale > 0 else np.zeros_like(W)
+    M = M / mscale if mscale > 0 else M
+    if m <= 4 * init_per_group * C.n * C.K or m <= 2000:
+        N = np.arange(m)
     else:
-        add(groups * T + t0)
-    batch = batch or max(64, groups.size // 4)
-    W = np.zeros((d, d))
-    alpha = np.zeros(0)
-    outer = 0
+        N = _per_group_smallest(C, np.arange(m), M, init_per_group)
+    lam = np.zeros(m)
+    sigma = 2.0 / float(np.mean(anorm2[N]))
+    res_prev = 1.0
+    supp_prev = np.zeros(0, dtype=np.int64)
+    W_best = alpha_best = None
+    gap_best = np.inf
     converged = False
-    limiter = threadpool_limits(limits=1, user_api="blas")  # small dense algebra: 1 thread
-    while True:
-        outer += 1
-        limiter.restore_original_limits()
-        limiter = threadpool_limits(limits=1, user_api="blas")
-        try:
-            finished = lh.solve(max_iter)
-        finally:
-            limiter.restore_original_limits()
-        su = float(lh.u.sum())
-        if su >= 1.0 - 1e-10:
-            ray = np.zeros(n * K * T)
-            ray[lh.keys[lh.P]] = lh.u
-            return {"W": None, "duals": None, "ray": ray.reshape(n, K, T), "iterations": lh.iterations, "converged": True}
-        alpha = lh.u / (1.0 - su)
-        keys = lh.keys[lh.P]
-        g, t = np.divmod(keys, T)
-        i, k = np.divmod(g, K)
-        W = cs.combine(alpha, i, k, t)
-        M = cs.margins(W).reshape(n * K, T)
-        mmin = float(M.min())
-        nw2 = float(np.sum(W * W))
-        gap = 1.0 - alpha.sum() * mmin / nw2 if nw2 > 0 and mmin > 0 else np.inf
-        log.info("active set: outer %d, |S|=%d, |P|=%d, gap %.3g", outer, lh.keys.size, len(lh.P), gap)
-        if gap <= tol:
+    while stats["newton"] + stats["polish"] < max_iter:
+        stats["outer"] += 1
+        block = C.block(N)
+        scale = max(float(np.linalg.norm(W)), 1.0 / amax)
+        gtol = max(1e-13, 0.1 * res_prev) * scale
+        W, mu = _ssn(block, W, lam[N], sigma, gtol, max_iter - stats["newton"], stats)
+        lam[:] = 0.0
+        lam[N] = mu
+        Wd, M, mmin, gap, s1, nw2 = _certify(C, block, mu)
+        stats["full_passes"] += 1
+        supp = N[mu > 0]
+        log.info(
+            "outer %d: sigma %.3g, |N|=%d, support %d, min margin %.6g, gap %.3g, "
+            "newton %d, cg %d, %.2fs",
+            stats["outer"],
+            sigma,
+            N.size,
+            supp.size,
+            mmin,
+            gap,
+            stats["newton"],
+            stats["cg"],
+            time.perf_counter() - t0,
+        )
+        if gap < gap_best:
+            W_best, alpha_best, gap_best = Wd, lam.copy(), gap
+        if gap <= 0.5 * tol:
             converged = True
             break
-        if not finished:
+        # infeasibility: 1^T lam / ||A^T lam|| lower-bounds ||W|| of every feasible point
+        if mmin <= 0 and s1 > 0 and s1 / np.sqrt(max(nw2, 1e-300)) * amax >= INFEASIBLE_RATIO:
+            return {
+                "W": None,
+                "duals": None,
+                "ray": lam / s1,
+                "iterations": stats["newton"] + stats["polish"],
+                "converged": True,
+                "stats": stats,
+            }
+        # polish when the support has settled
+        changed = np.setxor1d(supp, supp_prev, assume_unique=True).size
+        if supp.size and gap < 0.05 and changed <= 0.05 * supp.size:
+            rounds = min(polish_rounds, max_iter - stats["newton"] - stats["polish"])
+            pol = _polish(C, lam, tol, rounds, add_per_group, stats)
+            if pol is not None:
+                W_best, alpha_best, gap_best = pol
+                converged = True
+                break
+        supp_prev = supp
+        # working set: keep the support and near-active constraints, add the violated ones
+        inN = np.zeros(m, dtype=bool)
+        inN[N] = True
+        keep = N[(mu > 0) | (M[N] < 1.5)]
+        viol = np.flatnonzero((M < 1.0) & ~inN)
+        viol = _per_group_smallest(C, viol, M[viol], add_per_group)
+        N = np.union1d(keep, viol)
+        res_prev = min(1.0, max(gap if np.isfinite(gap) else 1.0, max(0.0, 1.0 - mmin)))
+        sigma *= SIGMA_GROWTH
+        if not np.isfinite(sigma) or sigma * amax * amax > 1e16:
             break
-        # most violated competitor per output position, the worst `batch` of them
-        tg = np.argmin(M, axis=1)
-        mg = M[np.arange(n * K), tg]
-        viol = np.flatnonzero(mg < 1.0 - 0.1 * tol)
-        flat = viol * T + tg[viol]
-        fresh = ~in_ws[flat]
-        flat, mg_f = flat[fresh], mg[viol][fresh]
-        if flat.size == 0:
-            converged = True  # nothing left to add: inner accuracy is the limit
-            break
-        if flat.size > batch:
-            flat = flat[np.argpartition(mg_f, batch)[:batch]]
-        if lh.keys.size > 4 * len(lh.P) + 4 * batch:
-            margins_ws = M.reshape(-1)[lh.keys]
-            keep = np.zeros(lh.keys.size, dtype=bool)
-            keep[lh.P] = True
-            keep |= margins_ws < 1.0 + 1e-3
-            dropped = lh.keys[~keep]
-            in_ws[dropped] = False
-            lh.prune(np.flatnonzero(keep))
-        add(flat)
-        if lh.iterations >= max_iter:
-            break
-    duals = np.zeros(n * K * T)
-    duals[lh.keys[lh.P]] = alpha
+    if W_best is None:
+        W_best, alpha_best = Wd, lam
+    stats["support"] = int(np.count_nonzero(alpha_best))
+    stats["gap"] = float(gap_best)
     return {
-        "W": W,
-        "duals": duals.reshape(n, K, T),
+        "W": W_best,
+        "duals": alpha_best,
         "ray": None,
-        "iterations": lh.iterations,
+        "iterations": stats["newton"] + stats["polish"],
         "converged": converged,
+        "stats": stats,
     }
