@@ -16,6 +16,7 @@ set) once and reuses them. The dual Gram ``G = A A^T`` has entries
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from attnlens.svm._constraints import ConstraintSet
 
@@ -95,6 +96,11 @@ class Block:
             self.inv = np.zeros(0, dtype=np.int64)
             self.ug = np.zeros(0, dtype=np.int64)
         self.Qu = full.Qg[self.ug]  # (u, d)
+        indptr = np.append(self.starts, self.size)
+        # (u, s) group-membership matrix; its data are overwritten by the weights in combine()
+        self._S = sp.csr_matrix(
+            (np.ones(self.size), np.arange(self.size), indptr), shape=(self.ug.size, self.size)
+        )
 
     def sub(self, keep: np.ndarray) -> Block:
         """The rows ``keep`` (boolean mask or sorted positions) of this block."""
@@ -111,7 +117,8 @@ class Block:
         """``A_S^T y``, (d, d)."""
         if not self.size:
             return np.zeros((self.full.d, self.full.d))
-        R = np.add.reduceat(self.U * y[:, None], self.starts, axis=0)  # (u, d)
+        self._S.data[:] = y
+        R = self._S @ self.U  # (u, d): r_g = sum_{c in g} y_c u_c
         return R.T @ self.Qu
 
     def gram(self) -> np.ndarray:
