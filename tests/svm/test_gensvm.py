@@ -188,3 +188,15 @@ def test_bad_input_names_the_parameter():
         finite_part(X, Z, [[0], [1, 2]], p.Y)
     with pytest.raises(ValueError, match="Y"):
         finite_part(X, Z, [[0], [1, 2]], np.array([1.0, 0.5]), v=p.v)
+
+
+def test_sets_accept_lists_ragged_arrays_and_masks():
+    p = random_problem(2, 4, 3, seed=0)
+    mask = np.zeros((2, 4), dtype=bool)
+    mask[0, [0, 1]] = True
+    mask[1, 2] = True
+    ref = gen_svm(p.X, p.queries, [[1, 0, 1], [2]], method="cvxpy")  # duplicates collapse
+    for sets in ([[0, 1], [2]], np.array([[0, 1], [2]], dtype=object), mask):
+        res = gen_svm(p.X, p.queries, sets)
+        assert [s.tolist() for s in res.sets] == [[0, 1], [2]]
+        assert res.objective == pytest.approx(ref.objective, rel=1e-6)

@@ -77,7 +77,7 @@ def _check_sets(sets: Any, n: int, T: int) -> list[np.ndarray]:
                 raise ValueError(f"sets as a boolean mask must have shape ({n}, {T}), got "
                                  f"{sets.shape}.")
             sets = [np.flatnonzero(row) for row in sets]
-        elif sets.ndim == 1:
+        elif sets.ndim == 1 and sets.dtype.kind in "iuf":
             sets = [[a] for a in sets.tolist()]
         else:
             sets = list(sets)
