@@ -71,6 +71,7 @@ class _Data:
         self.U = U
         self.Qg = Qg
         self.grp = grp
+        self.Qc = Qg[grp]  # (m, d): the query of every constraint
         self.m, self.d = U.shape
 
     def subset(self, keep: np.ndarray) -> _Data:
@@ -83,18 +84,18 @@ class _Data:
 
     def combine(self, y: np.ndarray) -> np.ndarray:
         """``sum_c y_c u_c q_c^T``, shape (d, d)."""
-        Gy = np.zeros((self.Qg.shape[0], self.d))
-        np.add.at(Gy, self.grp, y[:, None] * self.U)  # (G, d): sum_{c in g} y_c u_c
-        return Gy.T @ self.Qg
+        return (self.U * y[:, None]).T @ self.Qc
 
     def schur(self, S: np.ndarray) -> np.ndarray:
-        """``tr(E_c S E_c' S)`` for a symmetric (2d, 2d) ``S``, shape (m, m)."""
-        d, U, grp = self.d, self.U, self.grp
-        H = ((U @ S[:d, d:]) @ self.Qg.T)[:, grp]  # (m, m): u_c^T S12 q_c'
+        """``tr(E_c S E_c' S)`` for a symmetric (2d, 2d) ``S``, shape (m, m):
+        ``2 (u_c^T S12 q_c')(u_c'^T S12 q_c) + 2 (u_c^T S11 u_c')(q_c^T S22 q_c')``."""
+        d, U, Qg, grp = self.d, self.U, self.Qg, self.grp
+        H = np.take((U @ (np.sqrt(2.0) * S[:d, d:])) @ Qg.T, grp, axis=1)  # (m, m)
         M = H * H.T
-        QSQ = (self.Qg @ S[d:, d:] @ self.Qg.T)[np.ix_(grp, grp)]  # q_c^T S22 q_c'
-        M += (U @ S[:d, :d] @ U.T) * QSQ
-        M *= 2.0
+        QSQ = np.take(np.take(Qg @ S[d:, d:] @ Qg.T, grp, axis=0), grp, axis=1)  # (m, m)
+        USU = U @ (2.0 * S[:d, :d]) @ U.T  # (m, m)
+        USU *= QSQ
+        M += USU
         return M
 
 
@@ -102,9 +103,8 @@ def _spec(B: np.ndarray) -> float:
     return float(np.linalg.svd(B, compute_uv=False)[0]) if B.size else 0.0
 
 
-def _max_step(L: np.ndarray, dX: np.ndarray) -> float:
-    """Largest ``t`` with ``L L^T + t dX >= 0``."""
-    Li = np.linalg.inv(L)
+def _max_step(Li: np.ndarray, dX: np.ndarray) -> float:
+    """Largest ``t`` with ``X + t dX >= 0`` given ``Li = L^{-1}``, ``X = L L^T``."""
     lam = eigvalsh(Li @ dX @ Li.T, subset_by_index=[0, 0], check_finite=False)[0]
     return float(-1.0 / lam) if lam < 0 else np.inf
 
@@ -170,7 +170,9 @@ class _Newton:
         _, sv, Vt = np.linalg.svd(Lz.T @ Lx)
         self.sv = sv
         self.Gi = (Lx @ Vt.T) / np.sqrt(sv)  # G^{-1}
-        self.G = np.sqrt(sv)[:, None] * (Vt @ np.linalg.inv(Lx))
+        self.Lxi = np.linalg.inv(Lx)
+        self.Lzi = np.linalg.inv(Lz)
+        self.G = np.sqrt(sv)[:, None] * (Vt @ self.Lxi)
         self.Wn = self.Gi @ self.Gi.T  # NT scaling point: Wn Z Wn = X
         self.dsum = sv[:, None] + sv[None, :]
         self.r = x / z
@@ -231,8 +233,8 @@ def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
     dXa, dxa, _, dZa, dza = nt.direction(0.0)
     if not (np.all(np.isfinite(dXa)) and np.all(np.isfinite(dZa)) and np.all(np.isfinite(dxa))):
         return None
-    tp = min(1.0, _max_step(Lx, dXa), _max_step_lp(x, dxa))
-    td = min(1.0, _max_step(Lz, dZa), _max_step_lp(z, dza))
+    tp = min(1.0, _max_step(nt.Lxi, dXa), _max_step_lp(x, dxa))
+    td = min(1.0, _max_step(nt.Lzi, dZa), _max_step_lp(z, dza))
     mu_a = (np.sum((X + tp * dXa) * (Z + td * dZa)) + (x + tp * dxa) @ (z + td * dza)) / (N + m)
     sigma = min(1.0, (mu_a / mu) ** 3)
     Xt = nt.G @ dXa @ nt.G.T  # the predictor in the NT-scaled space
@@ -241,8 +243,8 @@ def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
     if not (np.all(np.isfinite(dX)) and np.all(np.isfinite(dZ)) and np.all(np.isfinite(dy))):
         return None
     gamma = 0.9 + 0.09 * min(tp, td)
-    tp = min(1.0, gamma * _max_step(Lx, dX), gamma * _max_step_lp(x, dx))
-    td = min(1.0, gamma * _max_step(Lz, dZ), gamma * _max_step_lp(z, dz))
+    tp = min(1.0, gamma * _max_step(nt.Lxi, dX), gamma * _max_step_lp(x, dx))
+    td = min(1.0, gamma * _max_step(nt.Lzi, dZ), gamma * _max_step_lp(z, dz))
     Xn = X + tp * dX
     Zn = Z + td * dZ
     return 0.5 * (Xn + Xn.T), x + tp * dx, y + td * dy, 0.5 * (Zn + Zn.T), z + td * dz, tp, td
