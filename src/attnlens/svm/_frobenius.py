@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 DIRECT_MAX = 1500  # Newton/polish systems up to this size are factorized, larger ones use PCG
 INFEASIBLE_RATIO = 1e8  # declare infeasible when ||W*|| >= this / max_c ||A_c||
 SIGMA_GROWTH = 3.0
-POLISH_LOOSE = 1e-5  # relative accuracy of the polish solves while the active set changes
+POLISH_LOOSE = 1e-4  # relative accuracy of the polish solves while the active set changes
+LOW_PRECISION_RTOL = 1e-4  # PCG solves this loose or looser run their products in float32
 
 
 def _solve_direct(block: Block, rhs: np.ndarray, shift: float) -> np.ndarray:
@@ -85,8 +86,9 @@ def _newton_direction(bJ: Block, grad: np.ndarray, sigma: float, eta: float, sta
     else:
         # the primal residual of dW = -grad + A^T y is sigma A^T r (r: the dual residual)
         target = eta * float(np.linalg.norm(grad)) / sigma
+        low = eta >= LOW_PRECISION_RTOL
         y, it, _ = pcg(
-            lambda v: v / sigma + bJ.margins(bJ.combine(v)),
+            lambda v: v / sigma + bJ.margins(bJ.combine(v, low), low),
             b,
             BlockJacobi(bJ, 1.0 / sigma),
             x0=None,
@@ -186,18 +188,20 @@ def _certify(C: Constraints, block: Block, alpha: np.ndarray):
 def _polish(C: Constraints, lam: np.ndarray, tol: float, rounds: int, add_per_group: int, stats):
     """Primal-dual active set on ``G_FF alpha = 1``, starting from the support of ``lam``.
 
-    Each round solves ``G_FF y = 1`` (margins exactly 1 on ``F``); negative ``y`` leave ``F``,
-    violated constraints (a few per group) join it. While ``F`` changes the solves are loose
-    (``POLISH_LOOSE``); the final ones are tight. Accepted only with ``y > 0`` and the duality
-    gap over all constraints at most ``tol / 2``; returns ``(W, alpha, gap)`` or None.
+    Each round solves ``G_FF y = 1`` (margins exactly 1 on ``F``), then updates ``F`` at once:
+    negative ``y`` leave, violated constraints (a few per group) join (Hintermueller, Ito,
+    Kunisch 2003). While ``F`` changes the solves are loose (``POLISH_LOOSE``), the last ones
+    tight. Accepted only with ``y > 0`` and the duality gap over all constraints at most
+    ``tol / 2``; returns ``(W, alpha, gap)``, or None (the augmented Lagrangian goes on).
     """
+    D = C.d * C.d
     F = np.flatnonzero(lam > 0)
     y0 = lam[F]
     tight = 0.1 * tol  # max |1 - (G y)_c| needed: the gap is about the worst margin defect
     rtol = max(POLISH_LOOSE, tight)
     for _ in range(rounds):
-        if F.size == 0:
-            return None
+        if F.size == 0 or F.size > D:
+            return None  # at most d^2 independent constraints can be active
         blk = C.block(F)
         ones = np.ones(F.size)
         stats["polish"] += 1
@@ -205,8 +209,9 @@ def _polish(C: Constraints, lam: np.ndarray, tol: float, rounds: int, add_per_gr
             y = _solve_direct(blk, ones, 0.0)
             it, rtol = 0, tight
         else:
+            low = rtol >= LOW_PRECISION_RTOL
             y, it, _ = pcg(
-                lambda v, blk=blk: blk.margins(blk.combine(v)),
+                lambda v, blk=blk, low=low: blk.margins(blk.combine(v, low), low),
                 ones,
                 BlockJacobi(blk, 0.0),
                 x0=y0,
@@ -215,39 +220,37 @@ def _polish(C: Constraints, lam: np.ndarray, tol: float, rounds: int, add_per_gr
                 accept=lambda r, t=rtol: float(np.abs(r).max()) <= t,
             )
             stats["cg"] += it
-        neg = int(np.count_nonzero(y <= 0))
-        if neg:
-            log.info("  polish: |F|=%d, cg %d, %d negative multipliers leave", F.size, it, neg)
-            keep = y > 0
-            F, y0 = F[keep], y[keep]
-            continue
         W, M, mmin, gap, _, _ = _certify(C, blk, y)
         stats["full_passes"] += 1
+        neg = y <= 0
         inF = np.zeros(C.m, dtype=bool)
         inF[F] = True
         viol = np.flatnonzero((M < 1.0 - 10.0 * rtol) & ~inF)
+        nneg = int(np.count_nonzero(neg))
         log.info(
-            "  polish: |F|=%d, cg %d, min margin %.10g, gap %.3g, %d violated outside",
+            "  polish: |F|=%d, cg %d, %d negative, %d violated, min margin %.10g, gap %.3g",
             F.size,
             it,
-            mmin,
-            gap,
+            nneg,
             viol.size,
+            mmin,
+            gap if nneg == 0 else np.inf,
         )
-        if gap <= 0.5 * tol:
+        if nneg == 0 and gap <= 0.5 * tol:
             alpha = np.zeros(C.m)
             alpha[F] = y
             return W, alpha, gap
-        y0 = y
-        if viol.size == 0:  # F looks right: solve tight (again, if the CG recursion drifted)
+        if nneg == 0 and viol.size == 0:  # F looks right: solve tight (again, if drifted)
             rtol = tight if rtol > tight else 0.01 * rtol
+            y0 = y
             continue
-        if mmin <= 0 or viol.size > 0.2 * F.size or F.size >= C.d * C.d:
-            return None  # far off, or no room (rank <= d^2): the augmented Lagrangian goes on
+        if viol.size > 0.2 * F.size:
+            return None  # far off: the augmented Lagrangian is the better tool
+        F, y = F[~neg], y[~neg]
         viol = _per_group_smallest(C, viol, M[viol], add_per_group)
-        room = min(C.d * C.d - F.size, max(10, F.size // 20))
+        room = min(D - F.size, max(10, F.size // 20))
         if viol.size > room:
-            viol = np.sort(viol[np.argpartition(M[viol], room)[:room]])
+            viol = np.sort(viol[np.argpartition(M[viol], room)[:room]]) if room > 0 else viol[:0]
         F = np.concatenate([F, viol])
         order = np.argsort(F)
         F = F[order]

@@ -101,25 +101,42 @@ class Block:
         self._S = sp.csr_matrix(
             (np.ones(self.size), np.arange(self.size), indptr), shape=(self.ug.size, self.size)
         )
+        self._low: tuple | None = None
+
+    def _single(self) -> tuple:
+        """float32 copies ``(U, Q_u, S)`` for the low-precision products (made once)."""
+        if self._low is None:
+            S = self._S.astype(np.float32)
+            self._low = (self.U.astype(np.float32), self.Qu.astype(np.float32), S)
+        return self._low
 
     def sub(self, keep: np.ndarray) -> Block:
         """The rows ``keep`` (boolean mask or sorted positions) of this block."""
         return Block(self.ids[keep], self.g[keep], self.U[keep], self.full)
 
-    def margins(self, W: np.ndarray) -> np.ndarray:
-        """``A_S W``, (s,)."""
+    def margins(self, W: np.ndarray, low: bool = False) -> np.ndarray:
+        """``A_S W``, (s,); ``low``: in float32 (about 2x faster, relative error ~1e-7)."""
         if not self.size:
             return np.zeros(0)
-        P = self.Qu @ W.T  # (u, d): W q_g per group
-        return np.einsum("cd,cd->c", self.U, P[self.inv])
+        if low:
+            U, Qu, _ = self._single()
+            W = W.astype(np.float32)
+        else:
+            U, Qu = self.U, self.Qu
+        P = Qu @ W.T  # (u, d): W q_g per group
+        return np.einsum("cd,cd->c", U, P[self.inv])
 
-    def combine(self, y: np.ndarray) -> np.ndarray:
-        """``A_S^T y``, (d, d)."""
+    def combine(self, y: np.ndarray, low: bool = False) -> np.ndarray:
+        """``A_S^T y``, (d, d); ``low``: in float32."""
         if not self.size:
             return np.zeros((self.full.d, self.full.d))
-        self._S.data[:] = y
-        R = self._S @ self.U  # (u, d): r_g = sum_{c in g} y_c u_c
-        return R.T @ self.Qu
+        if low:
+            U, Qu, S = self._single()
+        else:
+            U, Qu, S = self.U, self.Qu, self._S
+        S.data[:] = y
+        R = S @ U  # (u, d): r_g = sum_{c in g} y_c u_c
+        return R.T @ Qu
 
     def gram(self) -> np.ndarray:
         """``G_SS = (U U^T) * (Q_g Q_g^T)``, (s, s): for small blocks only."""
