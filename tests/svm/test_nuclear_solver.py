@@ -175,12 +175,15 @@ def test_competitor_equal_to_selected_token_is_infeasible():
     assert err.value.evidence["sequences"] == [1]
 
 
-def test_max_iter_reports_status_and_a_valid_certificate():
+@pytest.mark.parametrize("max_iter", [1, 4])
+def test_max_iter_reports_status_and_a_valid_certificate(max_iter):
+    # max_iter=1 leaves no feasible interior-point iterate: the Frobenius fallback's W is
+    # returned with certificate 1; max_iter=4 returns the interior-point iterate
     p, sel = planted_problem(20, 8, 10, seed=1)
     ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
     with pytest.warns(ConvergenceWarning):
-        r = att_svm(p.X, p.Z, sel, norm="nuc", max_iter=4)
-    assert r.status is Status.MAX_ITER and r.iterations == 4
+        r = att_svm(p.X, p.Z, sel, norm="nuc", max_iter=max_iter)
+    assert r.status is Status.MAX_ITER and r.iterations == max_iter
     assert r.margins[np.isfinite(r.margins)].min() >= 1 - 1e-9  # still a feasible W
     assert r.certificate > 1e-7
     # the certificate is an honest gap: the true optimum lies in [lower, objective]

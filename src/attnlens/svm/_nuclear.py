@@ -61,6 +61,7 @@ _DROP_C = 1.5
 _DROP_MIN = 0.02
 _MAX_WORKING = 3000  # initial working-set size cap (the Schur complement is m x m)
 _MAX_ROUNDS = 20
+_MAX_IPM_ITER = 200  # per round; the method needs 10-25 iterations on the papers' settings
 
 
 class _Data:
@@ -378,31 +379,35 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
             if iters >= max_iter:
                 converged = False
                 break
-            out = ipm(full.subset(ws), tol=0.5 * tol, max_iter=max_iter - iters, reduce=reduce)
+            out = ipm(full.subset(ws), tol=0.5 * tol, max_iter=min(max_iter - iters, _MAX_IPM_ITER),
+                      reduce=reduce)
             iters += out["iterations"]
             if out["status"] == "infeasible":
                 ray = np.zeros(full.m)
                 ray[ws] = out["ray"]
                 return {"W": None, "duals": None, "ray": as_layout(ray), "iterations": iters,
                         "converged": True}
+            if out["W"] is None:  # no iterate with a positive margin on the working set
+                converged = iters < max_iter
+                break
+            W = out["W"]
             alpha = np.zeros(full.m)
             alpha[ws] = out["alpha"]
-            W = out["W"]
-            gap = certificate(full, W, alpha)[0] if W is not None else np.inf
+            gap = certificate(full, W, alpha)[0]
             if gap < best[0]:
                 best = (gap, W, alpha)
             log.info("nuclear ipm round %d: |ws|=%d, %s after %d iterations, gap %.3g",
                      rnd, ws.size, out["status"], out["iterations"], gap)
             if gap <= tol:
                 break
-            if out["status"] == "max_iter" or iters >= max_iter:
+            if iters >= max_iter:
                 converged = False
                 break
             # constraints the last run did not see (dropped or outside the working set) that
             # its W violates or nearly violates: add them and solve again
             kept = ws[out["kept"]]
             marg = full.apply(W)
-            marg = marg / marg[kept].min()
+            marg = marg / marg[kept].min()  # > 0: W has a finite certificate on the working set
             seen = np.zeros(full.m, dtype=bool)
             seen[kept] = True
             add = np.flatnonzero(~seen & (marg < 1.0 + 1e-3))
@@ -411,10 +416,10 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
             ws = np.union1d(ws, add)
             reduce = False  # later rounds keep every working-set constraint
     gap, W, alpha = best
-    if W is None:
-        return {"W": None, "duals": None, "ray": None, "iterations": iters, "converged": converged}
-    alpha, gap = _clean_duals(full, W, alpha, gap, tol)
     scale = su * sq  # undo the normalization: u' = u / su, q' = q / sq
+    if W is None:
+        return _feasible_fallback(cs, iters, converged)
+    alpha, gap = _clean_duals(full, W, alpha, gap, tol)
     return {
         "W": W / scale,
         "duals": as_layout(alpha / scale),
@@ -422,3 +427,16 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
         "iterations": iters,
         "converged": converged,
     }
+
+
+def _feasible_fallback(cs: ConstraintSet, iters: int, converged: bool) -> dict:
+    """No interior-point iterate was feasible (iteration budget, numerical breakdown): decide
+    feasibility with the Frobenius solver (the two programs share their constraints) and
+    return its W with zero duals -- certificate 1, reported as not converged -- or its ray."""
+    from attnlens.svm._frobenius import solve_frobenius
+
+    fr = solve_frobenius(cs, tol=1e-6, max_iter=10_000)
+    if fr.get("ray") is not None or fr["W"] is None:
+        return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters, "converged": True}
+    return {"W": fr["W"], "duals": np.zeros(cs.mask.shape), "ray": None, "iterations": iters,
+            "converged": converged}
