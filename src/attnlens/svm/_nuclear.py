@@ -46,6 +46,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigvalsh
 from threadpoolctl import threadpool_limits
 
+from attnlens.svm._certificate import find_dual_ray
 from attnlens.svm._constraints import ConstraintSet
 
 log = logging.getLogger(__name__)
@@ -383,10 +384,11 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
                       reduce=reduce)
             iters += out["iterations"]
             if out["status"] == "infeasible":
-                ray = np.zeros(full.m)
-                ray[ws] = out["ray"]
-                return {"W": None, "duals": None, "ray": as_layout(ray), "iterations": iters,
-                        "converged": True}
+                ray = find_dual_ray(cs)  # exact and sparse (LP) when small enough
+                if ray is None:
+                    ray = as_layout(np.zeros(full.m))
+                    ray[i[ws], k[ws], t[ws]] = out["ray"]
+                return {"W": None, "duals": None, "ray": ray, "iterations": iters, "converged": True}
             if out["W"] is None:  # no iterate with a positive margin on the working set
                 converged = iters < max_iter
                 break
