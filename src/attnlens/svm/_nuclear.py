@@ -69,6 +69,7 @@ _DROP_START = 0.03
 _DROP_C = 1.5
 _DROP_MIN = 0.02
 _MAX_WORKING = 3000  # initial working-set size cap (the Schur complement is m x m)
+_WORKING_LIMIT = 6000  # hard cap (memory: a few m x m float64 arrays)
 _MAX_ROUNDS = 20
 # the interior-point method aims at a certificate _TARGET * tol (a few cheap iterations on the
 # reduced constraint set beyond tol): the active margins are then 1 to about 1e-7, so the
@@ -442,6 +443,13 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
             add = np.flatnonzero(~seen & (marg < 1.0 + 1e-3))
             if add.size == 0 and not reduce:
                 break  # every relevant constraint was present: accuracy limit on this instance
+            room = _WORKING_LIMIT - ws.size
+            if add.size > room:  # the Schur complement is m x m: add the most violated only
+                if room <= 0:
+                    log.warning("nuclear ipm: working set at its limit %d; stopping with gap %.3g",
+                                _WORKING_LIMIT, best[0])
+                    break
+                add = add[np.argsort(marg[add])[:room]]
             ws = np.union1d(ws, add)
             reduce = False  # later rounds keep every working-set constraint
     gap, W, alpha = best
