@@ -157,6 +157,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--skip-default", action="store_true",
                     help="do not time cvxpy's default solver choice (the anchors' path)")
     ap.add_argument("--large-timeout", type=float, default=600.0, help="seconds per large case")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -174,11 +175,13 @@ def plot(cases: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    order = [case_name(nm, sh) for nm, sh in SMALL + LARGE]
+    cases = sorted(cases, key=lambda c: order.index(c["case"]) if c["case"] in order else 99)
     names = [c["case"] for c in cases]
     series = [("attnlens", "attnlens (auto)", "C0"), ("cvxpy", "cvxpy Clarabel (method='cvxpy')",
               "C1"), ("cvxpy_default", "cvxpy default solver (anchor path)", "C2")]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(names)), 4.4))
     w = 0.27
     for j, (key, label, color) in enumerate(series):
         vals = [c.get(key, {}).get("seconds", np.nan) for c in cases]
@@ -186,14 +189,16 @@ def plot(cases: list[dict[str, Any]]) -> None:
     for xi, c in zip(x, cases, strict=True):
         top = max(c.get(k, {}).get("seconds", 0.0) or 0.0 for k, _, _ in series)
         if "speedup" in c:
-            ax.text(xi, top, f"{c['speedup']:.0f}x", ha="center", va="bottom", fontsize=8)
+            sp = c["speedup"]
+            ax.text(xi, top, f"{sp:.0f}x" if sp >= 10 else f"{sp:.2g}x", ha="center",
+                    va="bottom", fontsize=8)
         elif c.get("attnlens", {}).get("status") == "did_not_finish":
             ax.text(xi - w, 1.0, "DNF", ha="center", va="bottom", fontsize=8, color="C3")
     ax.set_yscale("log")
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("seconds (log)")
     ax.set_title("Att-SVM solve time, planted instances (seed 0)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3)
     fig.tight_layout()
     fig.savefig(RESULTS / f"{NAME}.png", dpi=100)
     plt.close(fig)
@@ -204,6 +209,9 @@ def main(argv: list[str]) -> None:
     if args.child:  # child process of a large case
         norm, shape = _shape(args.child)
         Path(args.child_out).write_text(json.dumps(solve(norm, shape, "auto")))
+        return
+    if args.plot_only:
+        plot(json.loads((RESULTS / f"{NAME}.json").read_text())["cases"])
         return
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     todo = [(nm, sh, True) for nm, sh in SMALL]
