@@ -72,8 +72,8 @@ _MAX_WORKING = 3000  # initial working-set size cap (the Schur complement is m x
 _WORKING_LIMIT = 6000  # hard cap (memory: a few m x m float64 arrays)
 _MAX_ROUNDS = 20
 # the interior-point method aims at a certificate _TARGET * tol (a few cheap iterations on the
-# reduced constraint set beyond tol): the active margins are then 1 to about 1e-7, so the
-# support sets (margin <= 1 + 1e-6) and the complementary duals come out right
+# reduced constraint set beyond tol) to bring the margins of active constraints close enough to
+# 1 for the support sets (margin <= 1 + 1e-6) and the zeroed duals to be reliable
 _TARGET = 5e-3
 _MAX_IPM_ITER = 200  # per round; the method needs 10-25 iterations on the papers' settings
 
