@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
 from attnlens.svm._constraints import ConstraintSet
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DIRECT_MAX = 1500  # Newton/polish systems up to this size are factorized, larger ones use PCG
 INFEASIBLE_RATIO = 1e8  # declare infeasible when ||W*|| >= this / max_c ||A_c||
+RAY_CHECK_RATIO = 1e3  # from this norm bound on, look for a dual ray by NNLS ...
+RAY_NNLS_MAX = 5_000_000  # ... when its dense matrix has at most this many entries
 SIGMA_GROWTH = 3.0
 POLISH_LOOSE = 1e-4  # relative accuracy of the polish solves while the active set changes
 LOW_PRECISION_RTOL = 1e-4  # PCG solves this loose or looser run their products in float32
@@ -158,6 +161,31 @@ def _ssn(block: Block, W, lam, sigma, gtol, max_newton, stats):
         M = M + t * dM
     M = block.margins(W)
     return W, np.maximum(lam - sigma * (M - 1.0), 0.0)
+
+
+def _ray_on(C: Constraints, S: np.ndarray, amax: float) -> np.ndarray | None:
+    """A dual ray supported on ``S`` (``r >= 0``, ``1^T r = 1``, ``sum r_c A_c ~ 0``), or None.
+
+    Lawson-Hanson NNLS (scipy) on ``min_{u >= 0} ||[A_S^T; 1^T] u - e||``: a zero residual
+    means ``u`` is a ray (Lawson & Hanson 1974, ch. 23). Accepted when
+    ``||A^T r|| <= max_c ||A_c|| / INFEASIBLE_RATIO``.
+    """
+    A = C.block(S).matrix() / amax  # (s, d^2)
+    E = np.vstack([A.T, np.ones((1, S.size))])
+    f = np.zeros(E.shape[0])
+    f[-1] = 1.0
+    try:
+        u, _ = nnls(E, f, maxiter=50 * E.shape[1])
+    except RuntimeError:  # iteration limit
+        return None
+    if not u.sum() > 0:
+        return None
+    r = u / u.sum()
+    if np.linalg.norm(A.T @ r) * INFEASIBLE_RATIO > 1.0:
+        return None
+    ray = np.zeros(C.m)
+    ray[S] = r
+    return ray
 
 
 def _per_group_smallest(C: Constraints, ids: np.ndarray, vals: np.ndarray, r: int) -> np.ndarray:
@@ -325,6 +353,7 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
     gap_best = np.inf
     converged = False
     polish_frac = 0.1
+    ray_check_at = RAY_CHECK_RATIO
     while stats["newton"] + stats["polish"] < max_iter:
         stats["outer"] += 1
         block = C.block(N)
@@ -338,13 +367,14 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         supp = N[mu > 0]
         log.info(
             "outer %d: sigma %.3g, |N|=%d, support %d, min margin %.6g, gap %.3g, "
-            "newton %d, cg %d, %.2fs",
+            "norm bound %.3g, newton %d, cg %d, %.2fs",
             stats["outer"],
             sigma,
             N.size,
             supp.size,
             mmin,
             gap,
+            s1 / np.sqrt(max(nw2, 1e-300)) * amax,
             stats["newton"],
             stats["cg"],
             time.perf_counter() - t0,
@@ -354,12 +384,21 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         if gap <= 0.5 * tol:
             converged = True
             break
-        # infeasibility: 1^T lam / ||A^T lam|| lower-bounds ||W|| of every feasible point
-        if mmin <= 0 and s1 > 0 and s1 / np.sqrt(max(nw2, 1e-300)) * amax >= INFEASIBLE_RATIO:
+        # infeasibility: 1^T lam / ||A^T lam|| lower-bounds ||W|| of every feasible point; when
+        # it grows large with no separating W yet, look for an exact dual ray on the support
+        ratio = s1 / np.sqrt(max(nw2, 1e-300)) * amax if s1 > 0 else 0.0
+        ray = None
+        if mmin <= 0 and ratio >= INFEASIBLE_RATIO:
+            ray = lam / s1
+        elif mmin <= 0 and ratio >= ray_check_at and supp.size * (C.d * C.d + 1) <= RAY_NNLS_MAX:
+            ray = _ray_on(C, supp, amax)
+            ray_check_at = 10.0 * ratio
+            log.info("  dual-ray NNLS on the support (%d): %s", supp.size, ray is not None)
+        if ray is not None:
             return {
                 "W": None,
                 "duals": None,
-                "ray": lam / s1,
+                "ray": ray,
                 "iterations": stats["newton"] + stats["polish"],
                 "converged": True,
                 "stats": stats,
