@@ -109,6 +109,17 @@ def test_larger_instance_matches_scipy_nnls():
     _check_kkt(fast, p.X, p.Z, sel, "cross")
 
 
+def test_saturated_support_n_much_larger_than_d():
+    """n >> d: about d^2 constraints are active, G_FF is ill-conditioned; still exact."""
+    p, sel = planted_problem(600, 8, 8, seed=1)
+    ref = att_svm(p.X, p.Z, sel, method="cvxpy")
+    fast = att_svm(p.X, p.Z, sel)
+    assert np.count_nonzero(fast.duals) >= 0.9 * 8 * 8
+    assert fast.certificate <= TOL
+    assert abs(fast.objective - ref.objective) <= 1e-6 * ref.objective
+    _check_kkt(fast, p.X, p.Z, sel, "cross")
+
+
 def test_degenerate_duplicated_sequences():
     """Every sequence twice: the dual is not unique and G is singular; still certified."""
     X, Z, sel = _planted("cross", 40, 6, 5, 11)
@@ -120,7 +131,7 @@ def test_degenerate_duplicated_sequences():
     _check_kkt(fast, X2, Z2, sel2, "cross")
 
 
-@pytest.mark.parametrize(("n", "T", "d", "seed"), [(200, 8, 4, 0), (60, 5, 3, 1)])
+@pytest.mark.parametrize(("n", "T", "d", "seed"), [(200, 8, 4, 0), (60, 5, 3, 1), (500, 16, 16, 0)])
 def test_random_selection_with_n_much_larger_than_d_is_infeasible(n, T, d, seed):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, T, d))
