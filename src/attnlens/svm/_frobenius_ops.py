@@ -39,14 +39,15 @@ class Constraints:
         self.qn2 = np.einsum("gd,gd->g", self.Qg, self.Qg)  # (nK,) ||q_g||^2
 
     def unorm2(self) -> np.ndarray:
-        """``||u_c||^2`` of every constraint, (m,)."""
-        out = np.empty(self.m)
-        step = max(1, 2_000_000 // max(self.d, 1))
-        for s in range(0, self.m, step):
-            sl = slice(s, s + step)
-            u = self.Xa[self.g[sl]] - self.X[self.i[sl], self.t[sl]]
-            out[sl] = np.einsum("cd,cd->c", u, u)
-        return out
+        """``||u_c||^2 = ||x_a||^2 - 2 x_a^T x_t + ||x_t||^2`` of every constraint, (m,)."""
+        n, K, d = self.n, self.K, self.d
+        xt2 = np.einsum("itd,itd->it", self.X, self.X)  # (n, T)
+        xa2 = np.einsum("gd,gd->g", self.Xa, self.Xa).reshape(n, K, 1)
+        if K == 1:
+            cross = np.einsum("itd,id->it", self.X, self.Xa)[:, None, :]  # (n, 1, T)
+        else:
+            cross = np.matmul(self.Xa.reshape(n, K, d), self.X.transpose(0, 2, 1))  # (n, K, T)
+        return np.maximum(xa2 + xt2[:, None, :] - 2.0 * cross, 0.0)[self.mask]
 
     def margins(self, W: np.ndarray) -> np.ndarray:
         """``A W``: the margins of every constraint, (m,)."""

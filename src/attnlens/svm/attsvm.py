@@ -182,14 +182,15 @@ def att_svm(
         (seq2seq/causal; causal needs ``selection[i, k] <= k``).
     norm : ``"fro"`` or ``"nuc"``.
     method : ``"auto"`` (``"active_set"`` for fro, ``"interior_point"`` for nuc),
-        ``"cvxpy"`` (reference, Clarabel), ``"active_set"`` (Frobenius: cutting-plane
-        Lawson-Hanson dual), ``"interior_point"`` (nuclear: structured primal-dual
+        ``"cvxpy"`` (reference, Clarabel), ``"active_set"`` (Frobenius: augmented
+        Lagrangian + semismooth Newton, finished by an exact active-set solve, see
+        ``attnlens.svm._frobenius``), ``"interior_point"`` (nuclear: structured primal-dual
         interior-point method on the semidefinite lift, see ``attnlens.svm._nuclear``).
     tol : target relative duality gap (``certificate``); ``status`` is ``"optimal"`` only when
         the certificate is at most ``tol``. The default 1e-7 holds for both norms: the
         interior-point method reaches about 1e-9 on the papers' settings.
-    max_iter : iteration cap of the fast methods (Lawson-Hanson iterations, resp.
-        interior-point iterations summed over working-set rounds).
+    max_iter : iteration cap of the fast methods (Frobenius: Newton steps plus active-set
+        solves; nuclear: interior-point iterations summed over working-set rounds).
 
     Raises
     ------
