@@ -424,6 +424,7 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         res_prev = min(1.0, max(gap if np.isfinite(gap) else 1.0, max(0.0, 1.0 - mmin)))
         sigma *= SIGMA_GROWTH
         if not np.isfinite(sigma) or sigma * amax * amax > 1e16:
+            converged = True  # stopped by numerical range, not by the iteration cap
             break
     if W_best is None:
         W_best, alpha_best = Wd, lam
