@@ -147,6 +147,17 @@ def test_random_selection_with_n_much_larger_than_d_is_infeasible(n, T, d, seed)
     assert ev["sequences"]
 
 
+def test_competitor_equal_to_selected_token_is_infeasible():
+    """A competitor identical to the selected token has margin 0 for every W."""
+    p, sel = planted_problem(20, 6, 5, seed=0)
+    X = p.X.copy()
+    X[3, (sel[3] + 1) % 6] = X[3, sel[3]]
+    with pytest.raises(InfeasibleError) as err:
+        att_svm(X, p.Z, sel)
+    assert err.value.evidence["sequences"] == [3]
+    assert err.value.evidence["ray_residual"] == 0.0
+
+
 def test_result_reports_effort():
     p, sel = planted_problem(30, 8, 8, seed=5)
     res = att_svm(p.X, p.Z, sel)

@@ -20,18 +20,23 @@ hard-margin SVM in :math:`\mathbb R^{d^2}` on the matrices ``A_c = (x_{i,a} - x_
 2. **Working set** (cutting planes / shrinking): the Newton steps see only the constraints that
    are active or near-active; one pass over all constraints per outer iteration adds the
    violated ones (a few per query group), so the inner algebra scales with the support.
-3. **Polish** (exactness): once the support of ``lambda`` settles, a primal-dual active-set
-   solve ``G_FF alpha_F = 1`` on the support ``F`` (Hintermueller, Ito, Kunisch, SIAM J. Optim.
-   2003) gives the exact multipliers; it is accepted only if ``alpha >= 0`` and the duality gap
-   over *all* constraints is below ``tol``, otherwise the augmented Lagrangian continues.
+3. **Polish** (exactness): once the support of ``lambda`` settles, primal-dual active-set
+   rounds (Hintermueller, Ito, Kunisch, SIAM J. Optim. 2003) solve ``G_FF alpha_F = 1`` on a
+   set ``F`` (margins exactly 1 there), drop negative multipliers and add violated constraints;
+   loose solves while ``F`` changes, then a tight one (float32 PCG products with float64
+   iterative refinement). The result is accepted only with ``alpha >= 0`` and the duality gap
+   over *all* constraints at most ``tol / 2``; otherwise the augmented Lagrangian continues.
 
 Certificate: ``W = A^T alpha`` with ``alpha >= 0``, so ``1^T alpha / ||W||`` lower-bounds the
 optimal norm and ``||W|| / min margin`` upper-bounds it (see :mod:`attnlens.svm._certificate`).
-Infeasibility: if no ``W`` separates, ``lambda`` grows without bound while ``W`` stays bounded;
-``r = lambda / 1^T lambda`` is then a dual ray, ``||A^T r||`` tends to 0, and
-``1 / ||A^T r||`` lower-bounds the norm of any feasible ``W``. When that bound exceeds
-``1e8`` times the natural scale ``1 / max_c ||A_c||`` with no ``W`` of positive margin found,
-the problem is reported infeasible with ``r`` as evidence.
+Infeasibility: if no ``W`` separates, ``lambda`` grows without bound while ``A^T lambda`` stays
+bounded, so the lower bound ``1^T lambda / ||A^T lambda||`` on the norm of any feasible ``W``
+explodes. Once it passes ``RAY_CHECK_RATIO / max_c ||A_c||`` with no ``W`` of positive margin,
+Lawson-Hanson NNLS on the support looks for a dual ray ``r >= 0``, ``1^T r = 1``,
+``||sum r_c A_c|| <= max_c ||A_c|| / INFEASIBLE_RATIO`` (then every feasible ``W`` would need
+``||W|| >= 1e8 / max_c ||A_c||``), which is returned as the evidence; for supports too large
+for a dense NNLS, ``r = lambda / 1^T lambda`` is returned once the bound itself passes
+``INFEASIBLE_RATIO / max_c ||A_c||``.
 """
 
 from __future__ import annotations
@@ -353,11 +358,14 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
     stats = {"newton": 0, "cg": 0, "polish": 0, "outer": 0, "full_passes": 0}
     anorm2 = C.unorm2() * C.qn2[C.g]  # ||A_c||_F^2
     amax = float(np.sqrt(anorm2.max()))
-    if amax == 0.0:
+    zero = np.flatnonzero(anorm2 == 0.0)  # A_c = 0: margin 0 < 1 whatever W, a one-point ray
+    if zero.size:
+        ray = np.zeros(m)
+        ray[zero[0]] = 1.0
         return {
             "W": None,
             "duals": None,
-            "ray": np.full(m, 1.0 / m),
+            "ray": ray,
             "iterations": 0,
             "converged": True,
             "stats": stats,
