@@ -70,3 +70,53 @@ def solve_cvxpy(program: Program, Y: np.ndarray, beta: float, loss: str,
                         seconds=time.perf_counter() - start,
                         method=f"cvxpy/{prob.solver_stats.solver_name}", Z=Zv,
                         duality_gap=primal - dual, dual_objective=dual, grad_ratio=ratio)
+
+
+def solve_relu_cvxpy(program, Y: np.ndarray, beta: float, loss: str,
+                     solver: str | None = "CLARABEL"):
+    r"""cvxpy reference for the dictionary-restricted ReLU program of :mod:`attnlens.convex.relu`.
+
+    .. math::  \min_{X_j}\ f\Big(\sum_j \Phi_j \mathrm{vec}(X_j E_j^\top)\Big)
+       + \beta \sum_{j,k} \|X_j[:, k]\|_2 \quad \text{s.t.}\quad C_j X_j \ge 0
+
+    (explicit design and explicit signed constraint matrices ``C_j``: small sizes only).
+    The certificate is the one of :func:`attnlens.convex.relu.certify_relu`.
+    """
+    from attnlens.convex.relu import certify_relu
+    from attnlens.convex.solvers import ConvexResult
+
+    start = time.perf_counter()
+    n, c = Y.shape
+    Es = program.signed_directions()
+    Xs = [cp.Variable((cone.p, E.shape[1])) for cone, E in zip(program.cones, Es, strict=True)]
+    yhat = 0
+    cons = []
+    pen = 0
+    for b, cone, E, X in zip(program.blocks, program.cones, Es, Xs, strict=True):
+        Phi = dense_design(b)
+        Z = X @ E.T
+        yhat = yhat + Phi @ cp.reshape(Z, (Phi.shape[1], c), order="C")
+        cons.append(cone.dense() @ X >= 0)
+        pen = pen + cp.sum(cp.norm(X, 2, axis=0))
+    if loss == "squared":
+        fit = cp.sum_squares(yhat - Y) / (2 * n)
+    else:
+        fit = (cp.sum(cp.log_sum_exp(yhat, axis=1)) - cp.sum(cp.multiply(yhat, Y))) / n
+    prob = cp.Problem(cp.Minimize(fit + beta * pen), cons)
+    prob.solve(solver=solver)
+    if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
+        raise InfeasibleError(f"cvxpy reports the ReLU program infeasible ({prob.status}).",
+                              {"status": prob.status})
+    if Xs[0].value is None:
+        raise RuntimeError(f"cvxpy returned no solution (status {prob.status!r}).")
+    Xv = [np.asarray(X.value, dtype=np.float64) for X in Xs]
+    cert = certify_relu(program, Xv, Y, beta, loss)
+    status = Status.OPTIMAL if prob.status == cp.OPTIMAL else Status.OPTIMAL_INACCURATE
+    return ConvexResult(objective=cert["primal"], status=status, certificate=cert["certificate"],
+                       iterations=int(prob.solver_stats.num_iters or 0),
+                       seconds=time.perf_counter() - start,
+                       method=f"cvxpy/{prob.solver_stats.solver_name}",
+                       Z=program.zs(cert["X"]), duality_gap=cert["primal"] - cert["dual"],
+                       dual_objective=cert["dual"], grad_ratio=cert["grad_ratio"],
+                       cone_factors=list(zip(cert["X"], Es, strict=True)),
+                       constraint_violation=cert["violation"])

@@ -33,7 +33,7 @@ from attnlens._validation import (
 from attnlens.convex import losses
 from attnlens.convex.heads import ConvexHead
 from attnlens.convex.programs import ACTIVATIONS, HEADS, build_program, sample_gates
-from attnlens.convex.recover import recover_network
+from attnlens.convex.recover import recover_network, recover_relu_network
 from attnlens.convex.solvers import SOLVERS, solve
 from attnlens.errors import NotFittedError
 
@@ -78,8 +78,10 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     head : "self_attention" | "mixer" | "fno" | "bfno" | "mlp"
-    activation : "linear" | "gated_relu" | "relu" ("relu" is solved as its gated-ReLU relaxation
-        with the same gates; the cone constraints are not enforced -- see docs/convex.md).
+    activation : "linear" | "gated_relu" | "relu". "relu" solves the cone-constrained ReLU
+        program restricted to a dictionary of output directions (exact for one-column blocks,
+        an attained upper bound otherwise; ``lower_bound_`` is the gated-relaxation bound --
+        see :mod:`attnlens.convex.relu` and docs/convex.md); predictions use the ReLU network.
     beta : weight-decay strength (> 0).
     loss : "squared" (one-hot targets) or "cross_entropy".
     n_gates : number of random gates for gated activations.
@@ -91,7 +93,9 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
     verbose : show a progress bar.
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
-    ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``.
+    ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``; for ``activation="relu"`` also
+    ``lower_bound_`` (certified lower bound on the exact cone-constrained program on the
+    same gates) and ``network_`` (the ReLU network, used by ``decision_function``).
     """
 
     def __init__(self, head: str = "self_attention", activation: str = "linear",
@@ -155,6 +159,9 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.duality_gap_ = res.duality_gap
         self.n_iter_ = res.iterations
         self.status_ = res.status
+        if self.activation == "relu":
+            self.lower_bound_ = res.lower_bound
+            self.network_ = self._relu_network()
         return self
 
     def _check_fitted(self) -> None:
@@ -166,6 +173,9 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         X = _check_X(X, d=self.n_features_in_,
                      s=None if self.head in ("self_attention", "mlp") else self.n_tokens_)
+        if self.activation == "relu":  # the ReLU network itself (its patterns, not the gates')
+            with torch.no_grad():
+                return self.network_(torch.as_tensor(X)).numpy()
         return self._program(X).forward(self.Z_)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -176,9 +186,20 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         scores = self.decision_function(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
+    def _relu_network(self) -> ConvexHead:
+        return recover_relu_network(self.result_.cone_factors, self.head, self.n_tokens_,
+                                    self.n_features_in_, len(self.classes_), self.n_gates,
+                                    self.n_groups if self.head == "bfno" else 1)
+
     def to_network(self) -> ConvexHead:
-        """The equivalent non-convex torch head (one unit per singular pair of each block)."""
+        """The equivalent non-convex torch head.
+
+        linear / gated ReLU: one unit per singular pair of each block; ReLU: one ReLU unit per
+        non-zero cone variable (see :func:`attnlens.convex.recover.recover_relu_network`).
+        """
         self._check_fitted()
+        if self.activation == "relu":
+            return self._relu_network()
         return recover_network(self.Z_, self.head, self.activation, self.n_tokens_,
                                self.n_features_in_, len(self.classes_), self.gates_,
                                self.n_groups if self.head == "bfno" else 1)

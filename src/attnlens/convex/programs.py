@@ -222,6 +222,26 @@ def group_slices(d: int, groups: int) -> list[slice]:
     return [slice(g * width, (g + 1) * width) for g in range(groups)]
 
 
+def pattern_block(X: np.ndarray, head: str, D: np.ndarray) -> DenseBlock:
+    """Features of one fixed activation pattern ``D`` (gated ReLU / ReLU with known signs).
+
+    ``D``: self_attention (n, s, s) over (t, u); mixer (n, s, d) over (t, e); fno/bfno (n, s)
+    (pass the group's tokens); mlp (n,). The pooled output of a unit with first-layer weight
+    ``w`` and second-layer weight ``v`` is ``phi_i[w (x) v]``.
+    """
+    n, s, d = X.shape
+    if head == "self_attention":
+        M = np.einsum("ntu,nta->nua", D, X, optimize=True) / s  # (n, s, d)
+        phi = np.einsum("nua,nub,nue->nabe", M, X, X, optimize=True)  # (n, d, d, d)
+        return DenseBlock(phi.reshape(n, d * d, d))
+    if head == "mixer":
+        phi = np.einsum("nte,nue->ntue", D, X, optimize=True) / s  # (n, s, s, d)
+        return DenseBlock(phi.reshape(n, s * s, d))
+    if head in ("fno", "bfno"):
+        return DenseBlock(circ_pool(X, D).reshape(n, -1, 1))
+    return DenseBlock((D[:, None] * X.mean(axis=1))[:, :, None])
+
+
 def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
                   gates: np.ndarray | None = None, groups: int = 1) -> Program:
     """Build the operator of ``head`` on tokens ``X`` (n, s, d) (float64, validated by caller).
@@ -236,6 +256,10 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
     gated = activation != "linear"
     if gated and gates is None:
         raise ValueError(f"activation={activation!r} needs gates; got gates=None.")
+    if activation == "relu":
+        from attnlens.convex.relu import build_relu_program
+
+        return build_relu_program(X, head, n_outputs, gates, groups)
     blocks: list = []
     if head == "self_attention":
         if not gated:
@@ -245,10 +269,7 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
             _check_size(n * d**3 * len(gates), "a gated self-attention head")
             for H in gates:
                 S = np.einsum("nta,ab,nub->ntu", X, H, X, optimize=True)  # (n, s, s) scores
-                D = (S >= 0).astype(np.float64)  # (n, s, s)
-                M = np.einsum("ntu,nta->nua", D, X, optimize=True) / s  # (n, s, d)
-                phi = np.einsum("nua,nub,nue->nabe", M, X, X, optimize=True)  # (n, d, d, d)
-                blocks.append(DenseBlock(phi.reshape(n, d * d, d)))
+                blocks.append(pattern_block(X, head, (S >= 0).astype(np.float64)))
     elif head == "mixer":
         if not gated:
             blocks.append(KronBlock(np.full((n, s), 1.0 / s), X))
@@ -256,8 +277,7 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
             _check_size(n * s * s * d * len(gates), "a gated MLP-Mixer head")
             for H in gates:
                 D = (np.einsum("tu,nue->nte", H, X, optimize=True) >= 0).astype(np.float64)
-                phi = np.einsum("nte,nue->ntue", D, X, optimize=True) / s  # (n, s, s, d)
-                blocks.append(DenseBlock(phi.reshape(n, s * s, d)))
+                blocks.append(pattern_block(X, head, D))
     elif head in ("fno", "bfno"):
         nb = groups if head == "bfno" else 1
         if d % nb:
@@ -268,13 +288,12 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
                 blocks.append(DenseBlock(circ_pool(Xg, np.ones((n, s))).reshape(n, -1, 1)))
             else:
                 for h in gates:
-                    D = (circ_apply(Xg, h) >= 0).astype(np.float64)  # (n, s)
-                    blocks.append(DenseBlock(circ_pool(Xg, D).reshape(n, -1, 1)))
+                    blocks.append(pattern_block(Xg, head, (circ_apply(Xg, h) >= 0).astype(float)))
     else:  # mlp on pooled tokens
         if not gated:
             blocks.append(DenseBlock(xbar[:, :, None]))
         else:
             D = (xbar @ gates.T >= 0).astype(np.float64)  # (n, m)
             for j in range(len(gates)):
-                blocks.append(DenseBlock((D[:, j : j + 1] * xbar)[:, :, None]))
+                blocks.append(pattern_block(X, head, D[:, j]))
     return Program(blocks, n_outputs, head, activation, {"groups": groups, "s": s, "d": d})

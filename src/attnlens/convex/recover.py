@@ -103,3 +103,47 @@ def recover_network(Zs: list[np.ndarray], head: str, activation: str, n_tokens: 
         net.W1.copy_(torch.as_tensor(np.stack(W1s)))
         net.W2.copy_(torch.as_tensor(np.stack(W2s)))
     return net
+
+
+def recover_relu_network(cone_factors: list, head: str, n_tokens: int, n_features: int,
+                         n_outputs: int, n_gates: int, groups: int = 1,
+                         rtol: float = 1e-9) -> ConvexHead:
+    """The ReLU head of a solved ReLU program (:mod:`attnlens.convex.relu`).
+
+    ``cone_factors[b] = (X_b, E_b)`` with ``Z_b = X_b E_b^T``; every column ``x`` of ``X_b``
+    (inside the cone ``K_b``) with signed direction ``e`` becomes one ReLU unit with first
+    layer ``sqrt(||x||) x/||x||`` and second layer ``sqrt(||x||) e``: its activation pattern
+    on the training data is the gate's, so its outputs there are the convex model's, and its
+    weight decay ``(1/2)(||w1||^2 + ||w2||^2) = ||x||`` sums to the convex penalty.
+    """
+    s, d, c = n_tokens, n_features, n_outputs
+    layout = block_layout(head, "relu", n_gates, groups)
+    shp1, shp2 = _unit_shapes(head, s, d, c, groups)
+    scale = max((float(np.linalg.norm(X, axis=0).max(initial=0.0)) for X, _ in cone_factors),
+                default=0.0)
+    W1s, W2s, masks = [], [], []
+    for (X, E), (g, _j) in zip(cone_factors, layout, strict=True):
+        norms = np.linalg.norm(X, axis=0)
+        for k in np.flatnonzero(norms > rtol * max(scale, 1e-300)):
+            r = np.sqrt(norms[k])
+            w1 = (r * X[:, k] / norms[k]).reshape(shp1)
+            mask = np.ones(d)
+            if head == "bfno":
+                sl = group_slices(d, groups)[g]
+                full = np.zeros((s, d))
+                full[:, sl] = w1
+                w1 = full
+                mask = np.zeros(d)
+                mask[sl] = 1.0
+            W1s.append(w1)
+            W2s.append((r * E[:, k]).reshape(shp2))
+            masks.append(mask)
+    if not W1s:  # Z = 0: one silent unit keeps the module well formed
+        W1s = [np.zeros(shp1 if head != "bfno" else (s, d))]
+        W2s, masks = [np.zeros(shp2)], [np.ones(d)]
+    net = ConvexHead(head, "relu", len(W1s), s, d, c,
+                     group_mask=torch.as_tensor(np.stack(masks)))
+    with torch.no_grad():
+        net.W1.copy_(torch.as_tensor(np.stack(W1s)))
+        net.W2.copy_(torch.as_tensor(np.stack(W2s)))
+    return net

@@ -57,6 +57,12 @@ class ConvexResult(SolveInfo):
     duality_gap: float = float("nan")
     dual_objective: float = float("nan")
     grad_ratio: float = float("nan")
+    #: ReLU programs only: ``(X_j, E_j)`` per block with ``Z_j = X_j E_j^T`` (cone variables)
+    cone_factors: list | None = None
+    #: ReLU programs only: largest relative cone violation of the iterate before its repair
+    constraint_violation: float = float("nan")
+    #: ReLU programs only: certified lower bound from the gated-ReLU relaxation (same patterns)
+    lower_bound: float = float("nan")
 
 
 def nuclear_norm(Z: np.ndarray) -> float:
@@ -81,14 +87,21 @@ def spectral_norm(M: np.ndarray) -> float:
 
 def certify(program: Program, Zs: list[np.ndarray], Y: np.ndarray, beta: float, loss: str):
     """Primal value, dual value, relative gap and grad ratio at ``Zs`` (one full adjoint)."""
+    return certify_with_gradient(program, Zs, Y, beta, loss)[:4]
+
+
+def certify_with_gradient(program: Program, Zs: list[np.ndarray], Y: np.ndarray, beta: float,
+                          loss: str):
+    """:func:`certify` plus the gradient blocks ``A_j^*(grad f)`` it computed."""
     yhat = program.forward(Zs)
     primal = losses.value(loss, yhat, Y) + beta * penalty(Zs)
     grad = losses.gradient(loss, yhat, Y)
-    gnorm = max(spectral_norm(G) for G in program.adjoint(grad))
+    G = program.adjoint(grad)
+    gnorm = max(spectral_norm(Gj) for Gj in G)
     t = 1.0 if gnorm <= beta else beta / gnorm
     dual = losses.dual_value(loss, grad, Y, t)
     gap = max(primal - dual, 0.0)
-    return primal, dual, gap / max(abs(primal), 1e-12), gnorm / beta
+    return primal, dual, gap / max(abs(primal), 1e-12), gnorm / beta, G
 
 
 def operator_norm_sq(program: Program, rng: np.random.Generator, iters: int = 30) -> float:
@@ -266,6 +279,14 @@ def solve(program: Program, Y: np.ndarray, beta: float, loss: str = "squared", *
     ``Y`` is one-hot for classification; any real targets work with ``loss="squared"``.
     Returns a :class:`ConvexResult`; warns (``ConvergenceWarning``) when ``tol`` is not reached.
     """
+    from attnlens.convex.relu import ReluProgram, solve_relu
+
+    if isinstance(program, ReluProgram):
+        res = solve_relu(program, Y, beta, loss, solver=solver, tol=tol, max_iter=max_iter,
+                         rng=rng, progress=progress)
+        if warn:
+            warn_on_status(res.status, res.certificate, tol, f"convex solver {res.method!r}")
+        return res
     if solver == "auto":
         solver = default_solver(program)
     if solver == "fista":
