@@ -164,23 +164,36 @@ def summarize(folder: RunFolder,
 
 
 def _plot(folder: RunFolder, results: dict[str, Any], datasets: tuple[str, ...]) -> None:
+    """Test accuracy per epoch (mean, min-max band over seeds); bottom row zoomed in."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
-    for ax, d in zip(axes[0], datasets, strict=True):
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 6.5),
+                             squeeze=False)
+    for col, d in enumerate(datasets):
+        lows, n_epochs = [], 1
         for m in MODEL_NAMES:
             curves = [r["history"]["test_acc"] for k, r in results.items()
                       if k.startswith(f"{d}.{m.replace('+', 'plus')}.")]
             if not curves:
                 continue
             c = 100 * np.array(curves)
-            x = np.arange(1, c.shape[1] + 1)
-            ax.plot(x, c.mean(0), label=m)
-            ax.fill_between(x, c.min(0), c.max(0), alpha=0.2)
-        for v in PAPER.get(d, {}).values():
-            ax.axhline(v, ls=":", lw=0.8, color="gray")
-        ax.set(title=f"{d}: test accuracy (mean, min-max over seeds)", xlabel="epoch",
-               ylabel="accuracy %")
-        ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
-        ax.legend()
+            n_epochs = c.shape[1]
+            x = np.arange(1, n_epochs + 1)
+            tail = x > n_epochs // 5
+            lows.append(c[:, tail].min())
+            for ax in axes[:, col]:
+                ax.plot(x, c.mean(0), label=f"{m} ({len(curves)} seeds)")
+                ax.fill_between(x, c.min(0), c.max(0), alpha=0.2)
+        for ax in axes[:, col]:
+            for v in PAPER.get(d, {}).values():
+                ax.axhline(v, ls=":", lw=0.8, color="gray")
+            ax.set(xlabel="epoch", ylabel="test accuracy %")
+        axes[0, col].set_title(f"{d} (dotted: paper)" if PAPER.get(d) else d, fontsize=10)
+        axes[0, col].set_ylim(0, 100.5)
+        axes[0, col].legend(fontsize=8)
+        if lows and n_epochs > 1:
+            axes[1, col].set_xlim(max(1, n_epochs // 5), n_epochs)
+            axes[1, col].set_ylim(min(lows) - 0.5, 100.2)
+        axes[1, col].set_title("zoom: after the first 20% of epochs", fontsize=9)
+    fig.tight_layout()
     folder.save_figure(fig, "test_accuracy", dpi=90)
