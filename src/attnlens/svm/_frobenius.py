@@ -310,6 +310,8 @@ def _polish(C: Constraints, lam: np.ndarray, tol: float, rounds: int, add_per_gr
         F, y = F[~neg], y[~neg]
         viol = _per_group_smallest(C, viol, M[viol], add_per_group)
         room = min(D - F.size, max(10, F.size // 20))
+        if room <= 0 and not nneg:
+            return None  # a full vertex that misses constraints: PDAS cannot swap, ALM can
         if viol.size > room:
             viol = np.sort(viol[np.argpartition(M[viol], room)[:room]]) if room > 0 else viol[:0]
         F = np.concatenate([F, viol])
@@ -382,6 +384,7 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
     else:
         N = _per_group_smallest(C, np.arange(m), M, init_per_group)
     lam = np.zeros(m)
+    ever = np.zeros(m, dtype=bool)
     sigma = 2.0 / float(np.mean(anorm2[N]))
     res_prev = 1.0
     supp_prev = np.zeros(0, dtype=np.int64)
@@ -453,7 +456,9 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         # working set: keep the support and near-active constraints, add the violated ones
         inN = np.zeros(m, dtype=bool)
         inN[N] = True
-        keep = N[(mu > 0) | (M[N] < 1.5)]
+        if stats["outer"] >= 3:  # once in the support, never dropped (no cutting-plane cycling)
+            ever[supp] = True
+        keep = N[ever[N] | (M[N] < 1.5)]
         viol = np.flatnonzero((M < 1.0) & ~inN)
         viol = _per_group_smallest(C, viol, M[viol], add_per_group)
         N = np.union1d(keep, viol)
