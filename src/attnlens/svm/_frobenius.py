@@ -458,7 +458,7 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         inN[N] = True
         if stats["outer"] >= 3:  # once in the support, never dropped (no cutting-plane cycling)
             ever[supp] = True
-        keep = N[ever[N] | (M[N] < 1.5)]
+        keep = N[(mu > 0) | ever[N] | (M[N] < 1.5)]
         viol = np.flatnonzero((M < 1.0) & ~inN)
         viol = _per_group_smallest(C, viol, M[viol], add_per_group)
         N = np.union1d(keep, viol)
