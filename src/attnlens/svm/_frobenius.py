@@ -78,10 +78,10 @@ def _newton_direction(bJ: Block, grad: np.ndarray, sigma: float, eta: float, sta
     if bJ.size == 0:
         return -grad
     d, D, s = grad.shape[0], grad.size, bJ.size
-    # flop estimates: primal (D, D) Cholesky, dual (s, s) Cholesky, ~300 PCG iterations
+    # flop estimates: primal (D, D) Cholesky, dual (s, s) Cholesky, ~100 PCG iterations
     cost_primal = s * D * D + D**3 / 3
     cost_dual = 2 * s * s * d + s**3 / 3 if s <= DIRECT_MAX else np.inf
-    cost_pcg = 1200 * (bJ.ug.size * D + s * d)
+    cost_pcg = 400 * (bJ.ug.size * D + s * d)
     if D <= DIRECT_MAX and cost_primal <= min(cost_dual, cost_pcg):  # primal (D, D) system
         A = bJ.matrix()  # (|J|, D)
         H = sigma * (A.T @ A)
