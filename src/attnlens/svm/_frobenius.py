@@ -340,7 +340,8 @@ def solve_frobenius(
     C = Constraints(cs)
     m, d = C.m, C.d
     shape = cs.mask.shape
-    small = m * d * d <= 4_000_000
+    # one BLAS thread when every product is small (threads cost more than they save there)
+    small = m * d * d <= 4_000_000 or C.n * C.K * d * d <= 1_000_000
     with threadpool_limits(limits=1 if small else None, user_api="blas"):
         out = _solve(C, tol, max_iter, init_per_group, add_per_group, polish_rounds)
     stats = out.pop("stats")
