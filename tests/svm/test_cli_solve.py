@@ -116,6 +116,8 @@ def test_other_errors(tmp_path):
     for opt, val in (("--norm", "l1"), ("--method", "magic"), ("--variant", "diag")):
         res = _run("--n", 3, "--T", 3, "--d", 2, opt, val)
         assert res.exit_code == 2 and opt in res.output
+    res = _run("--n", 3, "--T", 3, "--d", 2, "--norm", "both", "--method", "active_set")
+    assert res.exit_code == 2 and "--norm both" in res.output
 
 
 def test_infeasible_problem_exits_1_and_records_it(tmp_path):

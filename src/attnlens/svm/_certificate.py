@@ -104,6 +104,6 @@ def raise_infeasible(cs: ConstraintSet, method: str, ray: np.ndarray | None = No
     raise InfeasibleError(
         f"Att-SVM is infeasible ({method}): no W separates the selected tokens in {where} "
         "with positive margin. Select the optimal or a locally optimal token "
-        "(attnlens.svm.find_locally_optimal_selections), or raise d.",
+        "(attnlens.svm.locally_optimal_selections), or raise d.",
         evidence,
     )

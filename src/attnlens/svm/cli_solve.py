@@ -212,6 +212,9 @@ def solve(
         _fail(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}.")
     if method not in METHODS:
         _fail(f"--method must be one of {', '.join(METHODS)}; got {method!r}.")
+    if norm == "both" and method not in ("auto", "cvxpy"):
+        _fail(f"--method {method} solves one norm only; with --norm both use auto or cvxpy, "
+              "or pick --norm fro|nuc.")
     if tol <= 0:
         _fail(f"--tol must be > 0; got {tol!r}.")
     if input is not None:
