@@ -160,3 +160,25 @@ def test_bad_input_is_named(tmp_path):
 def test_default_root_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNLENS_CACHE", str(tmp_path / "c"))
     assert FeatureCache().root == tmp_path / "c"
+
+
+def test_deadline_pauses_between_chunks_and_resumes(tmp_path, monkeypatch):
+    import time
+
+    import attnlens.cache as cache_mod
+    from attnlens.cache import ExtractionPaused
+
+    cache = FeatureCache(tmp_path)
+    clock = iter([0.0, 0.0, 10.0])  # checked before each new chunk: passes after two chunks
+    monkeypatch.setattr(cache_mod.time, "monotonic", lambda: next(clock))
+    rec = Recorder()
+    with pytest.raises(ExtractionPaused, match="2 of 5 chunks") as info:
+        cache.get_or_compute(KEY, 23, rec, chunk_size=5, progress=False, deadline=5.0)
+    assert rec.calls == [(0, 5), (5, 10)]
+    assert (info.value.done, info.value.total) == (2, 5)
+    monkeypatch.undo()
+    rec2 = Recorder()
+    out = cache.get_or_compute(KEY, 23, rec2, chunk_size=5, progress=False,
+                               deadline=time.monotonic() + 3600)
+    assert rec2.calls == [(10, 15), (15, 20), (20, 23)]  # resumed, nothing redone
+    np.testing.assert_array_equal(out["x"], DATA)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from importlib import metadata
@@ -29,9 +30,18 @@ import numpy as np
 
 from attnlens._io import atomic_save_npz, atomic_write_json, to_json
 from attnlens._validation import check_int
-from attnlens.errors import CacheCorruptError
+from attnlens.errors import AttnLensError, CacheCorruptError
 
 logger = logging.getLogger(__name__)
+
+
+class ExtractionPaused(AttnLensError):
+    """An extraction stopped at its ``deadline``; the finished chunks are on disk, so calling
+    again with the same key resumes where it stopped (``done`` and ``total`` count chunks)."""
+
+    def __init__(self, message: str, done: int, total: int):
+        super().__init__(message)
+        self.done, self.total = done, total
 
 FORMAT_VERSION = 1
 _META_CHECKSUM = "__checksum__"
@@ -181,6 +191,7 @@ class FeatureCache:
         compute_chunk: Callable[[int, int], Mapping[str, np.ndarray]],
         chunk_size: int = 512,
         progress: bool = True,
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Return the arrays cached under ``key``, computing the missing chunks first.
 
@@ -190,6 +201,11 @@ class FeatureCache:
         to the largest, so keep a mask among the arrays). Finished
         chunks are kept on disk, so an interrupted call resumes where it stopped; chunks
         from a different ``chunk_size`` are ignored. ``n_items`` is part of the key.
+
+        ``deadline`` (a :func:`time.monotonic` value) bounds the time spent computing: once it
+        has passed, no new chunk is started and :class:`ExtractionPaused` is raised (the
+        finished chunks stay on disk; call again to resume). Long extractions are thus run in
+        bounded pieces.
         """
         from tqdm.auto import tqdm
 
@@ -222,6 +238,14 @@ class FeatureCache:
                     logger.warning("CacheCorruptError: %s Recomputing this chunk.", exc)
                     chunk_path.unlink(missing_ok=True)
             if arrays is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    bar.close()
+                    done = sum(1 for a, b in bounds
+                               if (folder / f"chunk_{a:09d}_{b:09d}.npz").is_file())
+                    raise ExtractionPaused(
+                        f"feature extraction paused at its deadline after {done} of "
+                        f"{len(bounds)} chunks (kept in {folder}); call again to resume.",
+                        done, len(bounds))
                 arrays = _check_chunk(compute_chunk(lo, hi), lo, hi)
                 self._write(chunk_path, arrays, {**full, "_chunk": [lo, hi]})
             if names is None:

@@ -74,3 +74,46 @@ def test_cli_transfer_runs_and_rejects_unknown_heads(feature_cache, tmp_path):
     assert "linear" in res.output and (tmp_path / "cli" / "report.md").is_file()
     bad = runner.invoke(app, ["transfer", "--heads", "transformer", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "unknown head" in bad.output
+
+
+def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp_path):
+    from attnlens.transfer.bench import INCOMPLETE_EXIT, main
+
+    written = {}
+    settings = {"backbone": "minilm", "dataset": "rotten_tomatoes", "heads": ["linear", "mlp"],
+                "seeds": (0, 1), "dims": (16, 32), "n_items": N_ITEMS, "max_tokens": 32,
+                "cache_dir": feature_cache, "out": tmp_path / "run", "progress": False,
+                "options": {"mlp_hidden": 8, "mlp_epochs": 30}}
+    results = tmp_path / "results"
+
+    def record(name, payload):
+        written[name] = payload
+
+    assert main("t", settings, results, record, argv=["--budget-s=0"]) == INCOMPLETE_EXIT
+    assert written["t"]["complete"] is False
+    assert main("t", settings, results, record, argv=[]) == 0
+    payload = written["t"]
+    assert payload["complete"] is True and set(payload["per_d"]) == {"16", "32"}
+    assert (results / "t.png").is_file() and (tmp_path / "run" / "accuracy.png").is_file()
+    for part in payload["per_d"].values():
+        assert [r["seeds"] for r in part["rows"]] == [2, 2]
+    with pytest.raises(SystemExit, match="unknown argument"):
+        main("t", settings, results, record, argv=["--fast"])
+
+
+def test_vit_transfer_on_real_digits(tmp_path):
+    heads = ["linear_full", "linear", "convex_attention_linear"]
+    metrics = run_benchmark(tmp_path / "vit", backbone="vit", dataset="digits", heads=heads,
+                            seeds=[0], dims=[16], n_items=80, image_size=56, token_grid=2,
+                            cache_dir=tmp_path / "cache", progress=False,
+                            grids={"convex_attention_linear": [1e-2]},
+                            options={"convex_tol": 1e-3})
+    feats = metrics["features"]
+    assert (feats["dataset"], feats["n_items"], feats["max_tokens"]) == ("digits", 80, 1 + 2 * 2)
+    rows = {r["head"]: r for r in metrics["per_d"]["16"]["rows"]}
+    assert rows["linear_full"]["n_test"] == 16
+    # frozen ViT features separate the ten digits far above chance (10%)
+    assert rows["linear_full"]["test_acc_mean"] >= 0.5
+    convex = rows["convex_attention_linear"]
+    assert convex["status"] == "optimal" and convex["certificate_max"] <= 1e-3
+    assert convex["n_params"] > 0

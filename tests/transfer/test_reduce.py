@@ -77,3 +77,26 @@ def test_reduce_tokens_zeroes_padding_and_checks_method():
         reduce_tokens(x, mask, 16, "svd")
     with pytest.raises(ValueError, match="exceeds"):
         reduce_tokens(x, mask, 128, "pca")
+
+
+def test_pool_tokens_matches_loop_and_respects_mask():
+    from attnlens.transfer.reduce import pool_tokens
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 10, 5)).astype(np.float32)
+    mask = np.zeros((3, 10), bool)
+    for b, n in enumerate((10, 7, 1)):
+        mask[b, :n] = True
+    x *= mask[..., None]
+    out, m = pool_tokens(x, mask, 4)
+    assert out.shape == (3, 3, 5) and out.dtype == np.float32
+    for b in range(3):
+        for g in range(3):
+            rows = [t for t in range(4 * g, min(4 * g + 4, 10)) if mask[b, t]]
+            assert m[b, g] == bool(rows)
+            want = x[b, rows].mean(axis=0) if rows else np.zeros(5)
+            np.testing.assert_allclose(out[b, g], want, atol=1e-6)
+    same, same_mask = pool_tokens(x, mask, 1)
+    assert same is x and same_mask is mask
+    with pytest.raises(ValueError, match="token_pool"):
+        pool_tokens(x, mask, 0)

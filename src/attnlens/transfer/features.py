@@ -132,6 +132,7 @@ def extract_features(
     batch_size: int = 32,
     chunk_size: int = 256,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> TransferFeatures:
     """Extract (or load from the cache) reduced token features of ``dataset`` under ``backbone``.
 
@@ -151,6 +152,8 @@ def extract_features(
     token_grid : ViT patch tokens are average-pooled to ``token_grid x token_grid``.
     image_size : ViT input size in pixels (224: 16 x 16 patches; 112: 8 x 8, four times faster).
     cache_dir : feature cache root (None: ``$ATTNLENS_CACHE`` or ``~/.cache/attnlens``).
+    deadline : a :func:`time.monotonic` value; the extraction stops starting new chunks after
+        it and raises :class:`attnlens.cache.ExtractionPaused` (call again to resume).
     """
     from attnlens.backbones import load_backbone
     from attnlens.cache import FeatureCache
@@ -238,7 +241,8 @@ def extract_features(
     cache = FeatureCache(cache_dir)
     logger.info("features for %s/%s: %d items", backbone, name, len(keep))
     arrays = cache.get_or_compute(
-        key, len(keep), compute_chunk, chunk_size=chunk_size, progress=progress
+        key, len(keep), compute_chunk, chunk_size=chunk_size, progress=progress,
+        deadline=deadline,
     )
     meta = {
         "backbone": backbone,

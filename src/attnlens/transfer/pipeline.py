@@ -8,17 +8,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attnlens.cache import ExtractionPaused
 from attnlens.report import RunFolder, markdown_table
 from attnlens.transfer.features import extract_features
 from attnlens.transfer.runner import run_transfer
-from attnlens.transfer.summary import plot_rows, verdict
+from attnlens.transfer.summary import plot_dims, plot_rows, verdict
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TABLE_FIELDS", "run_benchmark", "table_rows"]
 
 TABLE_FIELDS = ("head", "kind", "test_acc", "n_params", "train_s", "selected", "objective",
-                "nonconvex_objective", "convex<=nonconvex", "certificate", "status")
+                "nonconvex_objective", "nonconvex_excess", "convex<=nonconvex", "certificate",
+                "status")
 
 
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -37,15 +39,18 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "selected": ",".join(f"{v:g}" for v in r.get("selected", [])) or None,
             "objective": _fmt(r.get("objective")),
             "nonconvex_objective": _fmt(r.get("nonconvex_objective")),
+            "nonconvex_excess": (None if r.get("nonconvex_excess") is None
+                                 else f"{100 * r['nonconvex_excess']:+.2f}%"),
             "convex<=nonconvex": r.get("convex_le_nonconvex"),
-            "certificate": _fmt(r.get("certificate_max")),
+            "certificate": (None if r.get("certificate_max") is None
+                            else f"{r['certificate_max']:.1e}"),
             "status": r.get("status"),
         })
     return out
 
 
 def _fmt(v: float | None) -> str | None:
-    return None if v is None else f"{v:.5g}"
+    return None if v is None else f"{v:.4g}"
 
 
 def run_benchmark(
@@ -61,6 +66,7 @@ def run_benchmark(
     max_train: int | None = None,
     max_tokens: int = 64,
     head_tokens: int | None = None,
+    token_pool: int = 1,
     token_grid: int = 4,
     image_size: int = 224,
     test_fraction: float = 0.2,
@@ -71,12 +77,18 @@ def run_benchmark(
     overwrite: bool = False,
     progress: bool = True,
     stored_only: bool = False,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Run the transfer benchmark and write ``out`` (config, units, metrics, CSV, PNG, markdown).
 
     Returns the metrics dict (also in ``out/metrics.json``): per-d aggregate rows, the verdict on
     the paper's finding, feature metadata and timings. Re-running with the same arguments
     resumes: finished (head, seed, d) units are loaded from ``out/units``.
+
+    ``head_tokens`` keeps the first tokens for the heads and ``token_pool`` averages groups of
+    that many consecutive tokens (see :func:`attnlens.transfer.runner.prepare_inputs`).
+    ``time_budget_s`` bounds one call: no extraction chunk or (head, seed, d) unit is started
+    after it; ``metrics["complete"]`` says whether everything ran (call again to resume).
     """
     dims = [int(d) for d in dims]
     if not dims:
@@ -84,7 +96,8 @@ def run_benchmark(
     config = {
         "backbone": backbone, "dataset": dataset, "heads": list(heads), "seeds": list(seeds),
         "dims": dims, "reduce": reduce, "n_items": n_items, "max_train": max_train,
-        "max_tokens": max_tokens, "head_tokens": head_tokens, "token_grid": token_grid,
+        "max_tokens": max_tokens, "head_tokens": head_tokens, "token_pool": token_pool,
+        "token_grid": token_grid,
         "test_fraction": test_fraction, "val_fraction": val_fraction,
         "options": dict(options or {}), "grids": {k: list(v) for k, v in (grids or {}).items()},
     }
@@ -94,14 +107,24 @@ def run_benchmark(
     # finished run resumes it instead of starting over
     run = RunFolder(out, {k: v for k, v in config.items() if k != "seeds"}, overwrite=overwrite)
     start = time.perf_counter()
-    features = extract_features(
-        backbone, dataset, max_tokens=max_tokens, store_dim=max(dims) if reduce == "pca" else 64,
-        reduce=reduce, n_items=n_items, test_fraction=test_fraction, token_grid=token_grid,
-        image_size=image_size,
-        cache_dir=cache_dir, progress=progress,
-    )
+    deadline = None if time_budget_s is None else time.monotonic() + float(time_budget_s)
+    try:
+        features = extract_features(
+            backbone, dataset, max_tokens=max_tokens,
+            store_dim=max(dims) if reduce == "pca" else 64, reduce=reduce, n_items=n_items,
+            test_fraction=test_fraction, token_grid=token_grid, image_size=image_size,
+            cache_dir=cache_dir, progress=progress, deadline=deadline,
+        )
+    except ExtractionPaused as exc:
+        logger.info("%s", exc)
+        metrics = {"config": config, "complete": False, "stored_only": stored_only,
+                   "paused": str(exc), "extraction_chunks": [exc.done, exc.total],
+                   "total_seconds": time.perf_counter() - start}
+        run.write_metrics(metrics)
+        return metrics
     feature_seconds = time.perf_counter() - start
     per_d: dict[str, Any] = {}
+    complete = True
     csv_rows: list[dict[str, Any]] = []
     md = [f"# Transfer: {backbone} on {features.meta['dataset']}\n"]
     if features.meta.get("subset"):
@@ -111,9 +134,10 @@ def run_benchmark(
         t0 = time.perf_counter()
         result = run_transfer(
             features, heads=heads, seeds=seeds, d=d, val_fraction=val_fraction,
-            max_train=max_train, max_tokens=head_tokens, options=options, grids=grids, run=run,
-            progress=progress, stored_only=stored_only,
+            max_train=max_train, max_tokens=head_tokens, token_pool=token_pool, options=options,
+            grids=grids, run=run, progress=progress, stored_only=stored_only, deadline=deadline,
         )
+        complete = complete and result.config["complete"]
         text = verdict(result.rows)
         per_d[str(d)] = {"rows": result.rows, "verdict": text,
                          "seconds": time.perf_counter() - t0}
@@ -125,12 +149,19 @@ def run_benchmark(
                f"\n![accuracy](accuracy_d{d}.png)\n"]
     metrics = {
         "config": config,
+        "complete": complete,
         "stored_only": stored_only,
         "features": features.meta,
         "feature_seconds": feature_seconds,
         "per_d": per_d,
         "total_seconds": time.perf_counter() - start,
     }
+    if len(per_d) > 1:
+        run.save_figure(plot_dims(per_d, f"{backbone} / {features.meta['dataset']}"), "accuracy")
+        md.insert(1, "![accuracy over d](accuracy.png)\n")
+    if not complete:
+        md.insert(1, "**Incomplete**: some (head, seed, d) units have not run yet (time budget "
+                     "or stored-only summary); run the same command again to resume.\n")
     run.write_metrics(metrics)
     run.write_table(csv_rows, "results")
     run.write_markdown("\n".join(md))

@@ -21,15 +21,47 @@ import numpy as np
 from attnlens._validation import check_array, check_int
 from attnlens.backbones.extract import group_average  # the one shared implementation
 
-__all__ = ["TokenPCA", "group_average", "masked_mean", "reduce_tokens"]
+__all__ = ["TokenPCA", "group_average", "masked_mean", "pool_tokens", "reduce_tokens"]
 
 
-def masked_mean(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over the valid tokens: tokens (B, N, d), mask (B, N) -> (B, d)."""
-    tokens = np.asarray(tokens, dtype=np.float64)
+def masked_mean(tokens: np.ndarray, mask: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Mean over the valid tokens, in float64: tokens (B, N, d), mask (B, N) -> (B, d).
+
+    Items are processed ``chunk`` at a time, so float32 inputs are never copied whole.
+    """
+    tokens = np.asarray(tokens)
     w = np.asarray(mask, dtype=np.float64)  # (B, N)
     count = np.maximum(w.sum(axis=1, keepdims=True), 1.0)  # (B, 1)
-    return np.einsum("bn,bnd->bd", w, tokens) / count  # (B, d)
+    out = np.empty((tokens.shape[0], tokens.shape[-1]))
+    for lo in range(0, tokens.shape[0], chunk):
+        part = np.asarray(tokens[lo:lo + chunk], dtype=np.float64)
+        out[lo:lo + chunk] = np.einsum("bn,bnd->bd", w[lo:lo + chunk], part)
+    return out / count  # (B, d)
+
+
+def pool_tokens(tokens: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average consecutive groups of ``k`` tokens over their valid members.
+
+    tokens (B, N, D), mask (B, N) -> tokens (B, ceil(N / k), D), mask (B, ceil(N / k)); a
+    group is valid when it holds at least one valid token, and its row is the mean of those
+    tokens (zeros otherwise). ``k = 1`` returns the inputs unchanged. Used to let token heads
+    see a whole long sequence (IMDB, 128 tokens) at a quarter of the attention cost.
+    """
+    k = check_int(k, "token_pool", low=1)
+    tokens = np.asarray(tokens)
+    mask = np.asarray(mask, dtype=bool)
+    if k == 1:
+        return tokens, mask
+    B, N, D = tokens.shape
+    G = -(-N // k)  # groups, the last one possibly partial
+    pad = G * k - N
+    t = np.concatenate([tokens, np.zeros((B, pad, D), tokens.dtype)], axis=1) if pad else tokens
+    m = np.concatenate([mask, np.zeros((B, pad), bool)], axis=1) if pad else mask
+    w = m.reshape(B, G, k).astype(tokens.dtype)  # (B, G, k)
+    count = w.sum(axis=2)  # (B, G)
+    summed = np.einsum("bgk,bgkd->bgd", w, t.reshape(B, G, k, D))  # (B, G, D)
+    out = summed / np.maximum(count, 1)[..., None]
+    return out.astype(tokens.dtype, copy=False), count > 0
 
 
 @dataclass

@@ -29,7 +29,7 @@ import numpy as np
 from attnlens._validation import check_int, check_option
 from attnlens.transfer.features import TransferFeatures
 from attnlens.transfer.heads import HEADS, HeadSpec, count_parameters, get_head
-from attnlens.transfer.reduce import masked_mean, reduce_tokens
+from attnlens.transfer.reduce import masked_mean, pool_tokens, reduce_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +83,24 @@ def split_train_val(
 
 def prepare_inputs(
     features: TransferFeatures, d: int, seed: int, *, val_fraction: float = 0.2,
-    max_train: int | None = None, max_tokens: int | None = None,
+    max_train: int | None = None, max_tokens: int | None = None, token_pool: int = 1,
 ) -> SeedInputs:
-    """Reduce to ``d`` channels, split, and normalize tokens with training statistics."""
+    """Reduce to ``d`` channels, split, and normalize tokens with training statistics.
+
+    ``max_tokens`` keeps the first tokens of each item; ``token_pool = k`` then averages
+    consecutive groups of ``k`` tokens for the token heads (:func:`pool_tokens`). The pooled
+    view of the linear and MLP heads is the mean of the reduced tokens before token pooling.
+    """
     train, val = split_train_val(features.labels, features.test_idx, val_fraction, seed, max_train)
     tokens, mask = features.tokens, features.mask
     if max_tokens is not None and max_tokens < tokens.shape[1]:
         tokens, mask = tokens[:, :max_tokens], mask[:, :max_tokens]
-    red = reduce_tokens(tokens, mask, d, features.meta.get("reduce", "avgpool"))
-    red = np.asarray(red, dtype=np.float64)  # (n, s, d)
+    method = features.meta.get("reduce", "avgpool")
+    # the reduction is linear, so the mean of reduced tokens is the reduced mean token
+    mean_token = masked_mean(tokens, mask)[:, None, :]  # (n, 1, D)
+    pooled = reduce_tokens(mean_token, np.ones(mean_token.shape[:2], bool), d, method)[:, 0]
+    tokens, mask = pool_tokens(tokens, mask, token_pool)  # (n, s, D) with s = ceil(N / k)
+    red = np.asarray(reduce_tokens(tokens, mask, d, method), dtype=np.float64)  # (n, s, d)
     valid = mask[train]  # (n_train, s)
     rows = red[train][valid]  # (n_valid, d)
     center = rows.mean(axis=0)  # (d,)
@@ -99,7 +108,7 @@ def prepare_inputs(
     normed = (red - center) / scale * mask[..., None]  # (n, s, d), padding stays 0
     return SeedInputs(
         tokens=normed,
-        pooled=masked_mean(red, mask),
+        pooled=pooled,
         pooled_full=np.asarray(features.pooled_full, dtype=np.float64),
         labels=np.asarray(features.labels),
         train=train,
@@ -108,8 +117,16 @@ def prepare_inputs(
     )
 
 
+#: items per predict call: convex gated heads build an (n, d^3) feature tensor per gate, so
+#: scoring a large validation or test split in one call would need gigabytes
+PREDICT_CHUNK = 2048
+
+
 def _accuracy(model: Any, X: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.asarray(model.predict(X)) == y))
+    """Accuracy of ``model.predict`` (items are independent, so prediction is chunked)."""
+    pred = np.concatenate([np.asarray(model.predict(X[lo:lo + PREDICT_CHUNK]))
+                           for lo in range(0, len(X), PREDICT_CHUNK)])
+    return float(np.mean(pred == y))
 
 
 def run_head(
@@ -200,17 +217,22 @@ def run_transfer(
     val_fraction: float = 0.2,
     max_train: int | None = None,
     max_tokens: int | None = None,
+    token_pool: int = 1,
     options: Mapping[str, Any] | None = None,
     grids: Mapping[str, Sequence[float]] | None = None,
     run: Any | None = None,
     progress: bool = True,
     stored_only: bool = False,
+    deadline: float | None = None,
 ) -> TransferResult:
     """Run ``heads`` over ``seeds`` on ``features`` and aggregate per head.
 
     A unit (head, seed) already stored in ``run`` (a :class:`attnlens.report.RunFolder`) is
     loaded, not recomputed; with ``stored_only=True`` nothing new is fitted and missing units are
-    reported as ``"not run (stored_only)"`` (to summarize a run stopped for time). A head
+    reported as ``"not run (stored_only)"`` (to summarize a run stopped for time). With a
+    ``deadline`` (a :func:`time.monotonic` value), no unit is started after it; the rest are
+    reported ``"not run (time budget)"`` and ``result.config["complete"]`` is False, so a long
+    benchmark runs in bounded pieces that resume from the stored units. A head
     whose estimator cannot be imported or fails is reported with
     ``status="unavailable: <reason>"`` and is not stored, so a later run retries it.
     """
@@ -243,15 +265,16 @@ def run_transfer(
         if run is not None and run.has_unit(key):
             units[key] = run.load_unit(key)
             continue
-        if stored_only:
+        if stored_only or (deadline is not None and time.monotonic() > deadline):
+            why = "stored_only: stopped for time" if stored_only else "time budget: run again"
             units[key] = {"head": name, "kind": HEADS[name].kind, "seed": seed,
-                          "status": "not run (stored_only: stopped for time)"}
+                          "status": f"not run ({why})"}
             continue
         if seed not in cached_inputs:
             cached_inputs.clear()
             cached_inputs[seed] = prepare_inputs(
                 features, d, seed, val_fraction=val_fraction, max_train=max_train,
-                max_tokens=max_tokens,
+                max_tokens=max_tokens, token_pool=token_pool,
             )
         spec = get_head(name)
         try:
@@ -270,7 +293,9 @@ def run_transfer(
         units[key] = unit
         if run is not None:
             run.save_unit(key, unit)
+    complete = all("test_acc" in u or str(u.get("status", "")).startswith("unavailable")
+                   for u in units.values())
     config = {"heads": list(heads), "seeds": list(seeds), "d": d, "val_fraction": val_fraction,
-              "max_train": max_train, "max_tokens": max_tokens, "options": dict(options or {}),
-              "features": features.meta}
+              "max_train": max_train, "max_tokens": max_tokens, "token_pool": token_pool,
+              "options": dict(options or {}), "features": features.meta, "complete": complete}
     return TransferResult(rows=aggregate(units, heads, d), units=units, config=config)

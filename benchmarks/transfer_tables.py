@@ -1,0 +1,101 @@
+"""Markdown tables of the recorded transfer benchmarks (for docs/transfer.md).
+
+Reads ``benchmarks/results/transfer_{minilm_rt,minilm_imdb,vit}.json`` (written by the
+``transfer_*.py`` scripts) and prints, per run: test accuracy (mean ± std over seeds) of every
+head at every d, then the convex heads' objectives, certificates and times next to their
+non-convex twins at the same beta, and the verdict on the paper's finding.
+Run: ``python benchmarks/transfer_tables.py [names...]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from _common import RESULTS
+
+from attnlens.transfer.heads import HEADS
+
+RUNS = {
+    "transfer_minilm_rt": "MiniLM / Rotten Tomatoes",
+    "transfer_minilm_imdb": "MiniLM / IMDB (128 tokens)",
+    "transfer_vit": "ViT-S/14 / Fashion-MNIST",
+}
+
+
+def _acc(r: dict) -> str:
+    if r.get("test_acc_mean") is None:
+        status = str(r.get("status") or "not run")
+        return "n/a (memory)" if "MemoryError" in status else f"n/a ({status[:40]})"
+    return f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def accuracy_table(payload: dict) -> str:
+    dims = list(payload["per_d"])
+    rows: dict[str, dict[str, dict]] = {}
+    for d in dims:
+        for r in payload["per_d"][d]["rows"]:
+            rows.setdefault(r["head"], {})[d] = r
+    head = ["head", *[f"d={d}" for d in dims], "params (" + "/".join(dims) + ")",
+            "train s, selected value (" + "/".join(dims) + ")"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, per in rows.items():
+        params = "/".join(_num(per[d].get("n_params"), ",.0f") or "–" for d in dims)
+        secs = "/".join(_num(per[d].get("train_seconds"), ".1f") or "–" for d in dims)
+        out.append("| " + " | ".join([name, *[_acc(per[d]) for d in dims], params, secs]) + " |")
+    return "\n".join(out)
+
+
+def convex_table(payload: dict) -> str:
+    head = ["convex head", "d", "beta (per seed)", "convex objective", "non-convex objective",
+            "excess", "convex <= non-convex", "max certificate", "status", "train s convex",
+            "train s non-convex"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d, part in payload["per_d"].items():
+        by = {r["head"]: r for r in part["rows"]}
+        for r in part["rows"]:
+            if r["kind"] != "convex" or r.get("test_acc_mean") is None:
+                continue
+            twin = by.get(HEADS[r["head"]].counterpart or "", {})
+            excess = r.get("nonconvex_excess")
+            out.append("| " + " | ".join([
+                r["head"], d, ",".join(f"{b:g}" for b in r.get("selected", [])),
+                _num(r.get("objective"), ".4f"), _num(r.get("nonconvex_objective"), ".4f"),
+                "" if excess is None else f"{100 * excess:+.1f}%",
+                str(r.get("convex_le_nonconvex") or ""), _num(r.get("certificate_max"), ".1e"),
+                str(r.get("status")), _num(r.get("train_seconds"), ".1f"),
+                _num(twin.get("train_seconds"), ".1f"),
+            ]) + " |")
+    return "\n".join(out)
+
+
+def main(names: list[str]) -> None:
+    for name in names or list(RUNS):
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            print(f"## {RUNS.get(name, name)}: no results yet ({path})\n")
+            continue
+        payload = json.loads(path.read_text())
+        feats = payload.get("features", {})
+        first = next(iter(payload["per_d"].values()))["rows"][0]
+        print(f"## {RUNS.get(name, name)}\n")
+        print(f"{feats.get('n_items')} of {feats.get('n_items_available')} items "
+              f"({feats.get('dataset')}, {feats.get('source')}); train n={first.get('n_train')}, "
+              f"test n={first.get('n_test')}; seeds {payload['settings'].get('seeds')}; "
+              f"complete: {payload.get('complete')}; feature extraction "
+              f"{payload.get('feature_seconds', 0):.0f} s in the last call; fitting "
+              f"{payload.get('fit_seconds_total', 0) / 60:.0f} min in all (every head, seed, d "
+              "and grid value).\n")
+        print(accuracy_table(payload) + "\n")
+        print(convex_table(payload) + "\n")
+        for d, part in payload["per_d"].items():
+            print(f"- d={d}: {part['verdict']}")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
