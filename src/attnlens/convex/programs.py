@@ -45,7 +45,12 @@ def bmm(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 class KronBlock:
-    """Block with features ``Phi_i = a_i (x) B_i``; ``a`` (n, p1), ``B`` (n, p2, q)."""
+    """Block with features ``Phi_i = a_i (x) B_i``; ``a`` (n, p1), ``B`` (n, p2, q).
+
+    When every ``B_i`` is symmetric (linear self-attention: ``B_i = X_i^T X_i``) the products
+    use only the ``p2 (p2 + 1) / 2`` upper-triangle pairs (half the GEMM). ``single=True`` runs
+    the big GEMM in float32 (float32 copy of ``B`` made once) and returns float64.
+    """
 
     def __init__(self, a: np.ndarray, B: np.ndarray):
         self.a = np.ascontiguousarray(a, dtype=np.float64)  # (n, p1)
@@ -55,6 +60,16 @@ class KronBlock:
         self.n = n
         self._B2 = self.B.reshape(n, self.p2 * self.q)  # (n, p2 q)
         self.Bt = np.ascontiguousarray(self.B.transpose(0, 2, 1))  # (n, q, p2)
+        self.symmetric = self.p2 == self.q and np.array_equal(self.B, self.Bt)
+        if self.symmetric:
+            iu, ju = np.triu_indices(self.p2)
+            self._up = iu * self.q + ju  # flat (k2, l), k2 <= l
+            self._lo = ju * self.q + iu  # its transpose
+            self._off = (iu != ju).astype(np.float64)[:, None]
+            self._Bc = np.ascontiguousarray(self._B2[:, self._up])  # (n, P)
+        else:
+            self._Bc = self._B2
+        self._Bc32 = None
 
     @property
     def p(self) -> int:
@@ -63,18 +78,36 @@ class KronBlock:
     def zshape(self, c: int) -> tuple[int, int]:
         return (self.p, self.q * c)
 
-    def forward(self, Z: np.ndarray, c: int) -> np.ndarray:
+    def _mat(self, single: bool) -> np.ndarray:
+        if not single:
+            return self._Bc
+        if self._Bc32 is None:
+            self._Bc32 = self._Bc.astype(np.float32)
+        return self._Bc32
+
+    def forward(self, Z: np.ndarray, c: int, single: bool = False) -> np.ndarray:
         """(p, qc) -> (n, c)."""
         Z4 = Z.reshape(self.p1, self.p2, self.q, c)
         Zt = Z4.transpose(1, 2, 0, 3).reshape(self.p2 * self.q, self.p1 * c)  # (p2 q, p1 c)
-        T = (self._B2 @ Zt).reshape(self.n, self.p1, c)  # (n, p1, c)
-        return np.einsum("nk,nkc->nc", self.a, T)
+        if self.symmetric:
+            Zt = Zt[self._up] + self._off * Zt[self._lo]  # (P, p1 c)
+        B = self._mat(single)
+        T = (B @ Zt.astype(B.dtype)).reshape(self.n, self.p1, c)  # (n, p1, c)
+        return np.einsum("nk,nkc->nc", self.a, T.astype(np.float64))
 
-    def adjoint(self, R: np.ndarray) -> np.ndarray:
+    def adjoint(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         """(n, c) -> (p, qc): sum_i Phi_i (x) R_i."""
         c = R.shape[1]
         aR = (self.a[:, :, None] * R[:, None, :]).reshape(self.n, self.p1 * c)  # (n, p1 c)
-        M = (self._B2.T @ aR).reshape(self.p2, self.q, self.p1, c)  # (p2, q, p1, c)
+        B = self._mat(single)
+        Mc = (B.T @ aR.astype(B.dtype)).astype(np.float64)  # (P or p2 q, p1 c)
+        if self.symmetric:
+            M = np.empty((self.p2 * self.q, self.p1 * c))
+            M[self._up] = Mc
+            M[self._lo] = Mc
+        else:
+            M = Mc
+        M = M.reshape(self.p2, self.q, self.p1, c)  # (p2, q, p1, c)
         return M.transpose(2, 0, 1, 3).reshape(self.p, self.q * c)
 
     def forward_factored(self, U: np.ndarray, V: np.ndarray, c: int):
@@ -113,10 +146,10 @@ class DenseBlock:
     def zshape(self, c: int) -> tuple[int, int]:
         return (self.p, self.q * c)
 
-    def forward(self, Z: np.ndarray, c: int) -> np.ndarray:
+    def forward(self, Z: np.ndarray, c: int, single: bool = False) -> np.ndarray:
         return self._P2 @ Z.reshape(self.p * self.q, c)
 
-    def adjoint(self, R: np.ndarray) -> np.ndarray:
+    def adjoint(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         return (self._P2.T @ R).reshape(self.p, self.q * R.shape[1])
 
     def forward_factored(self, U: np.ndarray, V: np.ndarray, c: int):
@@ -137,15 +170,56 @@ class DenseBlock:
         return DenseBlock(self.phi[idx])
 
 
+class MaskedGroup:
+    """All blocks of a gated MLP at once: ``yhat = sum_j D_j * (X Z_j)`` (no per-gate copies).
+
+    ``X`` (n, p) pooled features, ``D`` (n, m) 0/1 patterns; block ``j`` is
+    ``DenseBlock((D[:, j] * X)[:, :, None])``. One application costs ``O(n p m c)`` reading
+    ``X`` once instead of the ``m`` materialized (n, p) blocks (pyscnn's operator).
+    """
+
+    def __init__(self, X: np.ndarray, D: np.ndarray):
+        self.X = np.ascontiguousarray(X, dtype=np.float64)  # (n, p)
+        self.D = np.ascontiguousarray(D, dtype=np.float64)  # (n, m)
+
+    def forward(self, Zs: list[np.ndarray], c: int) -> np.ndarray:
+        m, (n, p) = self.D.shape[1], self.X.shape
+        Zst = np.stack(Zs).reshape(m, p, c).transpose(1, 0, 2).reshape(p, m * c)
+        XZ = (self.X @ Zst).reshape(n, m, c)
+        return np.einsum("nm,nmc->nc", self.D, XZ)
+
+    def adjoint(self, R: np.ndarray) -> list[np.ndarray]:
+        c = R.shape[1]
+        return list(self.adjoint_flat(R).reshape(self.D.shape[1], -1, c))
+
+    def forward_flat(self, x: np.ndarray, c: int) -> np.ndarray:
+        """Same as :meth:`forward` on the concatenated blocks ``x`` (m p c,)."""
+        m, (n, p) = self.D.shape[1], self.X.shape
+        XZ = (self.X @ x.reshape(m, p, c).transpose(1, 0, 2).reshape(p, m * c))
+        return np.einsum("nm,nmc->nc", self.D, XZ.reshape(n, m, c))
+
+    def adjoint_flat(self, R: np.ndarray) -> np.ndarray:
+        n, c = R.shape
+        m = self.D.shape[1]
+        W = (self.D[:, :, None] * R[:, None, :]).reshape(n, m * c)
+        G = (self.X.T @ W).reshape(-1, m, c)  # (p, m, c)
+        return np.ascontiguousarray(G.transpose(1, 0, 2)).ravel()
+
+
 @dataclass
 class Program:
-    """The implicit linear operator ``Z -> sum_j A_j(Z_j)`` of one head on one data set."""
+    """The implicit linear operator ``Z -> sum_j A_j(Z_j)`` of one head on one data set.
+
+    ``fused`` (optional) applies every block at once (:class:`MaskedGroup`); the blocks stay
+    the reference (explicit designs, ReLU programs).
+    """
 
     blocks: list
     n_outputs: int
     head: str
     activation: str
     meta: dict = field(default_factory=dict)
+    fused: object | None = None
 
     @property
     def n(self) -> int:
@@ -157,14 +231,42 @@ class Program:
     def zeros(self) -> list[np.ndarray]:
         return [np.zeros(s) for s in self.zshapes()]
 
-    def forward(self, Zs: list[np.ndarray]) -> np.ndarray:
+    def forward(self, Zs: list[np.ndarray], single: bool = False) -> np.ndarray:
+        """Outputs (n, c); ``single``: big products in float32 (float64 accumulation)."""
+        if self.fused is not None:
+            return self.fused.forward(Zs, self.n_outputs)
         out = np.zeros((self.n, self.n_outputs))
         for b, Z in zip(self.blocks, Zs, strict=True):
-            out += b.forward(Z, self.n_outputs)
+            out += b.forward(Z, self.n_outputs, single)
         return out
 
-    def adjoint(self, R: np.ndarray) -> list[np.ndarray]:
-        return [b.adjoint(R) for b in self.blocks]
+    def adjoint(self, R: np.ndarray, single: bool = False) -> list[np.ndarray]:
+        if self.fused is not None:
+            return self.fused.adjoint(R)
+        return [b.adjoint(R, single) for b in self.blocks]
+
+    # flat representation (all blocks concatenated, row-major): used by the solvers
+    def unflatten(self, x: np.ndarray) -> list[np.ndarray]:
+        out, k = [], 0
+        for shp in self.zshapes():
+            size = shp[0] * shp[1]
+            out.append(x[k : k + size].reshape(shp))
+            k += size
+        return out
+
+    @staticmethod
+    def flatten(Zs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(Z, dtype=np.float64).ravel() for Z in Zs])
+
+    def forward_flat(self, x: np.ndarray, single: bool = False) -> np.ndarray:
+        if self.fused is not None:
+            return self.fused.forward_flat(x, self.n_outputs)
+        return self.forward(self.unflatten(x), single)
+
+    def adjoint_flat(self, R: np.ndarray, single: bool = False) -> np.ndarray:
+        if self.fused is not None:
+            return self.fused.adjoint_flat(R)
+        return self.flatten(self.adjoint(R, single))
 
     def take(self, idx: np.ndarray) -> Program:
         return Program([b.take(idx) for b in self.blocks], self.n_outputs, self.head,
@@ -296,4 +398,6 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
             D = (xbar @ gates.T >= 0).astype(np.float64)  # (n, m)
             for j in range(len(gates)):
                 blocks.append(pattern_block(X, head, D[:, j]))
+            return Program(blocks, n_outputs, head, activation,
+                           {"groups": groups, "s": s, "d": d}, fused=MaskedGroup(xbar, D))
     return Program(blocks, n_outputs, head, activation, {"groups": groups, "s": s, "d": d})
