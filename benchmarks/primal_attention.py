@@ -8,7 +8,9 @@ broadcast gradient that the linear backward copies first).
 
 Each (layer, N) runs in a fresh subprocess with the same settings:
 
-* torch threads: ``--threads`` (default: every core, ``os.cpu_count()``), the same for both.
+* torch threads: ``--threads`` (default: every core, ``os.cpu_count()``), the same for both
+  layers; ``--threads=1,2`` measures several counts in one run, the targets are read at the
+  largest.
 * time: wall clock (``time.perf_counter``) per pass; the primary number is the median over the
   repeats (at least 5, until 3 s have passed, at most 50; one warm-up pass first); the minimum
   and process CPU time (``time.process_time``, summed over threads) are reported as well.
@@ -22,7 +24,7 @@ Each (layer, N) runs in a fresh subprocess with the same settings:
   ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB so freed tensors go back to the OS and RSS follows live
   memory; includes non-tensor scratch memory of the kernels).
 
-    python benchmarks/primal_attention.py [--quick] [--threads=2]
+    python benchmarks/primal_attention.py [--quick] [--threads=1,2]
 """
 
 from __future__ import annotations
@@ -149,13 +151,13 @@ def main(argv: list[str]) -> None:
     from tqdm import tqdm
 
     sizes = SIZES[:3] if "--quick" in argv else SIZES
-    threads = os.cpu_count() or 1
+    thread_counts = [os.cpu_count() or 1]
     for arg in argv:
         if arg.startswith("--threads="):
-            threads = int(arg.split("=", 1)[1])
+            thread_counts = sorted({int(t) for t in arg.split("=", 1)[1].split(",")})
     load = {"start": loadavg()}
     rows: list[dict] = []
-    for n in tqdm(sizes, desc="N"):
+    for threads, n in tqdm([(t, n) for t in thread_counts for n in sizes], desc="(threads, N)"):
         sd = run_one("sdpa", n, threads)
         pr = run_one("primal", n, threads)
         rows.append({
@@ -169,27 +171,31 @@ def main(argv: list[str]) -> None:
             "sdpa_peak_rss_mb": sd["peak_rss_mb"], "primal_peak_rss_mb": pr["peak_rss_mb"],
             "sdpa_all_s": sd["wall_all"], "primal_all_s": pr["wall_all"],
             "sdpa_first_s": sd["first"], "primal_first_s": pr["first"],
+            "loadavg": loadavg(),
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("all_s")}),
               flush=True)
-        _write(rows, threads, load, done=False)
+        _write(rows, thread_counts, load, done=False)
     load["end"] = loadavg()
-    path = _write(rows, threads, load, done=True)
+    path = _write(rows, thread_counts, load, done=True)
     print(f"wrote {path}")
 
 
-def _write(rows: list[dict], threads: int, load: dict, done: bool):
-    met = {str(n): next((r["speedup"] >= v for r in rows if r["N"] == n), None)
+def _write(rows: list[dict], thread_counts: list[int], load: dict, done: bool):
+    threads = max(thread_counts)
+    met = {str(n): next((r["speedup"] >= v for r in rows
+                         if r["N"] == n and r["threads"] == threads), None)
            for n, v in TARGETS.items()}
     payload = {
         "config": {
             "B": 1, "dim": DIM, "heads": HEADS, "rank": RANK, "rank_multi": RANK_MULTI,
-            "dtype": "float32", "threads": threads,
+            "dtype": "float32", "threads": thread_counts, "targets_read_at_threads": threads,
             "pass": "forward + backward from a fixed dense upstream gradient of the layer "
                     "output; the primal layer adds 0.1 * ksvd_loss",
             "timing": "fresh subprocess per (layer, N), one warm-up pass, then repeats (>= 5, "
                       "until 3 s, <= 50); *_s: median wall seconds (primary), *_min_s: "
-                      "fastest pass, *_cpu_s: median process CPU seconds (all threads)",
+                      "fastest pass, *_cpu_s: median process CPU seconds (all threads); "
+                      "rows[].loadavg: /proc/loadavg after the row",
             "memory": "same method for both layers, one pass each after the timed ones: "
                       "*_peak_alloc_mb = high-water mark of live torch allocations during the "
                       "pass (torch.profiler profile_memory 'Total Allocated'; tensors alive "
@@ -219,17 +225,20 @@ def _plot(rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = [r["N"] for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].loglog(ns, [r["sdpa_s"] for r in rows], "o-", label="SDPA layer")
-    ax[0].loglog(ns, [r["primal_s"] for r in rows], "s-", label="PrimalAttention")
+    fig, ax = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for t in sorted({r["threads"] for r in rows}):
+        sub = [r for r in rows if r["threads"] == t]
+        ns = [r["N"] for r in sub]
+        ax[0].loglog(ns, [r["sdpa_s"] for r in sub], "o-", label=f"SDPA layer, {t} thr")
+        ax[0].loglog(ns, [r["primal_s"] for r in sub], "s-", label=f"PrimalAttention, {t} thr")
     ax[0].set(xlabel="N", ylabel="fwd+bwd wall seconds (median)",
-              title=f"time (CPU, {rows[0]['threads']} threads, B=1, dim 128, 4 heads)")
-    ax[0].legend()
+              title="time (CPU, B=1, dim 128, 4 heads)")
+    ax[0].legend(fontsize=7)
+    sub = [r for r in rows if r["threads"] == rows[0]["threads"]]  # memory: thread-independent
+    ns = [r["N"] for r in sub]
     for key, style, lab in (("peak_alloc_mb", "-", "torch alloc"), ("peak_rss_mb", ":", "RSS")):
-        ax[1].loglog(ns, [r[f"sdpa_{key}"] for r in rows], "o" + style, label=f"SDPA, {lab}")
-        ax[1].loglog(ns, [r[f"primal_{key}"] for r in rows], "s" + style,
-                     label=f"Primal, {lab}")
+        ax[1].loglog(ns, [r[f"sdpa_{key}"] for r in sub], "o" + style, label=f"SDPA, {lab}")
+        ax[1].loglog(ns, [r[f"primal_{key}"] for r in sub], "s" + style, label=f"Primal, {lab}")
     ax[1].set(xlabel="N", ylabel="peak MB during one pass", title="peak memory")
     ax[1].legend(fontsize=7)
     fig.tight_layout()

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from attnlens.kernel import primal_attention, primal_scores
 from attnlens.kernel._primal_core import PrimalCore
+from attnlens.kernel.primal import _primal_core, head_output_maps
 
 
 def _inputs(b=2, n=6, h=2, p=3, s=2, p_out=4, wb=1, seed=0):
@@ -51,11 +52,11 @@ def _reference(q, k, we, wr, wc, bc, mask, causal):
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("wb", [1, 2])
-def test_fused_equals_reference_values_and_gradients(masked, causal, wb):
+@pytest.mark.parametrize(("wb", "save"), [(1, True), (2, True), (2, False)])
+def test_fused_equals_reference_values_and_gradients(masked, causal, wb, save):
     args = _inputs(wb=wb, seed=wb + 2 * causal + 4 * masked)
     mask = _mask(2, 6) if masked else None
-    got = primal_attention(*args, mask=mask, causal=causal)
+    got = primal_attention(*args, mask=mask, causal=causal, save_scores=save)
     ref = _reference(*args, mask, causal)
     g = torch.Generator().manual_seed(9)
     cot = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ref]
@@ -80,14 +81,15 @@ def test_scores_agree_with_fused_statistics():
     torch.testing.assert_close(out, F.linear(torch.cat([e, r], -1), wc, bc))
 
 
-@pytest.mark.parametrize(("masked", "causal", "wb"), [(True, False, 2), (True, True, 1),
-                                                      (False, True, 2)])
-def test_gradcheck_core_float64(masked, causal, wb):
+@pytest.mark.parametrize(("masked", "causal", "wb", "save"),
+                         [(True, False, 2, True), (True, True, 1, True), (False, True, 2, True),
+                          (True, False, 2, False), (True, True, 1, False)])
+def test_gradcheck_core_float64(masked, causal, wb, save):
     args = _inputs(b=2, n=5, wb=wb, seed=3)
     mask = _mask(2, 5) if masked else None
 
     def fn(*a):
-        return primal_attention(*a, mask=mask, causal=causal)
+        return primal_attention(*a, mask=mask, causal=causal, save_scores=save)
 
     assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-6)
     # one output at a time: the backward with the other gradients absent (None)
@@ -95,14 +97,41 @@ def test_gradcheck_core_float64(masked, causal, wb):
     assert torch.autograd.gradcheck(lambda *a: fn(*a)[1:], args, eps=1e-6, atol=1e-6)
 
 
-def test_backward_keeps_no_score_tensor():
+@pytest.mark.parametrize("save", [True, False])
+def test_saved_tensors_and_retained_graph(save):
     q, k, we, wr, wc, bc = _inputs(b=1, n=50, h=2, p=3, s=4)
-    out, _, _ = primal_attention(q, k, we, wr, wc, bc)
-    assert out.grad_fn.name() == "PrimalCoreBackward"
-    saved = out.grad_fn.saved_tensors
-    big = [tuple(t.shape) for t in saved if t.numel() >= 50 * 2 * 3]
-    assert big == [(1, 50, 2, 3), (1, 50, 2, 3)]  # q and k only; no (1, 50, 2, 4) scores
-    assert PrimalCore is type(out.grad_fn)._forward_cls
+    out, e_sq, _ = primal_attention(q, k, we, wr, wc, bc, save_scores=save)
+    node = out.grad_fn
+    while getattr(type(node), "_forward_cls", None) is not PrimalCore:  # past the view
+        node = node.next_functions[0][0]
+    big = sorted(tuple(t.shape) for t in node.saved_tensors if t.numel() >= 50 * 2 * 3)
+    # q and k, plus the (1, 50, 2, 4) scores e and r only when they are saved
+    assert big == [(1, 50, 2, 3)] * 2 + ([(1, 50, 2, 4)] * 2 if save else [])
+    loss = out.square().sum() + e_sq.sum()
+    first = torch.autograd.grad(loss, (q, we), retain_graph=True)
+    second = torch.autograd.grad(loss, (q, we))  # saved scores were not modified in place
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_output_projection_folded_into_maps():
+    """The module path: [e; r] map composed with W_o equals the per-head outputs then W_o."""
+    q, k, we, wr, wc, bc = _inputs(b=2, n=6, h=2, p=3, s=2, p_out=4, wb=2, seed=5)
+    g = torch.Generator().manual_seed(6)
+    wo = torch.randn(5, 8, generator=g, dtype=torch.float64, requires_grad=True)  # (D, H p_out)
+    bo = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = _mask(2, 6)
+    heads, e_sq, _ = primal_attention(q, k, we, wr, wc, bc, mask=mask)
+    ref = F.linear(heads.reshape(2, 6, 8), wo, bo)
+    m_e, m_r, bias = head_output_maps(wc, bc, 2, wo, bo)
+    y, e_sq2, _ = _primal_core(q, k, we, wr, m_e, m_r, bias, mask, False)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(e_sq2, e_sq)
+    params = (q, k, we, wr, wc, bc, wo, bo)
+    cot = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad(y, params, cot), torch.autograd.grad(ref, params, cot),
+                    strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_bad_weight_shapes():

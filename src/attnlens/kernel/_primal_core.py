@@ -6,16 +6,20 @@ Chen, Tao, Tonin, Suykens, NeurIPS 2023 (arXiv 2305.19798), eqs. 4-6. Per head `
 
     e_i = \frac{W_{e|X}^\top q_i}{\lVert q_i \rVert}, \quad
     r_j = \frac{W_{r|X}^\top k_j}{\lVert k_j \rVert}, \quad
-    o_i = W_c [e_i; r_i] + b, \quad
+    y_i = M_e^\top \bar e_i + M_r^\top \bar r_i + c, \quad
     S^e = \sum_i e_i \odot e_i, \quad S^r = \sum_j r_j \odot r_j,
 
-(``phi(x)^T W = x^T W / ||x||``, the cosine feature map without an ``(N, p)`` normalized copy).
-``S^e``, ``S^r`` (B, H, s) are all the KSVD objective needs from the ``(B, N, H, s)`` scores
+(``phi(x)^T W = x^T W / ||x||``, the cosine feature map without an ``(N, p)`` normalized copy;
+``\bar e_i`` stacks the heads' scores). ``M_e``, ``M_r`` (H s, D) are the linear maps from
+the scores to the output: block-diagonal copies of the per-head ``[e; r]`` map ``W_c`` for
+per-head outputs, or that map composed with the layer's output projection (one product
+instead of the per-head map, the (N, H p) head outputs and the projection). ``S^e``, ``S^r``
+(B, H, s) are all the KSVD objective needs from the ``(B, N, H, s)`` scores
 (``e^T Lambda e`` summed over tokens is ``<lambda, S^e>``), so the scores never outlive the
 forward. Backward saves ``q``, ``k``, the small weights and the per-token ``1/||q||``,
 ``1/||k||``, and recomputes ``e``, ``r`` (two ``(N, H p) x (H p, H s)`` products): compared
-with plain autograd it keeps no score tensor, no scaled copy and no normalization buffer alive
-between forward and backward.
+with plain autograd it keeps no score tensor, no scaled copy, no normalization buffer and no
+head-output tensor alive between forward and backward.
 """
 
 from __future__ import annotations
@@ -64,65 +68,71 @@ def _inverse_norms(x: torch.Tensor, mask_f: torch.Tensor | None) -> tuple[torch.
     inv = norm.clamp_min(_EPS).reciprocal_()
     if mask_f is not None:
         inv.mul_(mask_f)
-    coef = torch.where(norm > _EPS, inv * inv, torch.zeros_like(inv))
+    coef = (inv * inv).masked_fill_(norm <= _EPS, 0.0)
     return inv, coef
 
 
 class PrimalCore(torch.autograd.Function):
-    """``(q, k, we, wr, w_concat, b_concat, mask_f) -> (out, e_sq, r_sq)``; see the module doc.
+    """``(q, k, we, wr, m_e, m_r, bias, mask_f, save_scores) -> (y, e_sq, r_sq)``.
 
-    q, k : (B, N, H, p) contiguous; we, wr : (B or 1, H, p, s); w_concat : (p_out, 2s);
-    b_concat : (p_out,) or None; mask_f : (B, N, 1, 1) 0/1 float or None.
-    out : (B, N, H, p_out); e_sq, r_sq : (B, H, s).
+    q, k : (B, N, H, p) contiguous; we, wr : (B or 1, H, p, s); m_e, m_r : (H s, D) maps of
+    the stacked scores to the output; bias : (D,) or None; mask_f : (B, N, 1, 1) 0/1 float or
+    None; save_scores : keep ``e``, ``r`` (2 x (B, N, H, s)) for backward (faster) or recompute
+    them there (less memory). y : (B, N, D); e_sq, r_sq : (B, H, s). See the module doc.
     """
 
     @staticmethod
-    def forward(ctx, q, k, we, wr, w_concat, b_concat, mask_f):  # noqa: D102
+    def forward(ctx, q, k, we, wr, m_e, m_r, bias, mask_f, save_scores=True):  # noqa: D102
         b, n_tok, h, p = q.shape
         s = we.shape[-1]
-        p_out = w_concat.shape[0]
         inv_q, coef_q = _inverse_norms(q, mask_f)
         inv_k, coef_k = _inverse_norms(k, mask_f)
         e = _project(q.view(b, n_tok, h * p), block_diag(we)).view(b, n_tok, h, s).mul_(inv_q)
         r = _project(k.view(b, n_tok, h * p), block_diag(wr)).view(b, n_tok, h, s).mul_(inv_k)
-        e_sq = torch.linalg.vector_norm(e, dim=1).square_()  # (B, H, s)
-        r_sq = torch.linalg.vector_norm(r, dim=1).square_()  # (B, H, s)
-        wc_t = w_concat.T  # (2s, p_out)
-        if b_concat is None:
-            out = torch.matmul(r.view(-1, s), wc_t[s:])  # (B N H, p_out)
+        e_sq = (e * e).sum(dim=1)  # (B, H, s); much faster than vector_norm over dim 1
+        r_sq = (r * r).sum(dim=1)  # (B, H, s)
+        if bias is None:
+            y = torch.matmul(r.view(-1, h * s), m_r)  # (B N, D)
         else:
-            out = torch.addmm(b_concat, r.view(-1, s), wc_t[s:])  # (B N H, p_out)
-        out.addmm_(e.view(-1, s), wc_t[:s])
-        ctx.save_for_backward(q, k, we, wr, w_concat, inv_q, inv_k, coef_q, coef_k)
-        ctx.has_bias = b_concat is not None
+            y = torch.addmm(bias, r.view(-1, h * s), m_r)  # (B N, D)
+        y.addmm_(e.view(-1, h * s), m_e)
+        scores = (e, r) if save_scores else ()
+        ctx.save_for_backward(q, k, we, wr, m_e, m_r, inv_q, inv_k, coef_q, coef_k, *scores)
+        ctx.has_bias = bias is not None
         ctx.set_materialize_grads(False)
-        return out.view(b, n_tok, h, p_out), e_sq, r_sq
+        return y.view(b, n_tok, -1), e_sq, r_sq
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_out, g_esq, g_rsq):  # noqa: D102
-        q, k, we, wr, w_concat, inv_q, inv_k, coef_q, coef_k = ctx.saved_tensors
+    def backward(ctx, g_y, g_esq, g_rsq):  # noqa: D102
+        q, k, we, wr, m_e, m_r, inv_q, inv_k, coef_q, coef_k, *scores = ctx.saved_tensors
+        e, r = scores if scores else (None, None)
         need = ctx.needs_input_grad
         b, n_tok, h, p = q.shape
         s = we.shape[-1]
-        p_out = w_concat.shape[0]
-        g2 = None if g_out is None else g_out.reshape(-1, p_out)  # (B N H, p_out)
-        grads, wc_grads = [], []
-        sides = ((q, we, inv_q, coef_q, g_esq, w_concat[:, :s], need[0], need[2]),
-                 (k, wr, inv_k, coef_k, g_rsq, w_concat[:, s:], need[1], need[3]))
-        for x, w, inv, coef, g_sq, wc, need_x, need_w in sides:
+        g2 = None if g_y is None else g_y.reshape(b * n_tok, -1)  # (B N, D)
+        grads = []
+        sides = ((q, we, m_e, inv_q, coef_q, g_esq, need[0], need[2], need[4], e),
+                 (k, wr, m_r, inv_k, coef_k, g_rsq, need[1], need[3], need[5], r))
+        for x, w, m, inv, coef, g_sq, need_x, need_w, need_m, score in sides:
             if g2 is None and g_sq is None:
-                grads += [None, None]
-                wc_grads.append(torch.zeros_like(wc))
+                grads += [None, None, None]
                 continue
             bd = block_diag(w)  # (B or 1, H p, H s)
-            score = _project(x.view(b, n_tok, h * p), bd).view(b, n_tok, h, s).mul_(inv)
-            wc_grads.append(torch.zeros_like(wc) if g2 is None else g2.T @ score.view(-1, s))
-            g = (torch.zeros_like(score) if g2 is None else (g2 @ wc).view(b, n_tok, h, s))
+            if score is None:  # recompute e (or r): one (N, H p) x (H p, H s) product
+                score = _project(x.view(b, n_tok, h * p), bd).view(b, n_tok, h, s).mul_(inv)
+            gm = None
+            if need_m and g2 is not None:
+                gm = score.view(-1, h * s).T @ g2  # (H s, D)
+            g = (torch.zeros_like(score) if g2 is None else (g2 @ m.T).view(b, n_tok, h, s))
             if g_sq is not None:
                 g.addcmul_(score, g_sq.unsqueeze(1), value=2.0)  # d S / d score = 2 score
-            g_inv = score.mul_(g).sum(dim=-1, keepdim=True).mul_(coef)  # (B, N, H, 1)
-            del score  # buffer reused in place above: scores, then g * scores
+            if scores:  # saved: leave it intact (a retained graph may run backward again)
+                g_inv = (score * g).sum(dim=-1, keepdim=True)  # (B, N, H, 1)
+            else:  # recomputed: reuse its buffer
+                g_inv = score.mul_(g).sum(dim=-1, keepdim=True)
+            g_inv.mul_(coef)
+            del score
             g_raw = g.mul_(inv).view(b, n_tok, h * s)  # (B, N, H s), grad of W^T x
             gx = gw = None
             if need_x:
@@ -132,11 +142,10 @@ class PrimalCore(torch.autograd.Function):
                 gw = _diag_blocks(_weight_grad(x.view(b, n_tok, h * p), g_raw, w.shape[0]),
                                   h, p, s)
             del g, g_raw  # free before the other side's buffers
-            grads += [gx, gw]
-        g_q, g_we, g_k, g_wr = grads
-        g_wc = torch.cat(wc_grads, dim=1) if need[4] else None
-        g_b = g2.sum(0) if (need[5] and ctx.has_bias and g2 is not None) else None
-        return g_q, g_k, g_we, g_wr, g_wc, g_b, None
+            grads += [gx, gw, gm]
+        g_q, g_we, g_me, g_k, g_wr, g_mr = grads
+        g_b = g2.sum(0) if (need[6] and ctx.has_bias and g2 is not None) else None
+        return g_q, g_k, g_we, g_wr, g_me, g_mr, g_b, None, None
 
 
 __all__ = ["PrimalCore", "block_diag"]

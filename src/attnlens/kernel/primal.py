@@ -192,6 +192,7 @@ def primal_attention(
     *,
     mask: torch.Tensor | None = None,
     causal: bool = False,
+    save_scores: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Primal-Attention head outputs and the score statistics of the KSVD objective.
 
@@ -200,8 +201,9 @@ def primal_attention(
     ``e_i = W_{e|X}^T phi_q(x_i)``, ``r_j = W_{r|X}^T phi_k(x_j)``, output ``W_c [e; r] + b``.
     The scores themselves are not returned (see :func:`primal_scores`): the forward and
     backward run in one fused autograd function (:mod:`attnlens.kernel._primal_core`) that
-    keeps only ``q``, ``k`` and the weights for backward. Math runs in float32 (at least)
-    under autocast.
+    keeps ``q``, ``k``, the weights and (``save_scores=True``) the scores ``e``, ``r`` for
+    backward; ``save_scores=False`` recomputes the scores there (less memory, two more
+    products). Math runs in float32 (at least) under autocast.
 
     Parameters
     ----------
@@ -211,6 +213,7 @@ def primal_attention(
     w_concat, b_concat : (p_out, 2s) and (p_out,) weights of the map ``[e; r] -> output``.
     mask : (B, N) bool, True at real tokens (default all). Padded tokens get zero scores.
     causal : prefix means of q and k before the feature map (token t sees tokens <= t only).
+    save_scores : keep the (B, N, H, s) scores for backward (True) or recompute them.
 
     Returns
     -------
@@ -230,20 +233,54 @@ def primal_attention(
                          f"got {tuple(w_concat.shape)}.")
     mask = _check_mask(mask, b, n_tok)
     with torch.autocast(device_type=q.device.type, enabled=False):
-        return _primal_core(q, k, we, wr, w_concat, b_concat, mask, causal)
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        m_e, m_r, bias = head_output_maps(w_concat.to(dtype), None if b_concat is None
+                                          else b_concat.to(dtype), h)
+        y, e_sq, r_sq = _primal_core(q, k, we, wr, m_e, m_r, bias, mask, causal, save_scores)
+        return y.view(b, n_tok, h, -1), e_sq, r_sq
 
 
-def _primal_core(q, k, we, wr, w_concat, b_concat, mask, causal):
-    """Validated inputs (mask None or with padding) -> (out, e_sq, r_sq), autocast off."""
+def head_output_maps(
+    w_concat: torch.Tensor, b_concat: torch.Tensor | None, heads: int,
+    w_out: torch.Tensor | None = None, b_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The maps ``M_e, M_r`` (H s, D) and bias (D,) from the stacked scores to the output.
+
+    Per head ``o_h = W_c [e_h; r_h] + b_c`` (``w_concat`` (p_out, 2s)); without ``w_out`` the
+    output is the heads' ``o_h`` side by side (D = H p_out, block-diagonal maps); with the
+    layer's output projection ``y = W_o [o_1; ...; o_H] + b_o`` (``w_out`` (D, H p_out)) the
+    maps are composed with it, ``M_e = blockdiag(W_{c,e}^T) W_o^T``, so the head outputs are
+    never formed.
+    """
+    p_out, two_s = w_concat.shape
+    s = two_s // 2
+    if w_out is None:
+        eye = torch.eye(heads, dtype=w_concat.dtype, device=w_concat.device)
+        m_e = torch.kron(eye, w_concat[:, :s].T.contiguous())  # (H s, H p_out)
+        m_r = torch.kron(eye, w_concat[:, s:].T.contiguous())
+        bias = None if b_concat is None else b_concat.repeat(heads)
+        return m_e, m_r, bias
+    wo = w_out.view(w_out.shape[0], heads, p_out)  # (D, H, p_out)
+    m_e = torch.einsum("ps,dhp->hsd", w_concat[:, :s], wo).reshape(heads * s, -1)  # (H s, D)
+    m_r = torch.einsum("ps,dhp->hsd", w_concat[:, s:], wo).reshape(heads * s, -1)
+    bias = b_out
+    if b_concat is not None:
+        via = torch.einsum("dhp,p->d", wo, b_concat)  # (D,)
+        bias = via if bias is None else bias + via
+    return m_e, m_r, bias
+
+
+def _primal_core(q, k, we, wr, m_e, m_r, bias, mask, causal, save_scores=True):
+    """Validated inputs (mask None or with padding) -> (y, e_sq, r_sq), autocast off."""
     dtype = torch.promote_types(q.dtype, torch.float32)
     q, k = q.to(dtype), k.to(dtype)
     if causal:
         q = prefix_mean(q, mask)  # (B, N, H, p)
         k = prefix_mean(k, mask)  # (B, N, H, p)
     mask_f = None if mask is None else mask[:, :, None, None].to(dtype)  # (B, N, 1, 1)
-    b_c = None if b_concat is None else b_concat.to(dtype)
     return PrimalCore.apply(q.contiguous(), k.contiguous(), we.to(dtype), wr.to(dtype),
-                            w_concat.to(dtype), b_c, mask_f)
+                            m_e.to(dtype), m_r.to(dtype),
+                            None if bias is None else bias.to(dtype), mask_f, save_scores)
 
 
 def primal_scores(
@@ -333,6 +370,8 @@ class PrimalAttention(nn.Module):
     dropout : dropout on the output.
     ksvd_form : default form of :meth:`ksvd_objective` (``"sum"`` paper, ``"mean"`` code).
     max_len : longest sequence expected; caps ``n`` at it (as the reference code does).
+    save_scores : keep the (B, N, H, s) scores ``e``, ``r`` for backward (default, faster) or
+        recompute them in backward (two more (N, H p) x (H p, H s) products, less memory).
 
     After each forward, ``last_terms`` holds :class:`KSVDTerms` and :meth:`ksvd_objective`
     returns the layer's ``J`` per sequence. Math runs in float32 under autocast.
@@ -352,6 +391,7 @@ class PrimalAttention(nn.Module):
         ksvd_form: Literal["sum", "mean"] = "sum",
         bias: bool = True,
         max_len: int | None = None,
+        save_scores: bool = True,
     ) -> None:
         super().__init__()
         dim = check_int(dim, "dim", low=1)
@@ -379,6 +419,7 @@ class PrimalAttention(nn.Module):
         self.data_dependent, self.causal = bool(data_dependent), bool(causal)
         self.weight_source = weight_source
         self.ksvd_form = ksvd_form
+        self.save_scores = bool(save_scores)
         rows = self.n_samples if data_dependent else self.head_dim
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)
@@ -417,12 +458,15 @@ class PrimalAttention(nn.Module):
             else:
                 we = self.we.to(dtype).unsqueeze(0)  # (1, H, p, s)
                 wr = self.wr.to(dtype).unsqueeze(0)  # (1, H, p, s)
+            # the [e; r] map and the output projection composed: (H s, dim) maps, no head outputs
+            m_e, m_r, bias = head_output_maps(self.concat.weight, self.concat.bias, h,
+                                              self.out_proj.weight, self.out_proj.bias)
             out, e_sq, r_sq = _primal_core(
-                q, k, we, wr, self.concat.weight, self.concat.bias, mask, self.causal
-            )  # (B, N, H, p), (B, H, s), (B, H, s)
+                q, k, we, wr, m_e, m_r, bias, mask, self.causal, self.save_scores
+            )  # (B, N, dim), (B, H, s), (B, H, s)
             self.last_terms = KSVDTerms(e_sq, r_sq, we, wr, self.we, self.wr, self.lam, mask,
                                         n_tok)
-            out = self.dropout(self.out_proj(out.view(b, n_tok, self.dim)))  # (B, N, dim)
+            out = self.dropout(out)  # (B, N, dim)
         return out
 
     def ksvd_objective(self, form: Literal["sum", "mean"] | None = None) -> torch.Tensor:
@@ -447,6 +491,7 @@ __all__ = [
     "PrimalAttention",
     "cosine_kernel_matrix",
     "data_dependent_weights",
+    "head_output_maps",
     "ksvd_objective",
     "prefix_mean",
     "primal_attention",
