@@ -1,4 +1,4 @@
-r"""The ReLU program: cone-constrained convex heads, solved by an augmented Lagrangian.
+r"""The ReLU program: cone-constrained convex heads, solved by projected FISTA.
 
 Sahiner et al., "Unraveling Attention via Convex Duality", ICML 2022 (arXiv 2205.08078);
 Pilanci & Ergen, "Neural networks are convex regularizers", ICML 2020; Sahiner et al.,
@@ -31,11 +31,14 @@ dictionary ``{+1, -1}`` is complete and ``P_dict = P_relu`` exactly (Pilanci & E
 pyscnn's ``ConvexReLU``). The default dictionary is the output-coordinate axes (pyscnn's
 one-vs-all extension) plus the right singular vectors of the gated-relaxation solution.
 
-Solver: augmented Lagrangian on the cone constraints (as pyscnn's ``AL``) with FISTA inner
-solves (block soft-thresholding prox). Certificate: the iterate is made exactly feasible by
-moving each violated column along the gate generator ``h_j`` (inside ``K_j``); the dual point
-``(t grad f, t Lambda)`` with ``t = min(1, beta / max_k ||A^*grad f e_k - C^T Lambda_k||)`` is
-dual feasible, so ``(P - D) / P`` bounds the relative suboptimality for ``P_dict``.
+Solver (:func:`cone_fista`): accelerated proximal gradient whose prox is exact --
+``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone -- with the projection of
+:meth:`attnlens.convex.cones.ConeBlock.project`; iterates are feasible and no penalty parameter
+is tuned. Certificate (:func:`certify_relu`): a residual floating-point violation is repaired by
+moving the column along the gate generator ``h_j`` (inside ``K_j``) before the primal value is
+taken; the dual point ``t grad f`` with ``t = min(1, beta / max_k ||Pi_K(-A^* grad f e_k)||)``
+is dual feasible (the dual norm of a cone-constrained column is computed exactly by one
+projection), so ``(P - D) / P`` bounds the relative suboptimality for ``P_dict``.
 """
 
 from __future__ import annotations
