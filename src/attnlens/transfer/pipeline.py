@@ -23,6 +23,11 @@ TABLE_FIELDS = ("head", "kind", "test_acc", "n_params", "train_s", "selected", "
                 "status")
 
 
+_NAMES = {"minilm": "MiniLM", "vit": "ViT-S/14", "rotten_tomatoes": "Rotten Tomatoes",
+          "imdb": "IMDB", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST (5k)",
+          "digits": "digits"}
+
+
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Human-readable rows (accuracy in %, mean +- std) for CSV, markdown and the terminal."""
     out = []
@@ -157,7 +162,10 @@ def run_benchmark(
         "total_seconds": time.perf_counter() - start,
     }
     if len(per_d) > 1:
-        run.save_figure(plot_dims(per_d, f"{backbone} / {features.meta['dataset']}"), "accuracy")
+        title = (f"{_NAMES.get(backbone, backbone)} / "
+                 f"{_NAMES.get(features.meta['dataset'], features.meta['dataset'])}: test "
+                 f"accuracy, mean ± std over {len(seeds)} seeds")
+        run.save_figure(plot_dims(per_d, title), "accuracy")
         md.insert(1, "![accuracy over d](accuracy.png)\n")
     if not complete:
         md.insert(1, "**Incomplete**: some (head, seed, d) units have not run yet (time budget "

@@ -233,8 +233,10 @@ def run_transfer(
     ``deadline`` (a :func:`time.monotonic` value), no unit is started after it; the rest are
     reported ``"not run (time budget)"`` and ``result.config["complete"]`` is False, so a long
     benchmark runs in bounded pieces that resume from the stored units. A head
-    whose estimator cannot be imported or fails is reported with
-    ``status="unavailable: <reason>"`` and is not stored, so a later run retries it.
+    whose estimator cannot be imported is reported with ``status="unavailable: <reason>"``
+    and not stored (a later run with the package retries it); a head that fails (for example
+    a convex program too large for its dense form) is stored with that status, so resumed and
+    stored-only summaries keep the reason (delete its unit file to retry it).
     """
     from tqdm.auto import tqdm
 
@@ -286,8 +288,10 @@ def run_transfer(
             continue
         except Exception as exc:  # noqa: BLE001 - one broken head must not sink the benchmark
             logger.warning("head %s failed on seed %d: %r", name, seed, exc)
-            units[key] = {"head": name, "kind": spec.kind, "seed": seed,
+            units[key] = {"head": name, "kind": spec.kind, "seed": seed, "d": d,
                           "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
+            if run is not None:  # deterministic (e.g. too large): stored with its reason
+                run.save_unit(key, units[key])
             continue
         unit["d"] = d
         units[key] = unit

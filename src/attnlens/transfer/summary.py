@@ -152,9 +152,14 @@ def plot_dims(per_d: Mapping[str, Mapping[str, Any]], title: str) -> Any:
         color = cmap(0.15 + 0.7 * k / max(len(dims) - 1, 1))
         acc = [100 * rows[h]["test_acc_mean"] if h in rows else np.nan for h in heads]
         err = [100 * rows[h]["test_acc_std"] if h in rows else 0.0 for h in heads]
-        ax.bar(x + (k - (len(dims) - 1) / 2) * width, acc, width, yerr=err, capsize=2,
-               color=color, label=f"d={d}")
+        pos = x + (k - (len(dims) - 1) / 2) * width
+        ax.bar(pos, acc, width, yerr=err, capsize=2, color=color, label=f"d={d}")
         lows += [a for a in acc if np.isfinite(a)]
+        for p, a in zip(pos, acc, strict=True):
+            if not np.isfinite(a):  # not run (too large for the dense program, or failed)
+                ax.annotate("n/a", (p, 0), xytext=(0, 3), textcoords="offset points",
+                            xycoords=("data", "axes fraction"), ha="center", fontsize=6,
+                            rotation=90)
         if "linear_full" in rows:
             full = 100 * rows["linear_full"]["test_acc_mean"]
             ax.axhline(full, color="k", ls="--", lw=0.8)
