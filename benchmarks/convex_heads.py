@@ -24,7 +24,9 @@ comparison run in the same process, one after the other, on the same data.
 
 Usage: python benchmarks/convex_heads.py [--quick] [--only CASES] [--skip-cvxpy-big]
   --quick           small sizes for every case (a smoke run; not the issue's numbers)
-  --only CASES      comma list of: sa1, sa2, mlp, large1, large2
+  --only CASES      comma list of: sa1, sa2, mlp, large1, large2 (default: all of them);
+                    also large1_small_beta (opt-in: (25000,64,32,2) at beta=3e-3, 3000
+                    iterations at most -- how far a smaller beta gets in about 5 minutes)
   --skip-cvxpy-big  attnlens alone at (2000,16,12,10) (cvxpy needs minutes there)
   --out DIR         where to write (default benchmarks/results; --quick: the temp folder)
 With --only, the cases run are merged into the existing result file (same case and shape
@@ -170,19 +172,22 @@ def case_mlp(n=2000, d=50, m=100, repeats=3) -> dict:
     return case
 
 
-def case_large(n, s, d, c, n_test=2000) -> dict:
+def case_large(n, s, d, c, n_test=2000, beta=BETA, max_iter=20000) -> dict:
     X, Y = realistic_tokens(n + n_test, s, d, c)
     X, Xt, Y, Yt = X[:n], X[n:], Y[:n], Y[n:]
-    case = {"case": "self_attention_linear_large", "n": n, "s": s, "d": d, "c": c,
-            "beta": BETA, "tol": 1e-4, "n_test": n_test,
+    case = {"case": "self_attention_linear_large" + ("" if beta == BETA else f"_beta{beta:g}"),
+            "n": n, "s": s, "d": d, "c": c, "beta": beta, "tol": 1e-4, "n_test": n_test,
+            "max_iter": max_iter,
             "data": "synthetic realistic_tokens (power-law spectrum, unit RMS tokens)",
             "load_before": load()}
     t0 = time.perf_counter()
     prog = build_program(X, "self_attention", "linear", c)
     case["build_seconds"] = time.perf_counter() - t0
     case["beta_max"] = spectral_norm(prog.adjoint(-Y / n)[0])
-    res = solve(prog, Y, BETA, "squared", solver="auto", tol=1e-4, max_iter=20000,
-                progress=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a max_iter stop is recorded in the result
+        res = solve(prog, Y, beta, "squared", solver="auto", tol=1e-4, max_iter=max_iter,
+                    progress=True)
     sv = np.linalg.svd(res.Z[0], compute_uv=False)
     test = build_program(Xt, "self_attention", "linear", c).forward(res.Z)
     case.update({"attnlens_method": res.method, "attnlens_seconds": res.seconds,
@@ -284,6 +289,9 @@ def main(argv: list[str]) -> None:
         save(case_large(*((2000, 16, 8, 2) if q else (25000, 64, 32, 2))))
     if "large2" in only:
         save(case_large(*((1000, 17, 8, 10) if q else (10000, 65, 48, 10))))
+    if "large1_small_beta" in only:
+        save(case_large(*((2000, 16, 8, 2) if q else (25000, 64, 32, 2)), beta=3e-3,
+                        max_iter=3000))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ Each (layer, N) runs in a fresh subprocess with the same settings:
 * time: wall clock (``time.perf_counter``) per pass; the primary number is the median over the
   repeats (at least 5, until 3 s have passed, at most 50; one warm-up pass first); the minimum
   and process CPU time (``time.process_time``, summed over threads) are reported as well.
-* memory, two measurements taken the same way for both layers, each on its own pass after the
-  timed ones:
+* memory, two measurements taken the same way for both layers, each on its own pass, in a
+  second fresh subprocess (the malloc setting below would slow the timed passes by extra page
+  faults, so timing runs with the default allocator):
   ``peak_alloc_mb``: high-water mark of live torch CPU allocations during the pass
   (torch.profiler ``profile_memory``, "Total Allocated"; tensors alive before the pass, i.e.
   parameters, input, upstream gradient, are excluded);
@@ -49,7 +50,7 @@ from torch import nn
 import torch.nn.functional as F
 from attnlens.kernel import PrimalAttention, ksvd_loss
 
-impl, n, threads = {impl!r}, {n}, {threads}
+impl, n, threads, mode = {impl!r}, {n}, {threads}, {mode!r}
 torch.set_num_threads(threads)
 dim, heads = {dim}, {heads}
 torch.manual_seed(0)
@@ -93,14 +94,19 @@ def status_kb(key):
 t0 = time.perf_counter()
 step()
 first = time.perf_counter() - t0
-wall, cpu = [], []
-start = time.perf_counter()
-while len(wall) < 50 and (len(wall) < 5 or time.perf_counter() - start < 3.0):
-    fresh()
-    t0, c0 = time.perf_counter(), time.process_time()
-    step()
-    wall.append(time.perf_counter() - t0)
-    cpu.append(time.process_time() - c0)
+if mode == "time":
+    wall, cpu = [], []
+    start = time.perf_counter()
+    while len(wall) < 50 and (len(wall) < 5 or time.perf_counter() - start < 3.0):
+        fresh()
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    print(json.dumps(dict(impl=impl, n=n, threads=torch.get_num_threads(),
+                          wall_median=statistics.median(wall), wall_min=min(wall),
+                          wall_all=wall, cpu_median=statistics.median(cpu), first=first)))
+    sys.exit(0)
 
 fresh()
 rss_ok = True
@@ -123,20 +129,24 @@ with open(path) as f:
     events = json.load(f)["traceEvents"]
 os.unlink(path)
 totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
-print(json.dumps(dict(impl=impl, n=n, threads=torch.get_num_threads(),
-                      wall_median=statistics.median(wall), wall_min=min(wall), wall_all=wall,
-                      cpu_median=statistics.median(cpu), first=first,
-                      peak_alloc_mb=max(totals + [0]) / 2**20, peak_rss_mb=peak_rss)))
+print(json.dumps(dict(impl=impl, n=n, peak_alloc_mb=max(totals + [0]) / 2**20,
+                      peak_rss_mb=peak_rss)))
 """
 
 
 def run_one(impl: str, n: int, threads: int) -> dict:
-    code = CHILD.format(src=str(HERE.parent / "src"), impl=impl, n=n, threads=threads, dim=DIM,
-                        heads=HEADS, rank=RANK, rank_multi=RANK_MULTI)
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Timing in one fresh subprocess (default allocator), memory in another."""
+    result = {}
+    for mode in ("time", "memory"):
+        code = CHILD.format(src=str(HERE.parent / "src"), impl=impl, n=n, threads=threads,
+                            dim=DIM, heads=HEADS, rank=RANK, rank_multi=RANK_MULTI, mode=mode)
+        env = dict(os.environ)
+        if mode == "memory":
+            env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=env)
+        result.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return result
 
 
 def loadavg() -> str:
@@ -192,11 +202,13 @@ def _write(rows: list[dict], thread_counts: list[int], load: dict, done: bool):
             "dtype": "float32", "threads": thread_counts, "targets_read_at_threads": threads,
             "pass": "forward + backward from a fixed dense upstream gradient of the layer "
                     "output; the primal layer adds 0.1 * ksvd_loss",
-            "timing": "fresh subprocess per (layer, N), one warm-up pass, then repeats (>= 5, "
+            "timing": "fresh subprocess per (layer, N, threads), default glibc malloc, one "
+                      "warm-up pass, then repeats (>= 5, "
                       "until 3 s, <= 50); *_s: median wall seconds (primary), *_min_s: "
                       "fastest pass, *_cpu_s: median process CPU seconds (all threads); "
                       "rows[].loadavg: /proc/loadavg after the row",
-            "memory": "same method for both layers, one pass each after the timed ones: "
+            "memory": "same method for both layers, in a second fresh subprocess, one "
+                      "warm-up pass then one pass per measurement: "
                       "*_peak_alloc_mb = high-water mark of live torch allocations during the "
                       "pass (torch.profiler profile_memory 'Total Allocated'; tensors alive "
                       "before the pass excluded); *_peak_rss_mb = peak RSS during the pass "
