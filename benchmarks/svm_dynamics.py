@@ -9,6 +9,7 @@ Run: ``python benchmarks/svm_dynamics.py`` -> ``benchmarks/results/svm_dynamics.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -85,7 +86,8 @@ def main() -> None:
     payload = {
         "setting": {"n": N, "T": T, "d": D, "steps": STEPS, "lr": LR, "ridge_KQ": RIDGE,
                     "seeds": SEEDS},
-        "note": "2-core machine shared with ~5 other jobs while this ran; timings are noisy.",
+        "note": f"2-core machine; load average {os.getloadavg()} when the result was written "
+                "(other jobs inflate the seconds).",
         "experiment_seconds_100_seeds": t_exp,
         "target_seconds": 120.0,
         "meets_target": bool(t_exp < 120.0),
