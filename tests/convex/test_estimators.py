@@ -67,6 +67,17 @@ def test_gated_nonconvex_above_convex_with_same_gates():
     assert nc.objective_ >= res.objective * (1 - 1e-6)
 
 
+@pytest.mark.parametrize("head", ["self_attention", "mixer", "fno"])
+def test_same_random_state_gives_the_convex_twin_its_gates(head):
+    X, y = _data(n=50)
+    cvx = ConvexAttentionClassifier(head=head, activation="gated_relu", beta=0.05, n_gates=3,
+                                    tol=1e-8, max_iter=20000, random_state=7).fit(X, y)
+    nc = NonConvexAttentionClassifier(head=head, activation="gated_relu", beta=0.05,
+                                      n_heads=3, max_epochs=60, random_state=7).fit(X, y)
+    np.testing.assert_array_equal(nc.network_.gates.numpy(), cvx.gates_)
+    assert nc.objective_ >= cvx.objective_ * (1 - 1e-6)
+
+
 @pytest.mark.parametrize("kwargs,match", [({"beta": 0.0}, "beta"), ({"beta": -1.0}, "beta"),
                                           ({"head": "lstm"}, "head"),
                                           ({"solver": "adam"}, "solver"),

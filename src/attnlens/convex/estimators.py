@@ -211,7 +211,10 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
     ``objective_`` is the regularized training objective in the convention of
     :class:`ConvexAttentionClassifier` (evaluated on the full training set at the end), so
     ``objective_ >= ConvexAttentionClassifier(...).objective_`` up to the solver tolerance.
-    Gated heads use ``n_heads`` random gates (unit k has gate k).
+    Gated heads use ``n_heads`` random gates (unit k has gate k), drawn (except for bfno) with
+    the sampler of :class:`ConvexAttentionClassifier`: with the same ``random_state`` and
+    ``n_gates = n_heads`` both estimators use the same gates, so the convex optimum is a lower
+    bound on this objective.
     """
 
     def __init__(self, head: str = "self_attention", activation: str = "linear",
@@ -257,6 +260,10 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"n_groups={self.n_groups} must divide d={d}.")
         bs = n if self.batch_size is None else check_int(self.batch_size, "batch_size", low=1)
         rng = check_random_state(self.random_state)
+        # gates first, with the convex estimator's sampler: the same random_state (and
+        # n_gates = n_heads) gives both estimators the same gates
+        shared_gates = (sample_gates(self.head, self.n_heads, s, d, rng)
+                        if self.activation == "gated_relu" and self.head != "bfno" else None)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         self.classes_ = enc.classes_
         c = len(self.classes_)
@@ -267,13 +274,10 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
             for k in range(self.n_heads):
                 g = k % self.n_groups
                 mask[k, g * w : (g + 1) * w] = 1.0
-        gates = None
-        if self.activation == "gated_relu":
-            shape = {"self_attention": (d, d), "mixer": (s, s), "fno": (s, d), "bfno": (s, d),
-                     "mlp": (d,)}[self.head]
-            gates = torch.randn((self.n_heads, *shape), dtype=torch.float64, generator=gen)
-            if mask is not None:
-                gates = gates * mask[:, None, :]
+        gates = None if shared_gates is None else torch.as_tensor(shared_gates)
+        if self.activation == "gated_relu" and self.head == "bfno":
+            gates = torch.randn((self.n_heads, s, d), dtype=torch.float64, generator=gen)
+            gates = gates * mask[:, None, :]
         net = ConvexHead(self.head, self.activation, self.n_heads, s, d, c, gates=gates,
                          group_mask=mask, generator=gen, init_scale=self.init_scale)
         Xt = torch.as_tensor(X)
