@@ -128,14 +128,45 @@ def test_unnormalized_and_degenerate_data():
 
 
 def test_working_set_rounds(monkeypatch):
-    # start from a partial working set (2 constraints per query): violated constraints must be
-    # added until the certificate holds on the full set
+    # start from a partial working set (the Frobenius-seeded one): constraints it misses must
+    # be added until the certificate holds on the full set
     monkeypatch.setattr(nuclear, "_MAX_WORKING", 20)
     p, sel = planted_problem(10, 10, 6, seed=3)
     ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
     fast = att_svm(p.X, p.Z, sel, norm="nuc")
     assert fast.status is Status.OPTIMAL and fast.certificate <= 1e-7
     assert abs(fast.objective - ref.objective) <= 1e-5 * ref.objective
+
+
+def test_missing_constraints_admitted_within_one_run(monkeypatch, caplog):
+    # a poor starting working set (one constraint per query, no reweighting): the violated
+    # constraints enter while the interior-point method runs, without a restart
+    monkeypatch.setattr(nuclear, "_MAX_WORKING", 20)
+    monkeypatch.setattr(nuclear, "_SEED_IRLS", 0)
+    monkeypatch.setattr(nuclear, "_SEED_SLACK", 0.0)
+    p, sel = planted_problem(10, 10, 6, seed=3)
+    ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
+    with caplog.at_level("INFO", logger="attnlens.svm._nuclear"):
+        fast = att_svm(p.X, p.Z, sel, norm="nuc")
+    assert fast.status is Status.OPTIMAL and fast.certificate <= 1e-7
+    assert abs(fast.objective - ref.objective) <= 1e-5 * ref.objective
+    rounds = [r.getMessage() for r in caplog.records if "nuclear ipm round" in r.getMessage()]
+    assert len(rounds) == 1 and rounds[0].startswith("nuclear ipm round 0: 10 constraints at start")
+
+
+def test_working_set_limit_gives_a_feasible_point_and_an_honest_certificate(monkeypatch):
+    # the support (23 constraints) does not fit the working-set limit: the returned W must be
+    # feasible and the certificate a true bracket of the optimum
+    monkeypatch.setattr(nuclear, "_MAX_WORKING", 20)
+    monkeypatch.setattr(nuclear, "_WORKING_LIMIT", 15)
+    p, sel = planted_problem(10, 10, 6, seed=3)
+    ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
+    with pytest.warns(InaccurateSolutionWarning):
+        r = att_svm(p.X, p.Z, sel, norm="nuc")
+    assert r.status is Status.OPTIMAL_INACCURATE and 1e-7 < r.certificate < 1.0
+    assert r.margins[np.isfinite(r.margins)].min() >= 1 - 1e-9
+    lower = (1 - r.certificate) * r.objective
+    assert lower <= ref.objective * (1 + 1e-7) and r.objective >= ref.objective * (1 - 1e-7)
 
 
 @pytest.mark.parametrize("method", ["interior_point", "auto"])
@@ -177,8 +208,8 @@ def test_competitor_equal_to_selected_token_is_infeasible():
 
 @pytest.mark.parametrize("max_iter", [1, 4])
 def test_max_iter_reports_status_and_a_valid_certificate(max_iter):
-    # max_iter=1 leaves no feasible interior-point iterate: the Frobenius fallback's W is
-    # returned with certificate 1; max_iter=4 returns the interior-point iterate
+    # max_iter=1 leaves no feasible interior-point iterate: the best feasible point between it
+    # and the Frobenius solution is returned; max_iter=4 returns the interior-point iterate
     p, sel = planted_problem(20, 8, 10, seed=1)
     ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
     with pytest.warns(ConvergenceWarning):

@@ -29,9 +29,12 @@ is assembled from ``m x m`` Gram matrices of the deltas ``U`` and the queries ``
 iteration costs ``O(m^2 d + m^3)`` flops, against the ``O(d^6)`` of a generic conic solver on
 the ``2d x 2d`` semidefinite cone (cvxpy + Clarabel). Two reductions keep ``m`` small:
 constraints whose slack under the current ``W`` is far above the gap's scale leave the Schur
-complement as the method proceeds (constraint reduction, with re-admission), and problems with
-more than ``_MAX_WORKING`` constraints start from a working set that grows by the violated
-constraints (cutting planes).
+complement as the method proceeds (constraint reduction), and problems with more than
+``_MAX_WORKING`` constraints start from a working set: the constraints tight under a cheap
+estimate of the solution (the Frobenius solution refined by two iteratively reweighted
+Frobenius solves). Constraints outside the Schur complement that an iterate violates or nearly
+violates are admitted during the same run (cutting planes inside the interior-point method,
+no restart); a restart from the held constraints happens only after a numerical stall.
 
 Certificate: at every iterate, ``W = 2 X_12`` rescaled to minimum margin 1 over the *whole*
 constraint set is feasible (upper bound ``||W||_*``), and ``alpha = max(y, 0)`` gives the lower
@@ -39,16 +42,20 @@ bound ``1^T alpha / ||sum alpha_c A_c||_2`` (weak duality); their relative gap i
 certificate whatever the state of the interior-point method, the reductions included.
 Infeasibility shows as an unbounded dual: ``alpha / 1^T alpha`` approaches a ray with
 ``sum alpha_c A_c = 0`` (the reported ray is the exact LP ray of ``find_dual_ray`` when the
-problem is small enough). If no iterate is feasible (iteration budget), the Frobenius solver
-decides feasibility and its W is returned with certificate 1.
+problem is small enough). If no iterate is feasible on every constraint (iteration budget,
+working-set limit ``_WORKING_LIMIT``), the Frobenius solver decides feasibility and the best
+feasible point between the last iterate and the Frobenius W is returned with the last duals
+(an honest, loose certificate).
 
 Cost on the papers' settings (planted, 2 cores, one BLAS thread): 15-19 iterations;
-(50,16,32) about 0.1-0.2 s, (100,16,64) about 0.7 s (see ``docs/svm.md``).
+(50,16,32) about 0.1-0.2 s, (100,16,64) about 0.7 s (see ``docs/svm.md``); (2000,32,64):
+62,000 constraints, about 4,200 held at first, 24 iterations, certificate below 1e-7.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigvalsh
@@ -59,17 +66,28 @@ from attnlens.svm._constraints import ConstraintSet
 
 log = logging.getLogger(__name__)
 
-# constraint reduction: once the gap is below _DROP_START, constraints whose normalized slack
-# exceeds thr = max(_DROP_MIN, _DROP_C * sqrt(gap)) leave the Schur complement (the slacks of
-# active constraints shrink about like sqrt(gap)); a dropped constraint whose slack falls below
-# thr is re-admitted for good. A wrong drop cannot corrupt the result: the certificate is always
-# evaluated on every constraint, and a solve that ends violating a dropped constraint is
-# repeated without reduction, with the violated constraints added.
+# constraint reduction: once the gap on the held constraints is below _DROP_START, constraints
+# whose normalized slack exceeds thr = max(_DROP_MIN, _DROP_C * sqrt(gap)) leave the Schur
+# complement (the slacks of active constraints shrink about like sqrt(gap)); any other
+# constraint (dropped, or never held) whose slack falls below thr is admitted for good (already
+# from a gap of _ADMIT_START on, if violated). A wrong drop or a poor working set cannot
+# corrupt the result: the certificate is always evaluated on every constraint.
 _DROP_START = 0.03
 _DROP_C = 1.5
 _DROP_MIN = 0.02
-_MAX_WORKING = 3000  # initial working-set size cap (the Schur complement is m x m)
+_ADMIT_START = 0.5  # from this gap on the held constraints, the violated others are admitted
+_MAX_WORKING = 3000  # up to this many constraints, all of them start in the working set
 _WORKING_LIMIT = 6000  # hard cap (memory: a few m x m float64 arrays)
+# larger problems start from the constraints that are tight under a cheap estimate of the
+# solution: the Frobenius solution (tolerance _SEED_TOL) refined by _SEED_IRLS iteratively
+# reweighted steps (each a Frobenius solve), with normalized margin below 1 + _SEED_SLACK,
+# plus the _SEED_PER_QUERY smallest margins of every query; constraints the estimate misses
+# are admitted while the interior-point method runs (see _reduce)
+_SEED_TOL = 1e-4
+_SEED_IRLS = 2
+_SEED_EPS = 1e-3
+_SEED_SLACK = 0.1
+_SEED_PER_QUERY = 1
 _MAX_ROUNDS = 20
 # the interior-point method aims at a certificate _TARGET * tol (a few cheap iterations on the
 # reduced constraint set beyond tol) to bring the margins of active constraints close enough to
@@ -212,17 +230,23 @@ class _Newton:
         return dX, rl - self.r * dy, dy, self.Rd - Bm, self.Rl + dy
 
 
-def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndarray):
+def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndarray, drop: bool,
+            thr_min: float = _DROP_MIN):
     """Constraint reduction: drop the constraints of ``idx`` whose normalized slack under
-    ``W = 2 X_12`` exceeds ``thr = max(_DROP_MIN, _DROP_C sqrt(gap))``, re-admit dropped ones
-    whose slack fell below ``thr`` (with ``x_c`` their slack, ``y_c = z_c = mu / x_c``)."""
+    ``W = 2 X_12`` exceeds ``thr = max(_DROP_MIN, _DROP_C sqrt(gap))`` (when ``drop``), admit
+    the others of ``data`` whose slack fell below ``thr`` (with ``x_c`` their slack, or
+    ``sqrt(mu)`` when violated, ``y_c = z_c = mu / x_c``), the most violated first while the
+    set stays within ``_WORKING_LIMIT``. Returns ``idx, x, y, z`` and the number admitted."""
     d = data.d
     marg = data.apply(X[:d, d:] + X[d:, :d].T)  # <E_c, X> for every constraint
     slack = marg / marg[idx].min() - 1.0
-    thr = max(_DROP_MIN, _DROP_C * np.sqrt(gap))
+    thr = max(thr_min, _DROP_C * np.sqrt(gap))
     out = np.ones(data.m, dtype=bool)
     out[idx] = False
     back = np.flatnonzero(out & (slack < thr))
+    room = _WORKING_LIMIT - idx.size
+    if back.size > room:
+        back = back[np.argsort(slack[back])[: max(room, 0)]]
     if back.size:
         sticky[back] = True
         xb = np.maximum(marg[back] - 1.0, np.sqrt(mu))
@@ -230,10 +254,11 @@ def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndar
         x = np.concatenate([x, xb])
         y = np.concatenate([y, mu / xb])
         z = np.concatenate([z, mu / xb])
-    keep = (slack[idx] <= thr) | sticky[idx]
-    if not keep.all() and keep.any():
-        idx, x, y, z = idx[keep], x[keep], y[keep], z[keep]
-    return idx, x, y, z
+    if drop:
+        keep = (slack[idx] <= thr) | sticky[idx]
+        if not keep.all() and keep.any():
+            idx, x, y, z = idx[keep], x[keep], y[keep], z[keep]
+    return idx, x, y, z, back.size
 
 
 def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
@@ -271,42 +296,50 @@ def ipm(
     tol: float,
     max_iter: int,
     target: float | None = None,
+    start: np.ndarray | None = None,
     reduce: bool = True,
     ray_tol: float = 1e-9,
 ) -> dict:
     """Mehrotra predictor-corrector NT interior-point method for the constraints ``data``.
 
-    Stops at a certificate ``<= target`` (default ``tol``), or once it is ``<= tol`` and has not
-    halved in 3 iterations (the method's accuracy limit on the instance).
+    The Schur complement holds the constraints ``start`` (default: all) at first; once the
+    certificate on them is below ``_ADMIT_START``, constraints of ``data`` that the iterate
+    violates are admitted; below ``_DROP_START`` also those it nearly violates, and (when
+    ``reduce``) those far from active are dropped (see :func:`_reduce`). Stops at a
+    certificate on *all* of ``data`` ``<= target`` (default ``tol``), or once it is ``<= tol``
+    and has not halved in 3 iterations (the method's accuracy limit on the instance).
 
     Returns ``W`` (d, d), ``alpha`` (m,), ``gap`` (certificate on ``data``), ``iterations``,
-    ``status`` in {"optimal", "reduced" (optimal without the dropped constraints, some of which
-    ``W`` violates), "max_iter", "stalled", "infeasible"}, ``ray`` (m,) when the dual
-    is unbounded (``sum ray_c A_c ~ 0``, ``sum ray = 1``), and ``kept`` (bool mask of the
-    constraints still in the Schur complement at the end).
+    ``status`` in {"optimal", "reduced" (optimal on the constraints held, some of the others
+    violated and none admissible: the working-set limit), "max_iter", "stalled",
+    "infeasible"}, ``ray`` (m,) when the dual is unbounded (``sum ray_c A_c ~ 0``,
+    ``sum ray = 1``), ``kept`` (bool mask of the constraints held at the end) and ``last``
+    (the last iterate's ``W``, feasible or not, and its duals).
     """
     m_all, d = data.m, data.d
     N = 2 * d
-    idx = np.arange(m_all)  # constraints still in the Schur complement
-    sub = data
+    idx = np.arange(m_all) if start is None else np.asarray(start, dtype=np.int64)
+    sub = data if idx.size == m_all else data.subset(idx)
     # dual-feasible start: y > 0 with ||sum y_c A_c||_2 = 1/2, Z = I - E(y) > 0, z = y
-    y = np.ones(m_all)
-    y *= 0.5 / max(_spec(data.combine(y)), 1e-300)
-    Z = np.eye(N) - _offdiag(data.combine(y))
+    y = np.ones(idx.size)
+    y *= 0.5 / max(_spec(sub.combine(y)), 1e-300)
+    Z = np.eye(N) - _offdiag(sub.combine(y))
     z = y.copy()
-    X = (2.0 * float(y.sum()) / (_spec(data.combine(y)) * d)) * np.eye(N)  # tr X = 4 lower bound
-    x = np.ones(m_all)
+    X = (2.0 * float(y.sum()) / (_spec(sub.combine(y)) * d)) * np.eye(N)  # tr X = 4 lower bound
+    x = np.ones(idx.size)
     target = tol if target is None else min(target, tol)
     best: tuple = (np.inf, None, None)
     it_best = 0  # iteration of the last halving of the best certificate
-    status, ray, it = "max_iter", None, 0
-    sticky = np.zeros(m_all, dtype=bool)  # re-admitted constraints are never dropped again
+    status, ray, it, admitted = "max_iter", None, 0, 0
+    sticky = np.zeros(m_all, dtype=bool)  # admitted constraints are never dropped again
+    W = alpha = None
     for it in range(1, max_iter + 1):
         m = idx.size
         W = X[:d, d:] + X[d:, :d].T  # 2 X_12
         alpha = np.zeros(m_all)
         alpha[idx] = y
         gap, upper, lower = certificate(data, W, alpha)
+        gap_held = gap if m == m_all else certificate(sub, W, y)[0]
         if gap < best[0]:
             if gap < 0.5 * best[0]:
                 it_best = it
@@ -314,8 +347,8 @@ def ipm(
         if best[0] <= target or (best[0] <= tol and it - it_best >= 3):
             status = "optimal"
             break
-        if m < m_all and gap > tol and certificate(sub, W, y)[0] <= tol:
-            status = "reduced"  # solved without the dropped constraints, which W violates
+        if m < m_all and gap > tol and gap_held <= tol and not admitted:
+            status = "reduced"  # solved on the held constraints; W violates others
             break
         sy = float(np.maximum(y, 0.0).sum())
         if sy > 1e3 and lower > 1e6 * max(upper if np.isfinite(upper) else 0.0, 1.0):
@@ -333,31 +366,75 @@ def ipm(
             status = "stalled"
             break
         X, x, y, Z, z, tp, td = step
-        log.debug("ipm %d: m=%d gap %.3g mu %.3g tp %.3f td %.3f", it, m, gap, mu, tp, td)
+        log.debug("ipm %d: m=%d gap %.3g (held %.3g) mu %.3g tp %.3f td %.3f",
+                  it, m, gap, gap_held, mu, tp, td)
         if max(tp, td) < 1e-10:
             status = "stalled"
             break
-        if reduce and gap < _DROP_START:
-            idx, x, y, z = _reduce(data, idx, x, y, z, X, gap, mu, sticky)
-            sub = data.subset(idx)
+        admitted = 0
+        if gap_held < _DROP_START and (reduce or m < m_all):
+            idx, x, y, z, admitted = _reduce(data, idx, x, y, z, X, gap_held, mu, sticky, reduce)
+            sub = data if idx.size == m_all else data.subset(idx)
+        elif gap_held < _ADMIT_START and m < m_all:  # early: admit the violated only
+            idx, x, y, z, admitted = _reduce(data, idx, x, y, z, X, 0.0, mu, sticky, False, 0.0)
+            sub = data if idx.size == m_all else data.subset(idx)
+    last = None if W is None else (W, np.maximum(alpha, 0.0))
     gap, W, alpha = best
     kept = np.zeros(m_all, dtype=bool)
     kept[idx] = True
-    return {"W": W, "alpha": alpha, "gap": gap, "iterations": it, "status": status, "ray": ray, "kept": kept}
+    return {"W": W, "alpha": alpha, "gap": gap, "iterations": it, "status": status, "ray": ray,
+            "kept": kept, "last": last}
 
 
-def _initial_working_set(full: _Data, cap: int) -> np.ndarray:
-    """All constraints, or per query the ``cap / #queries`` smallest margins under the
-    aggregate ``sum_c A_c`` when there are more than ``cap``."""
-    if full.m <= cap:
-        return np.arange(full.m)
-    marg = full.apply(full.combine(np.ones(full.m)))
+def _per_query_smallest(full: _Data, marg: np.ndarray, per: int) -> np.ndarray:
+    """Mask of the ``per`` smallest ``marg`` of every query group."""
     order = np.lexsort((marg, full.grp))  # by group, then margin
     rank = np.empty(full.m, dtype=np.int64)
     starts = np.searchsorted(full.grp[order], np.arange(full.Qg.shape[0]))
     rank[order] = np.arange(full.m) - np.repeat(starts, np.bincount(full.grp, minlength=starts.size))
+    return rank < per
+
+
+def _reweighted_seed(cs: ConstraintSet, full: _Data, W: np.ndarray, scale: float) -> np.ndarray:
+    r"""``_SEED_IRLS`` iteratively reweighted steps from ``W`` towards the nuclear solution.
+
+    With ``P = (W W^T)^{1/2}`` (eigenvalues floored at ``_SEED_EPS`` times the largest),
+    ``||W||_* <= 1/2 (tr(W^T P^{-1} W) + tr P)``; minimizing the first term under the
+    constraints is a Frobenius Att-SVM in ``V = P^{-1/2} W`` with tokens ``P^{1/2} x`` (Mohan
+    and Fazel, "Iterative reweighted algorithms for matrix rank minimization", JMLR 2012).
+    Only used to choose the starting working set: no accuracy is needed or claimed."""
+    from attnlens.svm._frobenius import solve_frobenius
+
+    for _ in range(_SEED_IRLS):
+        U, sv, _ = np.linalg.svd(W)
+        ph = (U * np.sqrt(np.maximum(sv / sv[0], _SEED_EPS))) @ U.T  # P^{1/2}, up to scale
+        fr = solve_frobenius(replace(cs, X=cs.X @ ph), tol=_SEED_TOL, max_iter=10_000)
+        if fr["W"] is None:
+            break
+        Wn = (ph @ fr["W"]) * scale
+        if not full.apply(Wn).min() > 0:  # keep a feasible seed
+            break
+        W = Wn
+    return W
+
+
+def _initial_working_set(full: _Data, cap: int, W0: np.ndarray | None = None) -> np.ndarray:
+    """All constraints when there are at most ``cap``; else those with normalized margin below
+    ``1 + _SEED_SLACK`` under ``W0`` plus the ``_SEED_PER_QUERY`` smallest of every query (at
+    most ``_WORKING_LIMIT``, the smallest first), or without ``W0`` per query the
+    ``cap / #queries`` smallest margins under the aggregate ``sum_c A_c``."""
+    if full.m <= cap:
+        return np.arange(full.m)
+    if W0 is not None:
+        marg = full.apply(W0)
+        marg = marg / marg.min()
+        ws = np.flatnonzero((marg < 1.0 + _SEED_SLACK) | _per_query_smallest(full, marg, _SEED_PER_QUERY))
+        if ws.size > _WORKING_LIMIT:
+            ws = np.sort(ws[np.argsort(marg[ws])[:_WORKING_LIMIT]])
+        return ws
+    marg = full.apply(full.combine(np.ones(full.m)))
     per = max(1, cap // full.Qg.shape[0])
-    return np.flatnonzero(rank < per)
+    return np.flatnonzero(_per_query_smallest(full, marg, per))
 
 
 def _clean_duals(full: _Data, W: np.ndarray, alpha: np.ndarray, gap: float, tol: float):
@@ -400,62 +477,63 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
         return {"W": None, "duals": None, "ray": as_layout(ray), "iterations": 0, "converged": True}
     su, sq = float(nu.max()), float(np.linalg.norm(Qg, axis=1).max())
     full = _Data(D / su, Qg / sq, grp)
-    ws = _initial_working_set(full, _MAX_WORKING)
+    W0 = None
+    if full.m > _MAX_WORKING:  # seed the working set from the Frobenius solution
+        from attnlens.svm._frobenius import solve_frobenius
+
+        fr = solve_frobenius(cs, tol=_SEED_TOL, max_iter=10_000)
+        if fr.get("ray") is not None or fr["W"] is None:
+            return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": 0, "converged": True}
+        W0 = fr["W"] * (su * sq)  # in the normalized coordinates of ``full``
+        if full.apply(W0).min() > 0:  # a feasible point (not guaranteed on a tiny budget)
+            W0 = _reweighted_seed(cs, full, W0, su * sq)
+        else:
+            W0 = None
+    ws = _initial_working_set(full, _MAX_WORKING, W0)
     iters, converged, reduce = 0, True, True
     best: tuple = (np.inf, None, None)
+    last = None
     with threadpool_limits(limits=1, user_api="blas"):  # small dense algebra: 1 thread
         for rnd in range(_MAX_ROUNDS):
             if iters >= max_iter:
                 converged = False
                 break
-            out = ipm(full.subset(ws), tol=0.5 * tol, target=_TARGET * tol,
+            out = ipm(full, start=ws, tol=0.5 * tol, target=_TARGET * tol,
                       max_iter=min(max_iter - iters, _MAX_IPM_ITER), reduce=reduce)
             iters += out["iterations"]
             if out["status"] == "infeasible":
                 ray = find_dual_ray(cs)  # exact and sparse (LP) when small enough
-                if ray is None:
-                    ray = as_layout(np.zeros(full.m))
-                    ray[i[ws], k[ws], t[ws]] = out["ray"]
-                return {"W": None, "duals": None, "ray": ray, "iterations": iters, "converged": True}
-            if out["W"] is None:  # no iterate with a positive margin on the working set
-                converged = iters < max_iter
-                break
-            W = out["W"]
-            alpha = np.zeros(full.m)
-            alpha[ws] = out["alpha"]
-            gap = certificate(full, W, alpha)[0]
-            if gap < best[0]:
-                best = (gap, W, alpha)
-            log.info("nuclear ipm round %d: |ws|=%d, %s after %d iterations, gap %.3g",
-                     rnd, ws.size, out["status"], out["iterations"], gap)
-            if gap <= tol:
+                return {"W": None, "duals": None, "ray": as_layout(out["ray"]) if ray is None else ray,
+                        "iterations": iters, "converged": True}
+            last = (out["W"], out["alpha"]) if out["W"] is not None else out["last"]
+            if out["gap"] < best[0]:
+                best = (out["gap"], out["W"], out["alpha"])
+            kept = np.flatnonzero(out["kept"])
+            log.info("nuclear ipm round %d: %d constraints at start, %d at the end, %s after %d "
+                     "iterations, gap %.3g", rnd, ws.size, kept.size, out["status"],
+                     out["iterations"], out["gap"])
+            if best[0] <= tol:
                 break
             if iters >= max_iter:
                 converged = False
                 break
-            # constraints the last run did not see (dropped or outside the working set) that
-            # its W violates or nearly violates: add them and solve again
-            kept = ws[out["kept"]]
-            marg = full.apply(W)
-            marg = marg / marg[kept].min()  # > 0: W has a finite certificate on the working set
-            seen = np.zeros(full.m, dtype=bool)
-            seen[kept] = True
-            add = np.flatnonzero(~seen & (marg < 1.0 + 1e-3))
+            if out["status"] == "reduced":
+                log.warning("nuclear ipm: working set at its limit %d; stopping with gap %.3g",
+                            _WORKING_LIMIT, best[0])
+                break
+            # numerical stall: restart from the held constraints plus those the last iterate
+            # violates or nearly violates, without dropping
+            marg = full.apply(last[0])
+            mk = marg[kept].min()
+            add = np.flatnonzero(~out["kept"] & (marg < (1.0 + 1e-3) * max(mk, 0.0)))
             if add.size == 0 and not reduce:
                 break  # every relevant constraint was present: accuracy limit on this instance
-            room = _WORKING_LIMIT - ws.size
-            if add.size > room:  # the Schur complement is m x m: add the most violated only
-                if room <= 0:
-                    log.warning("nuclear ipm: working set at its limit %d; stopping with gap %.3g",
-                                _WORKING_LIMIT, best[0])
-                    break
-                add = add[np.argsort(marg[add])[:room]]
-            ws = np.union1d(ws, add)
-            reduce = False  # later rounds keep every working-set constraint
+            ws = np.union1d(kept, add[np.argsort(marg[add])[: max(_WORKING_LIMIT - kept.size, 0)]])
+            reduce = False
     gap, W, alpha = best
     scale = su * sq  # undo the normalization: u' = u / su, q' = q / sq
     if W is None:
-        return _feasible_fallback(cs, iters, converged)
+        return _feasible_fallback(cs, full, scale, last, W0, iters, converged)
     alpha, gap = _clean_duals(full, W, alpha, gap, tol)
     return {
         "W": W / scale,
@@ -466,14 +544,49 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
     }
 
 
-def _feasible_fallback(cs: ConstraintSet, iters: int, converged: bool) -> dict:
-    """No interior-point iterate was feasible (iteration budget, numerical breakdown): decide
-    feasibility with the Frobenius solver (the two programs share their constraints) and
-    return its W with zero duals -- certificate 1, reported as not converged -- or its ray."""
-    from attnlens.svm._frobenius import solve_frobenius
+def _blend(full: _Data, W: np.ndarray, Wf: np.ndarray) -> np.ndarray:
+    """The feasible point on the segment from ``W`` (possibly infeasible) to the feasible
+    ``Wf`` with the smallest ``||W_t||_* / min margin`` (quasi-convex in ``t``: golden section)."""
+    a, b = full.apply(W), full.apply(Wf)
+    neg = a <= 0
+    t0 = float(np.max(-a[neg] / (b[neg] - a[neg]))) if neg.any() else 0.0
 
-    fr = solve_frobenius(cs, tol=1e-6, max_iter=10_000)
-    if fr.get("ray") is not None or fr["W"] is None:
-        return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters, "converged": True}
-    return {"W": fr["W"], "duals": np.zeros(cs.mask.shape), "ray": None, "iterations": iters,
-            "converged": converged}
+    def upper(t):
+        m = ((1 - t) * a + t * b).min()
+        return np.inf if m <= 0 else float(np.linalg.norm((1 - t) * W + t * Wf, "nuc")) / m
+
+    lo, hi = t0, 1.0
+    r = 0.5 * (np.sqrt(5.0) - 1.0)
+    for _ in range(40):
+        t1, t2 = hi - r * (hi - lo), lo + r * (hi - lo)
+        if upper(t1) <= upper(t2):
+            hi = t2
+        else:
+            lo = t1
+    t = min((lo, hi, 1.0), key=upper)
+    return (1 - t) * W + t * Wf
+
+
+def _feasible_fallback(cs: ConstraintSet, full: _Data, scale: float, last, W0, iters: int,
+                       converged: bool) -> dict:
+    """No interior-point iterate was feasible on every constraint (working-set limit,
+    iteration budget, numerical breakdown): decide feasibility with the Frobenius solver (the
+    two programs share their constraints), return the best feasible point between the last
+    iterate and its W, with the last duals (a valid lower bound: ``alpha >= 0`` on a subset of
+    the constraints), or its ray."""
+    if W0 is None:
+        from attnlens.svm._frobenius import solve_frobenius
+
+        fr = solve_frobenius(cs, tol=1e-6, max_iter=10_000)
+        if fr.get("ray") is not None or fr["W"] is None:
+            return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters,
+                    "converged": True}
+        W0 = fr["W"] * scale
+    if last is None:
+        W, alpha = W0, np.zeros(full.m)
+    else:
+        W, alpha = _blend(full, last[0], W0), last[1]
+    i, k, t = cs.index()
+    duals = np.zeros(cs.mask.shape)
+    duals[i, k, t] = alpha / scale
+    return {"W": W / scale, "duals": duals, "ray": None, "iterations": iters, "converged": converged}
