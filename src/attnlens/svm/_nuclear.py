@@ -236,7 +236,8 @@ def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndar
     ``W = 2 X_12`` exceeds ``thr = max(_DROP_MIN, _DROP_C sqrt(gap))`` (when ``drop``), admit
     the others of ``data`` whose slack fell below ``thr`` (with ``x_c`` their slack, or
     ``sqrt(mu)`` when violated, ``y_c = z_c = mu / x_c``), the most violated first while the
-    set stays within ``_WORKING_LIMIT``. Returns ``idx, x, y, z`` and the number admitted."""
+    set stays within ``_WORKING_LIMIT``. Returns ``idx, x, y, z``, the number admitted and
+    whether the limit left some out."""
     d = data.d
     marg = data.apply(X[:d, d:] + X[d:, :d].T)  # <E_c, X> for every constraint
     slack = marg / marg[idx].min() - 1.0
@@ -245,7 +246,8 @@ def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndar
     out[idx] = False
     back = np.flatnonzero(out & (slack < thr))
     room = _WORKING_LIMIT - idx.size
-    if back.size > room:
+    cut = back.size > room
+    if cut:
         back = back[np.argsort(slack[back])[: max(room, 0)]]
     if back.size:
         sticky[back] = True
@@ -258,7 +260,7 @@ def _reduce(data: _Data, idx, x, y, z, X, gap: float, mu: float, sticky: np.ndar
         keep = (slack[idx] <= thr) | sticky[idx]
         if not keep.all() and keep.any():
             idx, x, y, z = idx[keep], x[keep], y[keep], z[keep]
-    return idx, x, y, z, back.size
+    return idx, x, y, z, back.size, cut
 
 
 def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
@@ -311,7 +313,8 @@ def ipm(
 
     Returns ``W`` (d, d), ``alpha`` (m,), ``gap`` (certificate on ``data``), ``iterations``,
     ``status`` in {"optimal", "reduced" (optimal on the constraints held, some of the others
-    violated and none admissible: the working-set limit), "max_iter", "stalled",
+    violated: once an admission hits ``_WORKING_LIMIT``, nothing more is admitted or dropped
+    and the run finishes on the held constraints), "max_iter", "stalled",
     "infeasible"}, ``ray`` (m,) when the dual is unbounded (``sum ray_c A_c ~ 0``,
     ``sum ray = 1``), ``kept`` (bool mask of the constraints held at the end) and ``last``
     (the last iterate's ``W``, feasible or not, and its duals).
@@ -330,7 +333,7 @@ def ipm(
     target = tol if target is None else min(target, tol)
     best: tuple = (np.inf, None, None)
     it_best = 0  # iteration of the last halving of the best certificate
-    status, ray, it, admitted = "max_iter", None, 0, 0
+    status, ray, it, admitted, at_limit = "max_iter", None, 0, 0, False
     sticky = np.zeros(m_all, dtype=bool)  # admitted constraints are never dropped again
     W = alpha = None
     for it in range(1, max_iter + 1):
@@ -372,11 +375,15 @@ def ipm(
             status = "stalled"
             break
         admitted = 0
-        if gap_held < _DROP_START and (reduce or m < m_all):
-            idx, x, y, z, admitted = _reduce(data, idx, x, y, z, X, gap_held, mu, sticky, reduce)
+        if at_limit:
+            pass  # the constraints needed do not fit: finish on those held ("reduced")
+        elif gap_held < _DROP_START and (reduce or m < m_all):
+            idx, x, y, z, admitted, at_limit = _reduce(data, idx, x, y, z, X, gap_held, mu,
+                                                       sticky, reduce)
             sub = data if idx.size == m_all else data.subset(idx)
         elif gap_held < _ADMIT_START and m < m_all:  # early: admit the violated only
-            idx, x, y, z, admitted = _reduce(data, idx, x, y, z, X, 0.0, mu, sticky, False, 0.0)
+            idx, x, y, z, admitted, at_limit = _reduce(data, idx, x, y, z, X, 0.0, mu, sticky,
+                                                       False, 0.0)
             sub = data if idx.size == m_all else data.subset(idx)
     last = None if W is None else (W, np.maximum(alpha, 0.0))
     gap, W, alpha = best
