@@ -63,6 +63,7 @@ from threadpoolctl import threadpool_limits
 
 from attnlens.svm._certificate import find_dual_ray
 from attnlens.svm._constraints import ConstraintSet
+from attnlens.svm._frobenius import solve_frobenius
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +411,6 @@ def _reweighted_seed(cs: ConstraintSet, full: _Data, W: np.ndarray, scale: float
     constraints is a Frobenius Att-SVM in ``V = P^{-1/2} W`` with tokens ``P^{1/2} x`` (Mohan
     and Fazel, "Iterative reweighted algorithms for matrix rank minimization", JMLR 2012).
     Only used to choose the starting working set: no accuracy is needed or claimed."""
-    from attnlens.svm._frobenius import solve_frobenius
-
     for _ in range(_SEED_IRLS):
         U, sv, _ = np.linalg.svd(W)
         ph = (U * np.sqrt(np.maximum(sv / sv[0], _SEED_EPS))) @ U.T  # P^{1/2}, up to scale
@@ -486,12 +485,10 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
     full = _Data(D / su, Qg / sq, grp)
     W0 = None
     if full.m > _MAX_WORKING:  # seed the working set from the Frobenius solution
-        from attnlens.svm._frobenius import solve_frobenius
-
-        fr = solve_frobenius(cs, tol=_SEED_TOL, max_iter=10_000)
-        if fr.get("ray") is not None or fr["W"] is None:
-            return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": 0, "converged": True}
-        W0 = fr["W"] * (su * sq)  # in the normalized coordinates of ``full``
+        Wf, ray_result = _frobenius_or_ray(cs, _SEED_TOL, 0)
+        if ray_result is not None:
+            return ray_result
+        W0 = Wf * (su * sq)  # in the normalized coordinates of ``full``
         if full.apply(W0).min() > 0:  # a feasible point (not guaranteed on a tiny budget)
             W0 = _reweighted_seed(cs, full, W0, su * sq)
         else:
@@ -574,6 +571,16 @@ def _blend(full: _Data, W: np.ndarray, Wf: np.ndarray) -> np.ndarray:
     return (1 - t) * W + t * Wf
 
 
+def _frobenius_or_ray(cs: ConstraintSet, tol: float, iters: int):
+    """``(W, None)``: the Frobenius solution of the shared constraints; or ``(None, result)``
+    with the infeasibility ray, when the Frobenius solver finds none."""
+    fr = solve_frobenius(cs, tol=tol, max_iter=10_000)
+    if fr.get("ray") is not None or fr["W"] is None:
+        return None, {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters,
+                      "converged": True}
+    return fr["W"], None
+
+
 def _feasible_fallback(cs: ConstraintSet, full: _Data, scale: float, last, W0, iters: int,
                        converged: bool) -> dict:
     """No interior-point iterate was feasible on every constraint (working-set limit,
@@ -582,13 +589,10 @@ def _feasible_fallback(cs: ConstraintSet, full: _Data, scale: float, last, W0, i
     iterate and its W, with the last duals (a valid lower bound: ``alpha >= 0`` on a subset of
     the constraints), or its ray."""
     if W0 is None:
-        from attnlens.svm._frobenius import solve_frobenius
-
-        fr = solve_frobenius(cs, tol=1e-6, max_iter=10_000)
-        if fr.get("ray") is not None or fr["W"] is None:
-            return {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters,
-                    "converged": True}
-        W0 = fr["W"] * scale
+        Wf, ray_result = _frobenius_or_ray(cs, 1e-6, iters)
+        if ray_result is not None:
+            return ray_result
+        W0 = Wf * scale
     if last is None:
         W, alpha = W0, np.zeros(full.m)
     else:
