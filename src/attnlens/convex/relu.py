@@ -211,10 +211,10 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
     restarts (O'Donoghue & Candes 2015); the certificate of :func:`certify_relu` every
     ``check_every`` iterations. Returns a :class:`~attnlens.convex.solvers.ConvexResult`.
     """
-    from attnlens.convex.solvers import ConvexResult, _bar
+    from attnlens.convex.solvers import DEFAULT_SEED, ConvexResult, _bar
 
     start = time.perf_counter()
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     n = Y.shape[0]
     L = max(1.05 * _smooth_norm_sq(program, rng) * losses.curvature(loss) / n, 1e-12)
     X = program.x_zeros()

@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "fista", "bm", "cvxpy")
 
+#: seed of the power iterations and BM starts when no ``rng`` is given (runs are reproducible)
+DEFAULT_SEED = 0
+
 # LAPACK's SVD on tall-skinny blocks is 10-100x slower with 2 OpenBLAS threads when the cores
 # are shared (measured: 1024x64 block, 15 ms on 1 thread vs 0.6-2 s on 2 under load); the
 # blocks are small, so the SVDs run single-threaded.
@@ -197,7 +200,7 @@ def fista(program: Program, Y: np.ndarray, beta: float, loss: str, *, tol: float
     accumulates gradient errors: float32 products stall it near a 1e-4 relative gap).
     """
     start = time.perf_counter()
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     single = precision in ("mixed", "auto")
     switch_at = max(10 * tol, 1e-3) if precision == "auto" else 0.0
     n = Y.shape[0]
@@ -281,7 +284,7 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str, *, tol: 
     bound is the same as :func:`fista`'s.
     """
     start = time.perf_counter()
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     n = Y.shape[0]
     single = precision in ("mixed", "auto")
     G0 = program.adjoint(losses.gradient(loss, np.zeros((n, program.n_outputs)), Y))
@@ -323,7 +326,7 @@ def burer_monteiro(program: Program, Y: np.ndarray, beta: float, loss: str, *,
                    progress: bool = False) -> ConvexResult:
     """Factorized solver ``Z_j = U_j V_j^T`` (L-BFGS) with certified rank growth."""
     start = time.perf_counter()
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     c = program.n_outputs
     shapes = program.zshapes()
     r0 = rank if rank is not None else min(8, min(min(s) for s in shapes))
