@@ -108,3 +108,18 @@ def test_bad_data():
         clf.predict(X[:, :, :2])
     proba = clf.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_dense_features_over_the_memory_budget_are_refused(monkeypatch):
+    """A gated self-attention head whose n x m x d^3 features exceed the budget is refused with
+    the sizes and the alternatives, before anything large is allocated; linear still fits."""
+    import attnlens.convex.programs as programs
+
+    assert programs.dense_budget() >= programs.MAX_DENSE_ENTRIES
+    X, y = _data()
+    n, _, d = X.shape
+    monkeypatch.setattr(programs, "dense_budget", lambda: n * d**3 * 2 - 1)
+    with pytest.raises(MemoryError, match=rf"{n * d**3 * 2:,} float64 entries.*activation='linear'"):
+        ConvexAttentionClassifier(activation="gated_relu", n_gates=2).fit(X, y)
+    ConvexAttentionClassifier(activation="gated_relu", n_gates=1).fit(X, y)  # fits the budget
+    ConvexAttentionClassifier(activation="linear").fit(X, y)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from attnlens.convex.programs import MAX_DENSE_ENTRIES, group_slices
+from attnlens.convex.programs import dense_budget, group_slices
 
 
 def pre_activation_rows(X: np.ndarray, head: str) -> np.ndarray:
@@ -52,9 +52,10 @@ def pre_activation_rows(X: np.ndarray, head: str) -> np.ndarray:
 
 
 def _check(entries: int, what: str) -> None:
-    if entries > MAX_DENSE_ENTRIES:
+    budget = dense_budget()
+    if entries > budget:
         raise MemoryError(
-            f"{what} need {entries:,} float64 entries (> {MAX_DENSE_ENTRIES:,}); the ReLU "
+            f"{what} need {entries:,} float64 entries (> {budget:,}); the ReLU "
             "program is meant for small and medium problems: use fewer samples or tokens, "
             "or activation='gated_relu'."
         )

@@ -34,8 +34,23 @@ from attnlens._validation import check_option
 HEADS = ("self_attention", "mixer", "fno", "bfno", "mlp")
 ACTIVATIONS = ("linear", "gated_relu", "relu")
 
-#: Largest dense feature tensor (float64 entries) built without complaint (~1.6 GB).
+#: Dense feature tensors (float64 entries) up to this size are always built (~1.6 GB); larger
+#: ones while they fit in a third of the memory available now (:func:`dense_budget`).
 MAX_DENSE_ENTRIES = 200_000_000
+
+
+def dense_budget() -> int:
+    """Largest dense feature tensor (float64 entries) a program may build on this machine.
+
+    ``max(MAX_DENSE_ENTRIES, MemAvailable / 3 / 8)`` from ``/proc/meminfo`` (Linux); elsewhere
+    :data:`MAX_DENSE_ENTRIES`. A third leaves room for the solver's iterates and temporaries.
+    """
+    try:
+        with open("/proc/meminfo") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return MAX_DENSE_ENTRIES
+    return max(MAX_DENSE_ENTRIES, kib * 1024 // 3 // 8)
 
 
 def bmm(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -311,11 +326,12 @@ def circ_pool(X: np.ndarray, D: np.ndarray) -> np.ndarray:
 
 
 def _check_size(entries: int, what: str) -> None:
-    if entries > MAX_DENSE_ENTRIES:
+    budget = dense_budget()
+    if entries > budget:
         raise MemoryError(
             f"{what} needs a dense feature tensor of {entries:,} float64 entries "
-            f"(> {MAX_DENSE_ENTRIES:,}); use activation='linear' (structured operator), fewer "
-            "gates, fewer samples or a smaller feature dimension."
+            f"(> {budget:,}, a third of the available memory); use activation='linear' "
+            "(structured operator), fewer gates, fewer samples or a smaller feature dimension."
         )
 
 
