@@ -26,7 +26,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from attnlens.convex.programs import dense_budget, group_slices
+from attnlens.convex.programs import check_dense_size, group_slices
+
+_RELU_ADVICE = ("the ReLU program is meant for small and medium problems: use fewer samples or "
+                "tokens, or activation='gated_relu'.")
 
 
 def pre_activation_rows(X: np.ndarray, head: str) -> np.ndarray:
@@ -36,29 +39,19 @@ def pre_activation_rows(X: np.ndarray, head: str) -> np.ndarray:
     """
     n, s, d = X.shape
     if head == "self_attention":
-        _check(n * s * s * d * d, "self-attention cone constraints")
+        check_dense_size(n * s * s * d * d, "self-attention cone constraints", _RELU_ADVICE)
         return np.einsum("nta,nub->ntuab", X, X, optimize=True).reshape(n * s * s, d * d)
     if head == "mixer":
-        _check(n * s * d * s * s, "MLP-Mixer cone constraints")
+        check_dense_size(n * s * d * s * s, "MLP-Mixer cone constraints", _RELU_ADVICE)
         M = np.zeros((n, s, d, s, s))  # (i, t, e, t', u)
         idx = np.arange(s)
         M[:, idx, :, idx, :] = X.transpose(0, 2, 1)[None]  # row (i,t,e) col (t,u): X[i,u,e]
         return M.reshape(n * s * d, s * s)
     if head in ("fno", "bfno"):
-        _check(n * s * s * d, "FNO cone constraints")
+        check_dense_size(n * s * s * d, "FNO cone constraints", _RELU_ADVICE)
         shift = (np.arange(s)[:, None] + np.arange(s)[None, :]) % s  # (t, u) -> (t+u) % s
         return X[:, shift, :].reshape(n * s, s * d)  # row (i,t), col (u,e)
     return X.mean(axis=1)  # mlp: (n, d)
-
-
-def _check(entries: int, what: str) -> None:
-    budget = dense_budget()
-    if entries > budget:
-        raise MemoryError(
-            f"{what} need {entries:,} float64 entries (> {budget:,}); the ReLU "
-            "program is meant for small and medium problems: use fewer samples or tokens, "
-            "or activation='gated_relu'."
-        )
 
 
 class ConeBlock:

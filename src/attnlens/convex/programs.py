@@ -325,13 +325,17 @@ def circ_pool(X: np.ndarray, D: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.conj(FD)[:, :, None] * FX, n=s, axis=1) / s
 
 
-def _check_size(entries: int, what: str) -> None:
+_GATED_ADVICE = ("use activation='linear' (structured operator), fewer gates, fewer samples "
+                 "or a smaller feature dimension.")
+
+
+def check_dense_size(entries: int, what: str, advice: str = _GATED_ADVICE) -> None:
+    """Raise ``MemoryError`` (sizes, budget, ``advice``) when ``entries`` exceed :func:`dense_budget`."""
     budget = dense_budget()
     if entries > budget:
         raise MemoryError(
             f"{what} needs a dense feature tensor of {entries:,} float64 entries "
-            f"(> {budget:,}, a third of the available memory); use activation='linear' "
-            "(structured operator), fewer gates, fewer samples or a smaller feature dimension."
+            f"(> {budget:,}, a third of the available memory); {advice}"
         )
 
 
@@ -384,7 +388,7 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
             G = np.einsum("nta,ntb->nab", X, X, optimize=True)  # (n, d, d)
             blocks.append(KronBlock(xbar, G))
         else:
-            _check_size(n * d**3 * len(gates), "a gated self-attention head")
+            check_dense_size(n * d**3 * len(gates), "a gated self-attention head")
             for H in gates:
                 S = np.einsum("nta,ab,nub->ntu", X, H, X, optimize=True)  # (n, s, s) scores
                 blocks.append(pattern_block(X, head, (S >= 0).astype(np.float64)))
@@ -392,7 +396,7 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
         if not gated:
             blocks.append(KronBlock(np.full((n, s), 1.0 / s), X))
         else:
-            _check_size(n * s * s * d * len(gates), "a gated MLP-Mixer head")
+            check_dense_size(n * s * s * d * len(gates), "a gated MLP-Mixer head")
             for H in gates:
                 D = (np.einsum("tu,nue->nte", H, X, optimize=True) >= 0).astype(np.float64)
                 blocks.append(pattern_block(X, head, D))

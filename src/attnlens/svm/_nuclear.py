@@ -483,14 +483,15 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
         return {"W": None, "duals": None, "ray": as_layout(ray), "iterations": 0, "converged": True}
     su, sq = float(nu.max()), float(np.linalg.norm(Qg, axis=1).max())
     full = _Data(D / su, Qg / sq, grp)
+    scale = su * sq  # the normalization: u' = u / su, q' = q / sq (W' = W scale)
     W0 = None
     if full.m > _MAX_WORKING:  # seed the working set from the Frobenius solution
         Wf, ray_result = _frobenius_or_ray(cs, _SEED_TOL, 0)
         if ray_result is not None:
             return ray_result
-        W0 = Wf * (su * sq)  # in the normalized coordinates of ``full``
+        W0 = Wf * scale  # in the normalized coordinates of ``full``
         if full.apply(W0).min() > 0:  # a feasible point (not guaranteed on a tiny budget)
-            W0 = _reweighted_seed(cs, full, W0, su * sq)
+            W0 = _reweighted_seed(cs, full, W0, scale)
         else:
             W0 = None
     ws = _initial_working_set(full, _MAX_WORKING, W0)
@@ -535,7 +536,6 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
             ws = np.union1d(kept, add[np.argsort(marg[add])[: max(_WORKING_LIMIT - kept.size, 0)]])
             reduce = False
     gap, W, alpha = best
-    scale = su * sq  # undo the normalization: u' = u / su, q' = q / sq
     if W is None:
         return _feasible_fallback(cs, full, scale, last, W0, iters, converged)
     alpha, gap = _clean_duals(full, W, alpha, gap, tol)
