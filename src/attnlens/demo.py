@@ -66,9 +66,8 @@ def run_demo(
     """
     from rich.console import Console
 
-    from attnlens.transfer.cli import print_rows
-    from attnlens.transfer.pipeline import run_benchmark, table_rows
-    from attnlens.transfer.summary import plot_rows
+    from attnlens.transfer.pipeline import run_benchmark
+    from attnlens.transfer.summary import plot_rows, print_rows, table_rows
 
     console = Console(quiet=quiet)
     out = Path(out)

@@ -25,6 +25,15 @@ class InfeasibleError(AttnLensError):
         self.evidence: dict[str, Any] = dict(evidence or {})
 
 
+class InvalidParameterError(AttnLensError, ValueError, TypeError):
+    """A parameter failed its declared constraints (wrong type, range, shape, option or value).
+
+    Subclasses both ``ValueError`` and ``TypeError`` (as scikit-learn's error of the same name),
+    so callers catching either keep working. The message names the parameter, the value got and
+    what to try next.
+    """
+
+
 class NotFittedError(AttnLensError, ValueError, AttributeError):
     """An estimator was used before ``fit`` (mirrors ``sklearn.exceptions.NotFittedError``)."""
 
@@ -43,6 +52,10 @@ class CacheCorruptError(AttnLensError):
 
 class RunFolderMismatchError(AttnLensError):
     """A run folder holds results of a different configuration than the one asked to resume."""
+
+
+class IgnoredParameterWarning(UserWarning):
+    """A parameter was set but has no effect in the chosen mode (for example ``rank`` with ``param="W"``)."""
 
 
 class ConvergenceWarning(UserWarning):

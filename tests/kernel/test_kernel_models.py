@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from attnlens.datasets.timeseries import TimeSeriesSplit
+from attnlens.experiments.kernel_training import train_classifier
 from attnlens.kernel import PrimalAttention, ksvd_loss
 from attnlens.kernel.models import (
     PrimalFormer,
@@ -15,7 +16,6 @@ from attnlens.kernel.models import (
     SoftmaxAttention,
     Transformer,
 )
-from attnlens.kernel.train import train_classifier
 
 
 def test_layer_layout():
@@ -84,10 +84,9 @@ def test_bad_model_args():
 
 
 def test_experiments_tiny_and_resume(tmp_path):
-    from attnlens.experiments import get
-    from attnlens.kernel.cli import load_experiments
+    from attnlens.experiments import get, load
 
-    assert {"uea", "spectrum", "time-kernels"} <= set(load_experiments())
+    assert {"uea", "spectrum", "time-kernels"} <= set(load("kernel"))
     out = tmp_path / "uea"
     kw = dict(seeds=1, epochs=1, dim=8, heads=2, depth=1, ff_dim=8, rank=2, rank_multi=2,
               progress=False, model_hparams={"primalformer": {"rank": 3, "eta": 0.1}})

@@ -8,16 +8,15 @@ from typer.testing import CliRunner
 
 from attnlens.cli import app
 from attnlens.errors import RunFolderMismatchError
-from attnlens.experiments import get
+from attnlens.experiments import get, load
 from attnlens.experiments import svm_local_convergence as lc
-from attnlens.svm.cli_reproduce import load_experiments
 from attnlens.svm.convergence_check import convergence_check
 
 SMALL = dict(seeds=4, steps=300, chunk=2, n=3, T=4, d=4, progress=False)
 
 
 def test_all_issue_experiments_are_registered():
-    names = load_experiments()
+    names = load("svm")
     assert set(names) >= {
         "local-convergence", "nuclear-bias", "rank", "multi-token", "trajectories",
         "regularization-path", "global-vs-local", "joint-training",
@@ -86,7 +85,7 @@ def test_convergence_check():
 
 
 def _run(name, tmp_path, **kw):
-    load_experiments()
+    load("svm")
     return get("svm", name)(tmp_path / name, progress=False, **kw)
 
 

@@ -6,6 +6,9 @@ that writes its run folder (see :class:`attnlens.report.RunFolder`) and returns 
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
@@ -32,3 +35,16 @@ def get(pillar: str, name: str) -> Callable[..., Any]:
 
 def names(pillar: str) -> list[str]:
     return sorted(n for p, n in _REGISTRY if p == pillar)
+
+
+def load(pillar: str) -> list[str]:
+    """Import every ``attnlens.experiments.<pillar>_*`` module (registering it); return names."""
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name.startswith(f"{pillar}_") and mod.name != f"{pillar}_common":
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return names(pillar)
+
+
+def accepts(pillar: str, name: str, option: str) -> bool:
+    """Whether experiment ``pillar/name`` takes the keyword ``option`` (read off its signature)."""
+    return option in inspect.signature(get(pillar, name)).parameters

@@ -42,8 +42,8 @@ def train_unit(dataset: str, model_name: str, seed: int, cfg: dict[str, Any],
     import torch
 
     from attnlens.datasets.timeseries import load_uea
+    from attnlens.experiments.kernel_training import train_classifier
     from attnlens.kernel.models import MODELS
-    from attnlens.kernel.train import train_classifier
 
     cfg = {**cfg, **cfg.get("model_hparams", {}).get(model_name, {})}
     torch.manual_seed(seed)

@@ -20,7 +20,8 @@ from typing import Any
 
 from attnlens.report import markdown_table
 from attnlens.transfer.heads import HEADS
-from attnlens.transfer.pipeline import run_benchmark, table_rows
+from attnlens.transfer.pipeline import run_benchmark
+from attnlens.transfer.summary import table_rows
 
 __all__ = ["BENCH_GRIDS", "BENCH_OPTIONS", "INCOMPLETE_EXIT", "main", "run_and_record"]
 

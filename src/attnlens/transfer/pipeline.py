@@ -12,7 +12,7 @@ from attnlens.cache import ExtractionPaused
 from attnlens.report import RunFolder, markdown_table
 from attnlens.transfer.features import extract_features
 from attnlens.transfer.runner import run_transfer
-from attnlens.transfer.summary import plot_dims, plot_rows, verdict
+from attnlens.transfer.summary import plot_dims, plot_rows, table_rows, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -26,36 +26,6 @@ TABLE_FIELDS = ("head", "kind", "test_acc", "n_params", "train_s", "selected", "
 _NAMES = {"minilm": "MiniLM", "vit": "ViT-S/14", "rotten_tomatoes": "Rotten Tomatoes",
           "imdb": "IMDB", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST (5k)",
           "digits": "digits"}
-
-
-def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Human-readable rows (accuracy in %, mean +- std) for CSV, markdown and the terminal."""
-    out = []
-    for r in rows:
-        acc = (f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}"
-               if r.get("test_acc_mean") is not None else "—")
-        out.append({
-            "head": r["head"],
-            "kind": r["kind"],
-            "d": r.get("d"),
-            "test_acc": acc,
-            "n_params": None if r.get("n_params") is None else int(round(r["n_params"])),
-            "train_s": None if r.get("train_seconds") is None else round(r["train_seconds"], 2),
-            "selected": ",".join(f"{v:g}" for v in r.get("selected", [])) or None,
-            "objective": _fmt(r.get("objective")),
-            "nonconvex_objective": _fmt(r.get("nonconvex_objective")),
-            "nonconvex_excess": (None if r.get("nonconvex_excess") is None
-                                 else f"{100 * r['nonconvex_excess']:+.2f}%"),
-            "convex<=nonconvex": r.get("convex_le_nonconvex"),
-            "certificate": (None if r.get("certificate_max") is None
-                            else f"{r['certificate_max']:.1e}"),
-            "status": r.get("status"),
-        })
-    return out
-
-
-def _fmt(v: float | None) -> str | None:
-    return None if v is None else f"{v:.4g}"
 
 
 def run_benchmark(

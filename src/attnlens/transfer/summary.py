@@ -78,6 +78,36 @@ def aggregate(units: Mapping[str, Mapping[str, Any]], heads: Sequence[str], d: i
     return rows
 
 
+def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Human-readable rows (accuracy in %, mean +- std) for CSV, markdown and the terminal."""
+    out = []
+    for r in rows:
+        acc = (f"{100 * r['test_acc_mean']:.1f} ± {100 * r['test_acc_std']:.1f}"
+               if r.get("test_acc_mean") is not None else "—")
+        out.append({
+            "head": r["head"],
+            "kind": r["kind"],
+            "d": r.get("d"),
+            "test_acc": acc,
+            "n_params": None if r.get("n_params") is None else int(round(r["n_params"])),
+            "train_s": None if r.get("train_seconds") is None else round(r["train_seconds"], 2),
+            "selected": ",".join(f"{v:g}" for v in r.get("selected", [])) or None,
+            "objective": _fmt(r.get("objective")),
+            "nonconvex_objective": _fmt(r.get("nonconvex_objective")),
+            "nonconvex_excess": (None if r.get("nonconvex_excess") is None
+                                 else f"{100 * r['nonconvex_excess']:+.2f}%"),
+            "convex<=nonconvex": r.get("convex_le_nonconvex"),
+            "certificate": (None if r.get("certificate_max") is None
+                            else f"{r['certificate_max']:.1e}"),
+            "status": r.get("status"),
+        })
+    return out
+
+
+def _fmt(v: float | None) -> str | None:
+    return None if v is None else f"{v:.4g}"
+
+
 def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
     """Whether the paper's finding (attention-style heads beat linear and MLP heads) held."""
     by = {r["head"]: r for r in rows if r.get("test_acc_mean") is not None}
@@ -175,3 +205,31 @@ def plot_dims(per_d: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     ax.legend(fontsize=8, ncol=len(dims) + 1, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+#: terminal columns: (table_rows key, header, right-aligned)
+_COLUMNS = (("head", "head", False), ("test_acc", "test acc %", True),
+            ("n_params", "params", True), ("train_s", "train s", True),
+            ("objective", "objective", True), ("nonconvex_objective", "non-convex obj.", True),
+            ("certificate", "certificate", True), ("status", "status", False))
+
+
+def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    """Render aggregate rows as a rich table on the terminal (120 columns when not a TTY)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_style="bold")
+    for _key, header, right in _COLUMNS:
+        table.add_column(header, justify="right" if right else "left", no_wrap=True)
+    kinds = {"baseline": "dim", "nonconvex": "", "convex": "bold"}
+    for r, raw in zip(table_rows(rows), rows, strict=True):
+        cells = ["" if r.get(k) is None else str(r.get(k)) for k, _h, _r in _COLUMNS]
+        table.add_row(*cells, style=kinds.get(raw.get("kind"), ""))
+    console.print(table)
+    console.print("[dim]dim: baselines; bold: convex heads (objective = certified optimum; "
+                  "non-convex obj. = the Adam-trained twin at the same beta and seed)[/dim]")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from attnlens.transfer.heads import HEADS
+from attnlens.transfer.summary import print_rows
 
 HEAD_HELP = "Comma-separated heads, or 'all'. Known: " + ", ".join(HEADS) + "."
 
@@ -19,36 +18,6 @@ def _ints(text: str, name: str) -> list[int]:
     if not values:
         raise typer.BadParameter(f"{name} is empty; give e.g. '0,1,2'.")
     return values
-
-
-#: terminal columns: (table_rows key, header, right-aligned)
-_COLUMNS = (("head", "head", False), ("test_acc", "test acc %", True),
-            ("n_params", "params", True), ("train_s", "train s", True),
-            ("objective", "objective", True), ("nonconvex_objective", "non-convex obj.", True),
-            ("certificate", "certificate", True), ("status", "status", False))
-
-
-def print_rows(rows: list[dict[str, Any]], title: str) -> None:
-    """Render aggregate rows as a rich table on the terminal (120 columns when not a TTY)."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from attnlens.transfer.pipeline import table_rows
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_style="bold")
-    for _key, header, right in _COLUMNS:
-        table.add_column(header, justify="right" if right else "left", no_wrap=True)
-    kinds = {"baseline": "dim", "nonconvex": "", "convex": "bold"}
-    for r, raw in zip(table_rows(rows), rows, strict=True):
-        cells = ["" if r.get(k) is None else str(r.get(k)) for k, _h, _r in _COLUMNS]
-        table.add_row(*cells, style=kinds.get(raw.get("kind"), ""))
-    console.print(table)
-    console.print("[dim]dim: baselines; bold: convex heads (objective = certified optimum; "
-                  "non-convex obj. = the Adam-trained twin at the same beta and seed)[/dim]")
 
 
 def transfer(

@@ -1,4 +1,5 @@
-"""Training loop for the sequence classifiers: cross-entropy + ``eta * ksvd_loss``, seeded."""
+"""Training loop for the UEA sequence classifiers (application layer: it consumes dataset splits):
+cross-entropy + ``eta * ksvd_loss``, seeded."""
 
 from __future__ import annotations
 

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
-
-
-def load_experiments() -> list[str]:
-    """Import every ``attnlens.experiments.kernel_*`` module (registering it); return names."""
-    import attnlens.experiments as pkg
-    from attnlens.experiments import names
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name.startswith("kernel_"):
-            importlib.import_module(f"{pkg.__name__}.{mod.name}")
-    return names("kernel")
 
 
 @app.command("reproduce")
@@ -37,10 +24,10 @@ def reproduce(
                                    "another config."),
 ) -> None:
     """Reproduce a Primal-Attention / kernel-lens experiment into a resumable run folder."""
-    from attnlens.experiments import get
+    from attnlens.experiments import get, load
     from attnlens.report import markdown_table
 
-    known = load_experiments()
+    known = load("kernel")
     if name not in known:
         typer.echo(f"unknown experiment {name!r}; known: {', '.join(known)}", err=True)
         raise typer.Exit(2)

@@ -1,4 +1,6 @@
-"""``attnlens svm solve``: solve Att-SVM / Att-SVM* on a generated problem or an ``.npz`` file.
+"""``attnlens svm solve`` and ``attnlens svm reproduce``.
+
+``solve``: solve Att-SVM / Att-SVM* on a generated problem or an ``.npz`` file.
 
 Score convention ``score_t = x_t^T W z``. Input ``.npz`` keys:
 
@@ -26,6 +28,8 @@ import numpy as np
 import typer
 
 logger = logging.getLogger(__name__)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 NORM_CHOICES = ("fro", "nuc", "both")
 VARIANTS = ("cross", "self", "seq2seq", "causal")
@@ -174,6 +178,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
     Console(width=120).print(table)
 
 
+@app.command("solve")
 def solve(
     n: int = typer.Option(50, "--n", min=1, help="Sequences (generated problem)."),
     T: int = typer.Option(16, "--T", min=2, help="Tokens per sequence (generated problem)."),
@@ -272,3 +277,52 @@ def solve(
         typer.echo(f"wrote {out / 'result.json'} and {out / 'result.npz'}")
     if code:
         raise typer.Exit(code)
+
+
+@app.command("reproduce")
+def reproduce(
+    name: str = typer.Argument(..., help="Experiment name (see `--list`)."),
+    seeds: int = typer.Option(100, "--seeds", min=1, help="Number of seeds (0..S-1)."),
+    out: str = typer.Option(None, "--out", help="Run folder (default runs/<NAME>)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Training steps (experiment default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
+                                   "another config."),
+) -> None:
+    """Reproduce an Att-SVM dynamics experiment; writes config.json, metrics.json and PNGs and
+    resumes an interrupted sweep in the same folder."""
+    from attnlens.experiments import accepts, get, load
+    from attnlens.report import markdown_table
+
+    known = load("svm")
+    if name not in known:
+        typer.echo(f"unknown experiment {name!r}; known: {', '.join(known)}", err=True)
+        raise typer.Exit(2)
+    kwargs: dict[str, Any] = {"seeds": seeds, "overwrite": overwrite}
+    if steps is not None:
+        if not accepts("svm", name, "steps"):
+            typer.echo(f"experiment {name!r} does not take --steps; drop it.", err=True)
+            raise typer.Exit(2)
+        kwargs["steps"] = steps
+    folder = out or f"runs/{name}"
+    metrics = get("svm", name)(folder, **kwargs)
+    rows = [{"metric": k, "value": v} for k, v in _flatten(metrics)]
+    typer.echo(markdown_table(rows))
+    typer.echo(f"results written to {folder}")
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalar leaves of nested metrics (means only for summaries; lists and paper values
+    are left to metrics.json)."""
+    out: list[tuple[str, Any]] = []
+    for key, val in metrics.items():
+        name = f"{prefix}{key}"
+        if key == "paper" or isinstance(val, list):
+            continue
+        if isinstance(val, dict):
+            if "mean" in val:
+                out.append((f"{name}.mean", val["mean"]))
+            else:
+                out.extend(_flatten(val, f"{name}."))
+        elif isinstance(val, int | float):
+            out.append((name, val))
+    return out

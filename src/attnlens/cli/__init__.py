@@ -1,4 +1,7 @@
-"""The ``attnlens`` command line. Each pillar owns its sub-command group in ``<pillar>/cli.py``."""
+"""The ``attnlens`` command line: the top-level app; one module per pillar under ``attnlens.cli``.
+
+The CLI is the top layer: it may import anything, nothing imports it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import logging
 import typer
 
 from attnlens import __version__
-from attnlens.convex.cli import app as convex_app
-from attnlens.kernel.cli import app as kernel_app
-from attnlens.svm.cli import app as svm_app
-from attnlens.transfer.cli import transfer as transfer_command
+from attnlens.cli.convex import app as convex_app
+from attnlens.cli.kernel import app as kernel_app
+from attnlens.cli.svm import app as svm_app
+from attnlens.cli.transfer import transfer as transfer_command
 
 app = typer.Typer(
     help="attnlens: the optimization theory of self-attention, executable.",
