@@ -23,15 +23,15 @@ from attnlens.report import RunFolder, markdown_table
 
 
 def test_check_array_names_parameter_and_value():
-    with pytest.raises(ValueError, match=r"X must have 3 dimensions, got shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"X must be an array with 3 dimensions; got shape \(2, 2\)"):
         check_array(np.zeros((2, 2)), "X", ndim=3)
-    with pytest.raises(ValueError, match=r"X contains 1 NaN"):
+    with pytest.raises(ValueError, match=r"X must be finite; got 1 NaN"):
         check_array([1.0, np.nan], "X")
-    with pytest.raises(ValueError, match=r"X contains 1 NaN or inf"):
+    with pytest.raises(ValueError, match=r"X must be finite; got 1 NaN or inf"):
         check_array([1.0, np.inf], "X")
-    with pytest.raises(ValueError, match="X is empty"):
+    with pytest.raises(ValueError, match="X must be non-empty"):
         check_array(np.zeros((0, 3)), "X")
-    with pytest.raises(ValueError, match=r"Z must have shape \(4, \*\), got \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"Z must be an array of shape \(4, \*\); got shape \(3, 2\)"):
         check_array(np.zeros((3, 2)), "Z", shape=(4, None))
     with pytest.raises(TypeError, match="X must be numeric"):
         check_array([["a", "b"]], "X")
@@ -42,7 +42,7 @@ def test_check_array_names_parameter_and_value():
 def test_scalar_and_option_checks():
     with pytest.raises(ValueError, match=r"norm must be one of 'fro', 'nuc'; got 'l1'"):
         check_option("l1", "norm", ["fro", "nuc"])
-    with pytest.raises(ValueError, match=r"beta must be > 0.0, got -1"):
+    with pytest.raises(ValueError, match=r"beta must be a finite number > 0.0; got -1"):
         check_positive(-1, "beta")
     with pytest.raises(TypeError, match="steps must be a Integral"):
         check_int(1.5, "steps")

@@ -15,7 +15,7 @@ A parameter is valid when it satisfies any constraint of its list (``None`` in t
 ``None``). Every failure raises :class:`attnlens.errors.InvalidParameterError` (a ``ValueError``
 and a ``TypeError``) with one message format::
 
-    <caller>: parameter '<name>' must be <what is allowed>; got <value>. <what to try>
+    <caller>: <name> must be <what is allowed>; got <value>. <what to try>
 
 Estimators declare ``_parameter_constraints`` as a class attribute and call
 ``self._check_params()`` (from :class:`ParamsValidatedMixin`) at the top of ``fit``.
@@ -59,7 +59,7 @@ _describe = describe  # kept for callers of the old private name
 def _raise(name: str, must: str, value: Any, hint: str = "", caller: str = "") -> None:
     prefix = f"{caller}: " if caller else ""
     got = value if isinstance(value, str) and value.startswith("got ") else f"got {describe(value)}"
-    text = f"{prefix}parameter {name!r} must be {must}; {got}."
+    text = f"{prefix}{name} must be {must}; {got}."
     if hint:
         text += f" {hint}"
     raise InvalidParameterError(text)
@@ -114,8 +114,11 @@ class Interval(Constraint):
         kind = "an int" if self.kind is Integral else "a finite number"
         if self.low is None and self.high is None:
             return kind
-        lo = "-inf" if self.low is None else repr(self.low)
-        hi = "inf" if self.high is None else repr(self.high)
+        if self.high is None:
+            return f"{kind} {'>=' if self.closed in ('both', 'left') else '>'} {self.low!r}"
+        if self.low is None:
+            return f"{kind} {'<=' if self.closed in ('both', 'right') else '<'} {self.high!r}"
+        lo, hi = repr(self.low), repr(self.high)
         lb = "[" if self.closed in ("both", "left") and self.low is not None else "("
         rb = "]" if self.closed in ("both", "right") and self.high is not None else ")"
         return f"{kind} in {lb}{lo}, {hi}{rb}"

@@ -150,7 +150,7 @@ def test_bad_input(vit_small, cache_root):
     with pytest.raises(ValueError, match="images of one size"):
         vit_small.encode([np.zeros((8, 8), np.uint8), np.zeros((9, 9), np.uint8)],
                          progress=False)
-    with pytest.raises(ValueError, match="layer must be <= 12"):
+    with pytest.raises(ValueError, match=r"layer must be an int in \[-13, 12\]"):
         vit_small.encode(np.zeros((1, 8, 8), np.uint8), layer=13, progress=False)
 
 

@@ -99,7 +99,7 @@ def test_bad_data():
         ConvexAttentionClassifier().fit(Xn, y)
     with pytest.raises(ValueError, match="single class"):
         ConvexAttentionClassifier().fit(X, np.zeros(len(y)))
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match="must be as long as"):
         ConvexAttentionClassifier().fit(X, y[:-1])
     with pytest.raises(NotFittedError):
         ConvexAttentionClassifier().predict(X)

@@ -70,7 +70,7 @@ def test_encode_ids_and_mask():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="max_len must be >= 50"):
+    with pytest.raises(ValueError, match="max_len must be an int >= 50"):
         generate_listops(3, min_len=50, max_len=10)
     with pytest.raises(ValueError, match="generated only 0 of n=2"):
         generate_listops(2, min_len=1000, max_len=1001, operator_prob=0.0, max_tries=50)

@@ -36,5 +36,5 @@ def test_bad_input():
         train_val_test_split(10, val=0.5, test=0.5)
     with pytest.raises(ValueError, match="stratify must have length n=10, got 3"):
         train_val_test_split(10, stratify=[0, 1, 0])
-    with pytest.raises(ValueError, match="n must be >= 1"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         train_val_test_split(0)

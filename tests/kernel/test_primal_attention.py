@@ -208,7 +208,7 @@ def test_fp32_under_autocast():
     ("kwargs", "match"),
     [
         (dict(dim=10, heads=4, rank=2), "divisible by heads"),
-        (dict(dim=8, heads=2, rank=0), "rank must be >= 1"),
+        (dict(dim=8, heads=2, rank=0), "rank must be an int >= 1"),
         (dict(dim=8, heads=2, rank=2, causal=True), "data_dependent=False"),
         (dict(dim=8, heads=2, rank=2, weight_source="keys"), "weight_source"),
     ],

@@ -50,13 +50,13 @@ def _args():
 @pytest.mark.parametrize(
     ("change", "exc", "match"),
     [
-        ({"X": "inf"}, ValueError, "X contains"),
-        ({"Z": "nan"}, ValueError, "Z contains"),
-        ({"Z": np.ones((2, 3))}, ValueError, r"Z must have shape \(2, 2\)"),
-        ({"Z": np.ones((3, 2))}, ValueError, "Z must have shape"),
+        ({"X": "inf"}, ValueError, "X must be finite"),
+        ({"Z": "nan"}, ValueError, "Z must be finite"),
+        ({"Z": np.ones((2, 3))}, ValueError, r"Z must be an array of shape \(2, 2\)"),
+        ({"Z": np.ones((3, 2))}, ValueError, "Z must be an array of shape"),
         ({"Z": None}, ValueError, "Z"),
         ({"X": np.zeros((0, 3, 2)), "Z": np.zeros((0, 2)), "selection": np.zeros(0, int)},
-         ValueError, "X is empty"),
+         ValueError, "X must be non-empty"),
         ({"selection": np.zeros(0, int)}, ValueError, "selection must have shape"),
         ({"selection": np.array([[0, 1]])}, ValueError, "selection must have shape"),
         ({"selection": np.array([-1, 0])}, ValueError, "selection holds token indices"),
