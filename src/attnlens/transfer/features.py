@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from attnlens._validation import check_int, check_option
+from attnlens.backbones.extract import items_hash
+from attnlens.cache import FeatureCache
 from attnlens.transfer.reduce import TokenPCA, group_average
 
 logger = logging.getLogger(__name__)
@@ -75,16 +77,28 @@ def _subset(labels: np.ndarray, n_items: int | None, seed: int) -> np.ndarray:
     return np.sort(keep)
 
 
-def _load_dataset(backbone: str, dataset: str) -> tuple[list[Any] | np.ndarray, np.ndarray, str, str]:
+def _load_dataset(backbone: str, dataset: str) -> tuple[list[Any] | np.ndarray, np.ndarray, Any]:
+    """Items, labels and the dataset object (its ``name``, ``source`` and ``origin``)."""
     if backbone == "minilm":
         from attnlens.datasets.text import load_text
 
         ds = load_text(dataset)
-        return list(ds.texts), np.asarray(ds.labels, dtype=np.int64), ds.name, str(ds.source)
+        return list(ds.texts), np.asarray(ds.labels, dtype=np.int64), ds
     from attnlens.datasets.vision import load_images
 
     ds = load_images(dataset)
-    return ds.images, np.asarray(ds.labels, dtype=np.int64), ds.name, str(ds.source)
+    return ds.images, np.asarray(ds.labels, dtype=np.int64), ds
+
+
+def content_hash(items: list[Any] | np.ndarray, labels: np.ndarray) -> str:
+    """Short SHA-256 of the items (texts or image arrays) and their labels, in order.
+
+    The feature cache keys on this (with the data package's name and version), never on the
+    path the package is installed at, so two checkouts or a rebuilt .venv share cache entries.
+    """
+    digest = hashlib.sha256(items_hash(items).encode())
+    digest.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _fit_tokens(tokens: np.ndarray, mask: np.ndarray, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +170,6 @@ def extract_features(
         it and raises :class:`attnlens.cache.ExtractionPaused` (call again to resume).
     """
     from attnlens.backbones import load_backbone
-    from attnlens.cache import FeatureCache
 
     check_option(backbone, "backbone", DATASETS)
     check_option(dataset, "dataset", DATASETS[backbone])
@@ -166,9 +179,11 @@ def extract_features(
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}.")
 
-    items, labels, name, source = _load_dataset(backbone, dataset)
+    items, labels, ds = _load_dataset(backbone, dataset)
+    name, source = ds.name, str(ds.source)
     keep = _subset(labels, n_items, subset_seed)
     labels = labels[keep]
+    kept_items = [items[i] for i in keep] if isinstance(items, list) else items[keep]
     test_idx = fixed_test_split(labels, float(test_fraction), split_seed)
     model = load_backbone(backbone, image_size=image_size) if backbone == "vit" else load_backbone(
         backbone
@@ -226,7 +241,8 @@ def extract_features(
         "backbone": backbone,
         "backbone_version": model.version,
         "dataset": name,
-        "source": source,
+        "origin": ds.origin,  # package name and version: no install path in the key
+        "content": content_hash(kept_items, labels),
         "layer": layer_idx,
         "max_tokens": max_tokens if backbone == "minilm" else None,
         "token_grid": token_grid if backbone == "vit" else None,

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from attnlens._validation import check_int, check_option, raise_invalid
 from attnlens.cache import ExtractionPaused
 from attnlens.report import RunFolder, markdown_table
 from attnlens.transfer.features import extract_features
@@ -21,6 +22,32 @@ __all__ = ["TABLE_FIELDS", "run_benchmark", "table_rows"]
 TABLE_FIELDS = ("head", "kind", "test_acc", "n_params", "train_s", "selected", "objective",
                 "nonconvex_objective", "nonconvex_excess", "convex<=nonconvex", "certificate",
                 "status")
+
+
+#: channels stored by average pooling: the largest ``d`` without PCA, and every ``d`` must divide it
+AVGPOOL_STORE_DIM = 64
+
+
+def check_dims(dims: Sequence[int], reduce: str) -> list[int]:
+    """Validate the reduced dimensions before any feature is extracted.
+
+    With ``reduce="avgpool"`` the features are stored at :data:`AVGPOOL_STORE_DIM` channels
+    and each ``d`` is an average over groups of them, so ``d`` must divide it.
+    """
+    dims = [check_int(d, "dims", low=1, caller="run_benchmark") for d in dims]
+    if not dims:
+        raise_invalid("dims", "a non-empty list of reduced dimensions", "got []",
+                      "Pass e.g. [32].", caller="run_benchmark")
+    if reduce == "avgpool":
+        allowed = [g for g in range(1, AVGPOOL_STORE_DIM + 1) if AVGPOOL_STORE_DIM % g == 0]
+        for d in dims:
+            if d not in allowed:
+                raise_invalid(
+                    "dims", f"values in {allowed} with reduce='avgpool'", d,
+                    f"Features are stored at {AVGPOOL_STORE_DIM} channels; use one of those, "
+                    "or reduce='pca' for other values.", caller="run_benchmark",
+                )
+    return dims
 
 
 _NAMES = {"minilm": "MiniLM", "vit": "ViT-S/14", "rotten_tomatoes": "Rotten Tomatoes",
@@ -65,9 +92,8 @@ def run_benchmark(
     ``time_budget_s`` bounds one call: no extraction chunk or (head, seed, d) unit is started
     after it; ``metrics["complete"]`` says whether everything ran (call again to resume).
     """
-    dims = [int(d) for d in dims]
-    if not dims:
-        raise ValueError("dims is empty; pass at least one reduced dimension, e.g. [32].")
+    check_option(reduce, "reduce", ("avgpool", "pca"), caller="run_benchmark")
+    dims = check_dims(dims, reduce)
     config = {
         "backbone": backbone, "dataset": dataset, "heads": list(heads), "seeds": list(seeds),
         "dims": dims, "reduce": reduce, "n_items": n_items, "max_train": max_train,
@@ -86,7 +112,7 @@ def run_benchmark(
     try:
         features = extract_features(
             backbone, dataset, max_tokens=max_tokens,
-            store_dim=max(dims) if reduce == "pca" else 64, reduce=reduce, n_items=n_items,
+            store_dim=max(dims) if reduce == "pca" else AVGPOOL_STORE_DIM, reduce=reduce, n_items=n_items,
             test_fraction=test_fraction, token_grid=token_grid, image_size=image_size,
             cache_dir=cache_dir, progress=progress, deadline=deadline,
         )

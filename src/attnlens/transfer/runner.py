@@ -33,7 +33,10 @@ from attnlens.transfer.reduce import masked_mean, pool_tokens, reduce_tokens
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeedInputs", "TransferResult", "prepare_inputs", "run_head", "run_transfer"]
+#: the errors that mean "this head cannot run on this machine" (see :func:`run_transfer`)
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (ImportError, MemoryError)
+
+__all__ = ["UNAVAILABLE_ERRORS", "SeedInputs", "TransferResult", "prepare_inputs", "run_head", "run_transfer"]
 
 
 @dataclass
@@ -286,8 +289,8 @@ def run_transfer(
             units[key] = {"head": name, "kind": spec.kind, "seed": seed,
                           "status": f"unavailable: {exc}"}
             continue
-        except Exception as exc:  # noqa: BLE001 - one broken head must not sink the benchmark
-            logger.warning("head %s failed on seed %d: %r", name, seed, exc)
+        except MemoryError as exc:  # declared: the problem exceeds this machine's memory budget
+            logger.warning("head %s too large on seed %d: %s", name, seed, exc)
             units[key] = {"head": name, "kind": spec.kind, "seed": seed, "d": d,
                           "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
             if run is not None:  # deterministic (e.g. too large): stored with its reason
