@@ -76,7 +76,8 @@ if impl == "sdpa":
 else:
     layer = PrimalAttention(dim, heads, {rank}, rank_multi={rank_multi})
     def step():
-        torch.autograd.backward([layer(x), 0.1 * ksvd_loss(layer)], [grad, None])
+        out, terms = layer(x, return_terms=True)
+        torch.autograd.backward([out, 0.1 * ksvd_loss(terms)], [grad, None])
 x = torch.randn(1, n, dim, requires_grad=True)
 grad = torch.randn(1, n, dim)
 

@@ -69,7 +69,12 @@ def test_training_learns_and_is_deterministic():
     assert res["final_test_acc"] >= 0.9  # chance is 0.5
     assert res["history"]["loss"] == res2["history"]["loss"]
     assert res["best_test_acc"] >= res["final_test_acc"]
-    assert res["history"]["ksvd"][0] > 0 and float(ksvd_loss(model).detach()) >= 0
+    assert res["history"]["ksvd"][0] > 0
+    X = torch.as_tensor(train.X[:8], dtype=torch.float32)
+    M = torch.as_tensor(train.mask[:8])
+    logits, terms = model(X, M, return_terms=True)
+    assert len(terms) == 1 and torch.equal(logits, model(X, M))
+    assert float(ksvd_loss(terms, form="mean").detach()) >= 0
 
 
 def test_bad_model_args():

@@ -25,23 +25,24 @@ def _layer(seed=0, **kw):
 def test_shapes_and_terms():
     layer = _layer()
     x = torch.randn(3, 7, 8, dtype=torch.float64)
-    y = layer(x)
+    y, t = layer(x, return_terms=True)
     assert y.shape == (3, 7, 8)
-    t = layer.last_terms
     assert t.e_sq.shape == (3, 2, 3) and t.we.shape == (3, 2, 4, 3)
-    assert layer.ksvd_objective().shape == (3,)
+    assert layer.ksvd_objective(t).shape == (3,)
+    torch.testing.assert_close(layer(x), y)  # the plain call returns the same output
+    assert not hasattr(layer, "last_terms")  # no per-batch state on the module
 
 
 def test_padding_does_not_change_real_tokens():
     layer = _layer(rank=2, rank_multi=2)  # n = 4 sampled tokens
     x = torch.randn(1, 6, 8, dtype=torch.float64)
-    ref = layer(x)
-    j_ref = layer.ksvd_objective()
+    ref, t_ref = layer(x, return_terms=True)
+    j_ref = layer.ksvd_objective(t_ref)
     pad = torch.cat([x, 100 * torch.randn(1, 5, 8, dtype=torch.float64)], dim=1)
     mask = torch.tensor([[True] * 6 + [False] * 5])
-    out = layer(pad, mask)
+    out, t_pad = layer(pad, mask, return_terms=True)
     torch.testing.assert_close(out[:, :6], ref)
-    torch.testing.assert_close(layer.ksvd_objective(), j_ref)
+    torch.testing.assert_close(layer.ksvd_objective(t_pad), j_ref)
     # padding in front of the sequence as well
     pad2 = torch.cat([torch.randn(1, 2, 8, dtype=torch.float64), x], dim=1)
     mask2 = torch.tensor([[False, False] + [True] * 6])
@@ -68,7 +69,7 @@ def test_causal_outputs_ignore_later_tokens():
     assert not torch.allclose(y[:, 5:], y2[:, 5:])
     # prefix means computed independently: token t from the mean of tokens <= t, and the
     # whole layer written out with them
-    y = layer(x)
+    y, terms = layer(x, return_terms=True)
     q = layer.q_proj(x).view(2, 9, 2, 4).transpose(1, 2)  # (B, H, N, p)
     k = layer.k_proj(x).view(2, 9, 2, 4).transpose(1, 2)
     qm = torch.stack([q[:, :, : t + 1].mean(2) for t in range(9)], dim=2)
@@ -78,8 +79,8 @@ def test_causal_outputs_ignore_later_tokens():
     heads = layer.concat(torch.cat([e_ref, r_ref], dim=-1))  # (B, H, N, p)
     y_ref = layer.out_proj(heads.transpose(1, 2).reshape(2, 9, 8))
     torch.testing.assert_close(y, y_ref)
-    torch.testing.assert_close(layer.last_terms.e_sq, (e_ref**2).sum(2))
-    torch.testing.assert_close(layer.last_terms.r_sq, (r_ref**2).sum(2))
+    torch.testing.assert_close(terms.e_sq, (e_ref**2).sum(2))
+    torch.testing.assert_close(terms.r_sq, (r_ref**2).sum(2))
 
 
 def test_stationary_point_j_zero_and_primal_equals_dual():
@@ -124,9 +125,9 @@ def test_module_at_stationary_point():
             layer.we[h] = svd.right
             layer.wr[h] = svd.left
             layer.lam[h] = svd.lam
-        layer(x)
-    assert abs(float(layer.ksvd_objective("sum").detach())) < 1e-9
-    assert float(ksvd_loss(layer).detach()) < 1e-15
+        _, terms = layer(x, return_terms=True)
+    assert abs(float(layer.ksvd_objective(terms, "sum").detach())) < 1e-9
+    assert float(ksvd_loss(terms).detach()) < 1e-15
 
 
 def test_eta_zero_equals_plain_forward():
@@ -135,7 +136,8 @@ def test_eta_zero_equals_plain_forward():
     y = torch.randn(2, 7, 8, dtype=torch.float64)
     plain = F.mse_loss(layer(x), y)
     g_plain = torch.autograd.grad(plain, list(layer.parameters()), allow_unused=True)
-    total = F.mse_loss(layer(x), y) + 0.0 * ksvd_loss(layer)
+    out, terms = layer(x, return_terms=True)
+    total = F.mse_loss(out, y) + 0.0 * ksvd_loss(terms)
     g_total = torch.autograd.grad(total, list(layer.parameters()), allow_unused=True)
     assert torch.equal(plain, total)
     for a, b in zip(g_plain, g_total, strict=True):
@@ -148,8 +150,7 @@ def test_eta_zero_equals_plain_forward():
 def test_ksvd_loss_forms():
     layer = _layer()
     x = torch.randn(2, 7, 8, dtype=torch.float64)
-    layer(x)
-    t = layer.last_terms
+    _, t = layer(x, return_terms=True)
     # the scores, written out from the projections (the module keeps only their token sums)
     q = F.normalize(layer.q_proj(x).view(2, 7, 2, 4), dim=-1)  # (B, N, H, p)
     k = F.normalize(layer.k_proj(x).view(2, 7, 2, 4), dim=-1)
@@ -163,14 +164,20 @@ def test_ksvd_loss_forms():
                 j[b] += 0.5 * (e[b, i, h] ** 2 * t.lam[h]).sum()
                 j[b] += 0.5 * (r[b, i, h] ** 2 * t.lam[h]).sum()
             j[b] -= torch.trace(t.we[b, h].T @ t.wr[b, h])
-    torch.testing.assert_close(layer.ksvd_objective("sum"), j)
-    torch.testing.assert_close(ksvd_loss(layer, "sum"), (j**2).mean())
+    torch.testing.assert_close(layer.ksvd_objective(t, "sum"), j)
+    torch.testing.assert_close(ksvd_loss(t, "sum"), (j**2).mean())
+    # the official LRA/DeiT aggregation squares the batch mean of J instead
+    torch.testing.assert_close(ksvd_loss(t, "sum", aggregate="batch_mean"), j.mean() ** 2)
+    torch.testing.assert_close(ksvd_loss([t, t], "sum"), 2 * (j**2).mean())  # sum over layers
     # mean form (reference code): Lambda^2, means over heads and tokens, parameter trace
     lam_d = torch.diag_embed(t.lam)  # (H, s, s)
     qe = ((e.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
     qr = ((r.unsqueeze(-2) @ lam_d).norm(dim=-1) ** 2).mean(dim=(1, 2, 3)) / 2
     tr = torch.einsum("hps,hpd->hsd", t.we_param, t.wr_param).mean(0).trace()
-    torch.testing.assert_close(layer.ksvd_objective("mean"), qe + qr - tr)
+    torch.testing.assert_close(layer.ksvd_objective(t, "mean"), qe + qr - tr)
+    jm = qe + qr - tr
+    torch.testing.assert_close(ksvd_loss([t, t], "mean", aggregate="batch_mean"),
+                               jm.mean() ** 2)  # averaged over layers in the mean form
 
 
 def test_gradcheck_float64():
@@ -179,8 +186,8 @@ def test_gradcheck_float64():
     mask = torch.tensor([[True, True, True, True, False]])
 
     def fn(inp):
-        out = layer(inp, mask)
-        return out.sum() + layer.ksvd_objective().sum()
+        out, terms = layer(inp, mask, return_terms=True)
+        return out.sum() + layer.ksvd_objective(terms).sum()
 
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
     causal = _layer(rank=2, causal=True, data_dependent=False)
@@ -199,8 +206,8 @@ def test_fp32_under_autocast():
     x = torch.randn(2, 6, 8)
     ref = layer(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layer(x.bfloat16())
-    assert out.dtype == torch.float32 and layer.last_terms.e_sq.dtype == torch.float32
+        out, terms = layer(x.bfloat16(), return_terms=True)
+    assert out.dtype == torch.float32 and terms.e_sq.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=0.1, rtol=0.1)
 
 
@@ -221,15 +228,58 @@ def test_bad_construction(kwargs, match):
 def test_bad_input():
     layer = _layer()
     x = torch.randn(2, 5, 8, dtype=torch.float64)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="x must be finite; got NaN or inf"):
         layer(torch.full((2, 5, 8), float("nan"), dtype=torch.float64))
-    with pytest.raises(ValueError, match="mask must have shape"):
+    with pytest.raises(ValueError, match=r"mask must be of shape \(batch, tokens\) = \(2, 5\)"):
         layer(x, torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="no real token"):
+    with pytest.raises(ValueError, match="mask must have a real token in every sequence"):
         layer(x, torch.tensor([[True] * 5, [False] * 5]))
     with pytest.raises(ValueError, match="last dimension"):
         layer(torch.randn(2, 5, 6, dtype=torch.float64))
     with pytest.raises(TypeError, match="torch.Tensor"):
         layer(x.numpy())
-    with pytest.raises(ValueError, match="no PrimalAttention"):
+    with pytest.raises(ValueError, match="ksvd_loss: terms must be the KSVDTerms"):
         ksvd_loss(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="ksvd_loss: terms must be"):
+        ksvd_loss([])
+    _, terms = layer(x, return_terms=True)
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        ksvd_loss(terms, aggregate="batch")
+    with pytest.raises(ValueError, match="terms must be the KSVDTerms"):
+        layer.ksvd_objective(None)
+
+
+def test_factory_arguments_place_and_type_the_parameters():
+    layer = PrimalAttention(8, 2, 3, dtype=torch.float64, device="cpu")
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
+    assert {p.device.type for p in layer.parameters()} == {"cpu"}
+    out = layer(torch.randn(2, 5, 8, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    torch.manual_seed(0)
+    a = PrimalAttention(8, 2, 3, dtype=torch.float32, device="cpu")
+    torch.manual_seed(0)
+    b = PrimalAttention(8, 2, 3)  # the factory path draws the same initial values
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_forward_does_not_sync_the_host_on_an_accelerator(monkeypatch):
+    """On a non-CPU device the input checks are queued (torch._assert_async), not waited for.
+
+    Simulated on the CPU by treating tensors as if they lived on a device: the checks must go
+    through ``_assert_async`` and never read a value on the host (bool/float/int/item).
+    """
+    from attnlens.kernel import primal
+
+    calls = []
+    monkeypatch.setattr(primal, "_on_host", lambda t: False)
+    monkeypatch.setattr(torch, "_assert_async", lambda cond, msg: calls.append(msg))
+    layer = _layer()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    with monkeypatch.context() as m:
+        for reader in ("__bool__", "__float__", "__int__", "item", "tolist"):
+            m.setattr(torch.Tensor, reader,
+                      lambda self, *a, _r=reader: pytest.fail(f"host sync ({_r}) in forward"))
+        out = layer(x, mask)
+    assert out.shape == (2, 5, 8) and len(calls) == 2  # finiteness of x, non-empty mask rows

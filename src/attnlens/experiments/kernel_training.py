@@ -72,9 +72,9 @@ def train_classifier(
         tot, tot_k, nb = 0.0, 0.0, 0
         for i in range(0, len(y), batch_size):
             idx = perm[i : i + batch_size]
-            logits = model(X[idx], M[idx])  # (b, classes)
+            logits, terms = model(X[idx], M[idx], return_terms=True)  # (b, classes)
             loss = F.cross_entropy(logits, y[idx])
-            k = ksvd_loss(model, form=ksvd_form) if has_primal else torch.zeros(())
+            k = ksvd_loss(terms, form=ksvd_form) if has_primal else torch.zeros(())
             opt.zero_grad()
             (loss + eta * k).backward()
             opt.step()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attnlens._validation import check_int, check_scalar
-from attnlens.kernel.primal import PrimalAttention
+from attnlens.kernel.primal import KSVDTerms, PrimalAttention
 
 
 class SoftmaxAttention(nn.Module):
@@ -47,9 +47,17 @@ class EncoderBlock(nn.Module):
                                 nn.Linear(ff_dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attn(x, mask)))  # (B, N, dim)
-        return self.norm2(x + self.drop(self.ff(x)))  # (B, N, dim)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, KSVDTerms | None]:
+        """Returns the block output (B, N, dim) and the KSVD terms of a primal attention."""
+        terms = None
+        if isinstance(self.attn, PrimalAttention):
+            a, terms = self.attn(x, mask, return_terms=True)  # (B, N, dim), KSVDTerms
+        else:
+            a = self.attn(x, mask)  # (B, N, dim)
+        x = self.norm1(x + self.drop(a))  # (B, N, dim)
+        return self.norm2(x + self.drop(self.ff(x))), terms  # (B, N, dim)
 
 
 class SequenceClassifier(nn.Module):
@@ -98,8 +106,14 @@ class SequenceClassifier(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(dim, n_classes)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x : (B, N, in_channels), mask : (B, N) bool. Returns logits (B, n_classes)."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, return_terms: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[KSVDTerms]]:
+        """x : (B, N, in_channels), mask : (B, N) bool. Returns logits (B, n_classes).
+
+        With ``return_terms=True`` returns ``(logits, terms)``, the :class:`KSVDTerms` of the
+        primal layers in order (for :func:`attnlens.kernel.ksvd_loss`).
+        """
         if x.ndim != 3 or x.shape[1] > self.max_len:
             raise ValueError(f"x must have shape (batch, tokens <= {self.max_len}, channels), "
                              f"got {tuple(x.shape)}.")
@@ -107,11 +121,15 @@ class SequenceClassifier(nn.Module):
         if mask is None:
             mask = torch.ones(b, n, dtype=torch.bool, device=x.device)
         h = self.embed(x) + self.pos[:, :n]  # (B, N, dim)
+        terms: list[KSVDTerms] = []
         for block in self.blocks:
-            h = block(h, mask)  # (B, N, dim)
+            h, t = block(h, mask)  # (B, N, dim)
+            if t is not None:
+                terms.append(t)
         m = mask[..., None].to(h.dtype)  # (B, N, 1)
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, dim)
-        return self.head(pooled)  # (B, n_classes)
+        logits = self.head(pooled)  # (B, n_classes)
+        return (logits, terms) if return_terms else logits
 
 
 class PrimalFormer(SequenceClassifier):

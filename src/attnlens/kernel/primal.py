@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlens._validation import check_int, check_option, check_scalar
+from attnlens._validation import check_int, check_option, check_scalar, raise_invalid
+from attnlens.errors import InvalidParameterError
 from attnlens.kernel._primal_core import PrimalCore
 
 logger = logging.getLogger(__name__)
@@ -76,34 +77,62 @@ class KSVDTerms:
                    mask, e.shape[1])
 
 
+def _on_host(t: torch.Tensor) -> bool:
+    """Whether reading ``t``'s values costs no device synchronization (a CPU tensor)."""
+    return t.device.type == "cpu"
+
+
+def _require(cond: torch.Tensor, message: str) -> None:
+    """Raise :class:`InvalidParameterError` (``message``) unless the 0-dim bool ``cond`` holds.
+
+    On the CPU the check is immediate. On an accelerator it is queued with
+    ``torch._assert_async``, so a forward pass never waits for the device to answer (the error
+    surfaces at the next synchronization instead).
+    """
+    if _on_host(cond):
+        if not bool(cond):
+            raise InvalidParameterError(message)
+    else:
+        torch._assert_async(cond, message)
+
+
 def _check_tensor(x: object, name: str, ndim: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+        raise_invalid(name, "a torch.Tensor", type(x).__name__, caller="PrimalAttention")
     if x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}.")
-    # one reduction first; the elementwise check only runs when the sum is not finite
-    if (x.is_floating_point() and not bool(torch.isfinite(x.detach().sum()))
-            and not bool(torch.isfinite(x.detach()).all())):
-        raise ValueError(f"{name} contains NaN or inf values; clean the input first.")
+        raise_invalid(name, f"a tensor with {ndim} dimensions", f"got shape {tuple(x.shape)}",
+                      caller="PrimalAttention")
+    if x.is_floating_point():
+        finite = torch.isfinite(x.detach().sum())  # one reduction: finite sum => finite entries
+        if not _on_host(x) or not bool(finite):
+            finite = torch.isfinite(x.detach()).all()  # (the sum may overflow; check each)
+        _require(finite,
+                 f"PrimalAttention: {name} must be finite; got NaN or inf values. "
+                 "Clean the input first.")
     return x
 
 
 def _check_mask(mask: torch.Tensor | None, b: int, n: int) -> torch.Tensor | None:
-    """Validated (B, N) bool mask, or None when every token is real."""
+    """Validated (B, N) bool mask, or None when every token is real.
+
+    On an accelerator the mask is kept even when it is all True (same result; deciding would
+    need a host sync).
+    """
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a bool torch.Tensor of shape ({b}, {n}), got "
-                        f"{type(mask).__name__}.")
+        raise_invalid("mask", f"a bool torch.Tensor of shape ({b}, {n})", type(mask).__name__,
+                      caller="PrimalAttention")
     if tuple(mask.shape) != (b, n):
-        raise ValueError(
-            f"mask must have shape (batch, tokens) = ({b}, {n}), got {tuple(mask.shape)}; "
-            "pass True at real tokens and False at padding."
-        )
+        raise_invalid("mask", f"of shape (batch, tokens) = ({b}, {n})",
+                      f"got shape {tuple(mask.shape)}",
+                      "Pass True at real tokens and False at padding.", caller="PrimalAttention")
     mask = mask.to(dtype=torch.bool)
-    if not bool(mask.any(dim=1).all()):
-        raise ValueError("mask has a sequence with no real token; drop empty sequences first.")
-    return None if bool(mask.all()) else mask
+    _require(mask.any(dim=1).all(), "PrimalAttention: mask must have a real token in every "
+             "sequence; got a sequence with none. Drop empty sequences first.")
+    if _on_host(mask) and bool(mask.all()):
+        return None
+    return mask
 
 
 def prefix_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -369,12 +398,18 @@ class PrimalAttention(nn.Module):
         ``W_e`` and ``phi_q`` for ``W_r``, the dual-consistent choice ``W_e = Phi_k^T H_r``).
     dropout : dropout on the output.
     ksvd_form : default form of :meth:`ksvd_objective` (``"sum"`` paper, ``"mean"`` code).
-    max_len : longest sequence expected; caps ``n`` at it (as the reference code does).
+    max_len : longest sequence expected; caps ``n`` at it (the official LRA code does not cap
+        ``n``: it samples repeated tokens when ``N < n``; here ``n = min(n, N)`` per forward).
     save_scores : keep the (B, N, H, s) scores ``e``, ``r`` for backward (default, faster) or
         recompute them in backward (two more (N, H p) x (H p, H s) products, less memory).
 
-    After each forward, ``last_terms`` holds :class:`KSVDTerms` and :meth:`ksvd_objective`
-    returns the layer's ``J`` per sequence. Math runs in float32 under autocast.
+    device, dtype : factory arguments of the parameters (as ``nn.Linear``'s).
+
+    ``layer(x, mask, return_terms=True)`` returns ``(out, terms)``: the :class:`KSVDTerms` of
+    that forward, from which :meth:`ksvd_objective` (or :func:`ksvd_objective`) gives the
+    layer's ``J`` per sequence; the module keeps no per-batch state. Math runs in float32
+    under autocast. The forward pass never waits for an accelerator (input checks on a GPU
+    are asynchronous).
     """
 
     def __init__(
@@ -392,8 +427,11 @@ class PrimalAttention(nn.Module):
         bias: bool = True,
         max_len: int | None = None,
         save_scores: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        factory = {"device": device, "dtype": dtype}
         dim = check_int(dim, "dim", low=1)
         heads = check_int(heads, "heads", low=1)
         if dim % heads:
@@ -421,18 +459,23 @@ class PrimalAttention(nn.Module):
         self.ksvd_form = ksvd_form
         self.save_scores = bool(save_scores)
         rows = self.n_samples if data_dependent else self.head_dim
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(dim, dim, bias=bias)
-        self.we = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank)))
-        self.wr = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank)))
-        self.lam = nn.Parameter(nn.init.uniform_(torch.empty(heads, rank)))
-        self.concat = nn.Linear(2 * rank, self.head_dim, bias=bias)
-        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.q_proj = nn.Linear(dim, dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(dim, dim, bias=bias, **factory)
+        self.we = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank, **factory)))
+        self.wr = nn.Parameter(nn.init.orthogonal_(torch.empty(heads, rows, rank, **factory)))
+        self.lam = nn.Parameter(nn.init.uniform_(torch.empty(heads, rank, **factory)))
+        self.concat = nn.Linear(2 * rank, self.head_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(dim, dim, bias=bias, **factory)
         self.dropout = nn.Dropout(dropout)
-        self.last_terms: KSVDTerms | None = None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x : (B, N, dim); mask : (B, N) bool, True at real tokens. Returns (B, N, dim)."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, return_terms: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, KSVDTerms]:
+        """x : (B, N, dim); mask : (B, N) bool, True at real tokens. Returns (B, N, dim).
+
+        With ``return_terms=True`` returns ``(out, terms)``, ``terms`` the :class:`KSVDTerms`
+        of this forward (for :meth:`ksvd_objective` / :func:`attnlens.kernel.ksvd_loss`).
+        """
         x = _check_tensor(x, "x", 3)
         if x.shape[-1] != self.dim:
             raise ValueError(f"x must have last dimension dim={self.dim}, got shape "
@@ -464,17 +507,21 @@ class PrimalAttention(nn.Module):
             out, e_sq, r_sq = _primal_core(
                 q, k, we, wr, m_e, m_r, bias, mask, self.causal, self.save_scores
             )  # (B, N, dim), (B, H, s), (B, H, s)
-            self.last_terms = KSVDTerms(e_sq, r_sq, we, wr, self.we, self.wr, self.lam, mask,
-                                        n_tok)
             out = self.dropout(out)  # (B, N, dim)
-        return out
+        if not return_terms:
+            return out
+        return out, KSVDTerms(e_sq, r_sq, we, wr, self.we, self.wr, self.lam, mask, n_tok)
 
-    def ksvd_objective(self, form: Literal["sum", "mean"] | None = None) -> torch.Tensor:
-        """``J`` of the last forward, one value per sequence (B,); see :func:`ksvd_objective`."""
-        if self.last_terms is None:
-            raise RuntimeError("ksvd_objective needs a forward pass first; call the layer on "
-                               "a batch, then read J.")
-        return ksvd_objective(self.last_terms, form or self.ksvd_form)
+    def ksvd_objective(
+        self, terms: KSVDTerms, form: Literal["sum", "mean"] | None = None
+    ) -> torch.Tensor:
+        """``J`` of one forward's ``terms``, one value per sequence (B,), in this layer's
+        default form; see :func:`ksvd_objective`."""
+        if not isinstance(terms, KSVDTerms):
+            raise_invalid("terms", "the KSVDTerms of a forward pass", type(terms).__name__,
+                          "Call layer(x, mask, return_terms=True) and pass its second output.",
+                          caller="PrimalAttention.ksvd_objective")
+        return ksvd_objective(terms, form or self.ksvd_form)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, heads={self.heads}, rank={self.rank}, n={self.n_samples}, "
