@@ -215,6 +215,7 @@ class Array(Constraint):
         dtype: Any = np.float64,
     ) -> None:
         self.kw = dict(ndim=ndim, shape=shape, allow_empty=allow_empty, finite=finite, dtype=dtype)
+        self.finite = finite
 
     def satisfied(self, value: Any) -> bool:
         try:
@@ -229,6 +230,57 @@ class Array(Constraint):
     def __str__(self) -> str:
         nd = self.kw["ndim"]
         return "a numeric array" + (f" with {nd} dimensions" if nd is not None else "")
+
+
+def _is_tensor(value: Any) -> bool:
+    """A torch tensor, recognised without importing torch (the base layer stays light)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "ndim")
+
+
+class Tensor(Constraint):
+    """A torch tensor, checked on its own device without a copy to numpy.
+
+    ``ndim`` (an int or a tuple of allowed ranks), non-empty unless ``allow_empty``, and
+    finite (floating tensors) unless ``finite=False``. Reading finiteness synchronizes with an
+    accelerator, so hot paths (a module's ``forward``) check their tensors themselves.
+    """
+
+    def __init__(
+        self, *, ndim: int | tuple[int, ...] | None = None, allow_empty: bool = False,
+        finite: bool = True,
+    ) -> None:
+        self.ndim, self.allow_empty, self.finite = ndim, allow_empty, finite
+
+    def satisfied(self, value: Any) -> bool:
+        try:
+            self.check(value, "value")
+        except InvalidParameterError:
+            return False
+        return True
+
+    def check(self, value: Any, name: str, caller: str = "") -> Any:
+        if not _is_tensor(value):
+            _raise(name, "a torch.Tensor", type(value).__name__,
+                   "Convert with torch.as_tensor(...).", caller)
+        if self.ndim is not None:
+            allowed = (self.ndim,) if isinstance(self.ndim, int) else tuple(self.ndim)
+            if value.ndim not in allowed:
+                _raise(name, f"a tensor with {' or '.join(map(str, allowed))} dimensions",
+                       f"got shape {tuple(value.shape)}",
+                       "Reshape the input (see the docstring for the axis order).", caller)
+        if not self.allow_empty and value.numel() == 0:
+            _raise(name, "non-empty", f"got shape {tuple(value.shape)}",
+                   "Pass at least one element.", caller)
+        if self.finite and value.is_floating_point():
+            import torch  # only reached with a tensor, so torch is already imported
+
+            if not bool(torch.isfinite(value.detach()).all()):
+                _raise(name, "finite", f"got NaN or inf values in a tensor of shape "
+                       f"{tuple(value.shape)}", "Clean or impute the input first.", caller)
+        return value
+
+    def __str__(self) -> str:
+        return "a torch.Tensor" + (f" with {self.ndim} dimensions" if self.ndim is not None else "")
 
 
 def _as_constraint(c: Any) -> Constraint | None:
@@ -252,8 +304,8 @@ def check_param(name: str, value: Any, allowed: Sequence[Any], caller: str = "")
     if value is None and any(c is None for c in allowed):
         return
     constraints = [_as_constraint(c) for c in allowed if c is not None]
-    arrays = [c for c in constraints if isinstance(c, Array)]
-    if len(constraints) == 1 and arrays:  # an array parameter: precise message from check_array
+    arrays = [c for c in constraints if isinstance(c, (Array, Tensor))]
+    if len(constraints) == 1 and arrays:  # an array parameter: the precise message of its check
         arrays[0].check(value, name, caller)
         return
     if any(c.satisfied(value) for c in constraints):

@@ -18,10 +18,11 @@ so ``H_e, H_r`` are left/right singular vectors, and the primal weights at that 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
-from attnlens._validation import check_int
+from attnlens._validation import Interval, Tensor, check_int, raise_invalid, validate_params
 
 
 @dataclass
@@ -45,14 +46,21 @@ class KernelSVD:
     lam: torch.Tensor
 
 
+@validate_params({"phi_q": [Tensor(ndim=(2, 3, 4))], "phi_k": [Tensor(ndim=(2, 3, 4))]})
 def asymmetric_kernel(phi_q: torch.Tensor, phi_k: torch.Tensor) -> torch.Tensor:
     """``K = Phi_q Phi_k^T``: (..., N, p), (..., N, p) -> (..., N, N)."""
     if phi_q.shape != phi_k.shape:
-        raise ValueError(f"phi_q and phi_k must share their shape, got {tuple(phi_q.shape)} "
-                         f"and {tuple(phi_k.shape)}.")
+        raise_invalid("phi_k", f"of the shape of phi_q {tuple(phi_q.shape)}",
+                      f"got shape {tuple(phi_k.shape)}", caller="asymmetric_kernel")
     return torch.matmul(phi_q, phi_k.transpose(-1, -2))
 
 
+@validate_params({
+    "phi_q": [Tensor(ndim=2), None],
+    "phi_k": [Tensor(ndim=2), None],
+    "rank": [Interval(Integral, 1, None)],
+    "kernel": [Tensor(ndim=2), None],
+})
 def kernel_svd(
     phi_q: torch.Tensor | None = None,
     phi_k: torch.Tensor | None = None,

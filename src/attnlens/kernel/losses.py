@@ -12,15 +12,22 @@ from typing import Literal
 import torch
 from torch import nn
 
-from attnlens._validation import check_option, describe, raise_invalid
+from attnlens._validation import Options, describe, raise_invalid, validate_params
 from attnlens.kernel.primal import KSVDTerms, PrimalAttention, ksvd_objective
 
 
+@validate_params({"model": [nn.Module]})
 def primal_layers(model: nn.Module) -> list[PrimalAttention]:
     """Every :class:`PrimalAttention` inside ``model`` (itself included), in module order."""
     return [m for m in model.modules() if isinstance(m, PrimalAttention)]
 
 
+@validate_params({
+    "terms": [KSVDTerms, list, tuple],
+    "form": [Options("sum", "mean")],
+    "reduction": [Options("sum", "mean"), None],
+    "aggregate": [Options("sequence", "batch_mean")],
+})
 def ksvd_loss(
     terms: KSVDTerms | Sequence[KSVDTerms],
     form: Literal["sum", "mean"] = "sum",
@@ -43,10 +50,7 @@ def ksvd_loss(
     ``"batch_mean"`` squares the batch mean, :math:`(\frac1B\sum_b J_b)^2` (the official
     LRA and DeiT code).
     """
-    check_option(form, "form", ("sum", "mean"), caller="ksvd_loss")
     reduction = reduction or ("sum" if form == "sum" else "mean")
-    check_option(reduction, "reduction", ("sum", "mean"), caller="ksvd_loss")
-    check_option(aggregate, "aggregate", ("sequence", "batch_mean"), caller="ksvd_loss")
     if isinstance(terms, KSVDTerms):
         layers = [terms]
     else:

@@ -10,10 +10,13 @@ linear input embedding, learnable positional embedding, post-norm encoder blocks
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar, Literal
+
 import torch
 from torch import nn
 
-from attnlens._validation import check_int, check_scalar
+from attnlens._validation import Interval, Options, raise_invalid, validate
 from attnlens.kernel.primal import KSVDTerms, PrimalAttention
 
 
@@ -63,8 +66,24 @@ class EncoderBlock(nn.Module):
 class SequenceClassifier(nn.Module):
     """Encoder classifier over (B, N, in_channels) sequences with a (B, N) validity mask.
 
-    ``primal_layers`` lists which of the ``depth`` layers use :class:`PrimalAttention`.
+    ``primal_layers`` lists which of the ``depth`` layers use :class:`PrimalAttention`
+    (``"all"`` or ``"last"`` are shorthands).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "in_channels": [Interval(Integral, 1, None)],
+        "n_classes": [Interval(Integral, 2, None)],
+        "max_len": [Interval(Integral, 1, None)],
+        "dim": [Interval(Integral, 1, None)],
+        "heads": [Interval(Integral, 1, None)],
+        "depth": [Interval(Integral, 1, None)],
+        "ff_dim": [Interval(Integral, 1, None)],
+        "rank": [Interval(Integral, 1, None)],
+        "rank_multi": [Interval(Integral, 1, None)],
+        "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+        "primal_layers": [tuple, list, Options("all", "last")],
+        "ksvd_form": [Options("sum", "mean")],
+    }
 
     def __init__(
         self,
@@ -79,18 +98,17 @@ class SequenceClassifier(nn.Module):
         rank: int = 30,
         rank_multi: int = 5,
         dropout: float = 0.1,
-        primal_layers: tuple[int, ...] = (),
+        primal_layers: tuple[int, ...] | Literal["all", "last"] = (),
         ksvd_form: str = "mean",
     ) -> None:
         super().__init__()
-        in_channels = check_int(in_channels, "in_channels", low=1)
-        n_classes = check_int(n_classes, "n_classes", low=2)
-        max_len = check_int(max_len, "max_len", low=1)
-        depth = check_int(depth, "depth", low=1)
-        check_scalar(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+        validate(self._parameter_constraints, locals(), type(self).__name__)
+        if isinstance(primal_layers, str):
+            primal_layers = tuple(range(depth)) if primal_layers == "all" else (depth - 1,)
         bad = [i for i in primal_layers if not 0 <= i < depth]
         if bad:
-            raise ValueError(f"primal_layers must index layers 0..{depth - 1}, got {bad}.")
+            raise_invalid("primal_layers", f"layer indices in 0..{depth - 1}", primal_layers,
+                          caller=type(self).__name__)
         self.max_len = max_len
         self.embed = nn.Linear(in_channels, dim)
         self.pos = nn.Parameter(torch.empty(1, max_len, dim).uniform_(-0.02, 0.02))
@@ -136,16 +154,14 @@ class PrimalFormer(SequenceClassifier):
     """Every layer Primal-Attention."""
 
     def __init__(self, in_channels: int, n_classes: int, max_len: int, **kw) -> None:
-        depth = kw.get("depth", 3)
-        super().__init__(in_channels, n_classes, max_len, primal_layers=tuple(range(depth)), **kw)
+        super().__init__(in_channels, n_classes, max_len, primal_layers="all", **kw)
 
 
 class PrimalPlusTransformer(SequenceClassifier):
     """Canonical softmax layers, the last layer Primal-Attention (the paper's Primal.+Trans.)."""
 
     def __init__(self, in_channels: int, n_classes: int, max_len: int, **kw) -> None:
-        depth = kw.get("depth", 3)
-        super().__init__(in_channels, n_classes, max_len, primal_layers=(depth - 1,), **kw)
+        super().__init__(in_channels, n_classes, max_len, primal_layers="last", **kw)
 
 
 class Transformer(SequenceClassifier):

@@ -28,13 +28,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from numbers import Integral, Real
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlens._validation import check_int, check_option, check_scalar, raise_invalid
+from attnlens._validation import (
+    Interval,
+    Options,
+    Tensor,
+    check_option,
+    raise_invalid,
+    validate,
+    validate_params,
+)
 from attnlens.errors import InvalidParameterError
 from attnlens.kernel._primal_core import PrimalCore
 
@@ -211,6 +220,10 @@ def _check_weights(w: torch.Tensor, name: str, b: int, h: int, p: int) -> torch.
     return w
 
 
+@validate_params({
+    "we": [Tensor(ndim=(3, 4))], "wr": [Tensor(ndim=(3, 4))], "w_concat": [Tensor(ndim=2)],
+    "b_concat": [Tensor(ndim=1), None], "causal": ["boolean"], "save_scores": ["boolean"],
+})
 def primal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -312,6 +325,8 @@ def _primal_core(q, k, we, wr, m_e, m_r, bias, mask, causal, save_scores=True):
                             None if bias is None else bias.to(dtype), mask_f, save_scores)
 
 
+@validate_params({"we": [Tensor(ndim=(3, 4))], "wr": [Tensor(ndim=(3, 4))],
+                  "causal": ["boolean"]})
 def primal_scores(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -342,6 +357,7 @@ def primal_scores(
     return e, r
 
 
+@validate_params({"terms": [KSVDTerms], "form": [Options("sum", "mean")]})
 def ksvd_objective(terms: KSVDTerms, form: Literal["sum", "mean"] = "sum") -> torch.Tensor:
     r"""The KSVD objective ``J`` of one layer, one value per sequence: (B,).
 
@@ -412,6 +428,21 @@ class PrimalAttention(nn.Module):
     are asynchronous).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "dim": [Interval(Integral, 1, None)],
+        "heads": [Interval(Integral, 1, None)],
+        "rank": [Interval(Integral, 1, None)],
+        "rank_multi": [Interval(Integral, 1, None)],
+        "data_dependent": ["boolean"],
+        "causal": ["boolean"],
+        "weight_source": [Options("input", "features")],
+        "dropout": [Interval(Real, 0.0, 1.0, closed="left")],
+        "ksvd_form": [Options("sum", "mean")],
+        "bias": ["boolean"],
+        "max_len": [Interval(Integral, 1, None), None],
+        "save_scores": ["boolean"],
+    }
+
     def __init__(
         self,
         dim: int,
@@ -432,28 +463,21 @@ class PrimalAttention(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        dim = check_int(dim, "dim", low=1)
-        heads = check_int(heads, "heads", low=1)
+        validate(self._parameter_constraints, locals(), "PrimalAttention")
+        dim, heads, rank, rank_multi = int(dim), int(heads), int(rank), int(rank_multi)
         if dim % heads:
-            raise ValueError(
-                f"dim must be divisible by heads; got dim={dim}, heads={heads}. "
-                f"Try heads in {[h for h in range(1, min(dim, 16) + 1) if dim % h == 0]}."
-            )
-        rank = check_int(rank, "rank", low=1)
-        rank_multi = check_int(rank_multi, "rank_multi", low=1)
-        check_option(weight_source, "weight_source", ("input", "features"))
-        check_option(ksvd_form, "ksvd_form", ("sum", "mean"))
-        check_scalar(dropout, "dropout", low=0.0, high=1.0, high_inclusive=False)
+            raise_invalid("heads", f"a divisor of dim={dim}", heads,
+                          f"Try heads in {[h for h in range(1, min(dim, 16) + 1) if dim % h == 0]}.",
+                          caller="PrimalAttention")
         if causal and data_dependent:
-            raise ValueError(
-                "causal=True needs data_dependent=False: weights sampled across the sequence "
-                "would let every output see later tokens. Pass data_dependent=False."
-            )
+            raise_invalid("data_dependent", "False when causal=True", data_dependent,
+                          "Weights sampled across the sequence would let every output see later "
+                          "tokens. Pass data_dependent=False.", caller="PrimalAttention")
         self.dim, self.heads, self.rank = dim, heads, rank
         self.head_dim = dim // heads
         self.n_samples = rank_multi * rank
         if max_len is not None:
-            self.n_samples = min(self.n_samples, check_int(max_len, "max_len", low=1))
+            self.n_samples = min(self.n_samples, int(max_len))
         self.data_dependent, self.causal = bool(data_dependent), bool(causal)
         self.weight_source = weight_source
         self.ksvd_form = ksvd_form
@@ -528,6 +552,7 @@ class PrimalAttention(nn.Module):
                 f"data_dependent={self.data_dependent}, causal={self.causal}")
 
 
+@validate_params({"q": [Tensor(ndim=(2, 3, 4))], "k": [Tensor(ndim=(2, 3, 4))]})
 def cosine_kernel_matrix(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """The asymmetric kernel ``K_ij = <phi_q(x_i), phi_k(x_j)>``: (..., N, p) -> (..., N, N)."""
     return torch.matmul(F.normalize(q, dim=-1), F.normalize(k, dim=-1).transpose(-1, -2))

@@ -15,10 +15,11 @@ smallest ``k`` with ``c_k >= level``. Works on plain arrays so any model's maps 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Real
 
 import numpy as np
 
-from attnlens._validation import check_array, check_scalar
+from attnlens._validation import Array, Interval, check_array, check_scalar, validate_params
 
 
 @dataclass
@@ -64,6 +65,11 @@ def rank_at(curve: np.ndarray, level: float = 0.9) -> int:
     return int(np.searchsorted(curve, level - 1e-12) + 1)
 
 
+@validate_params({
+    "maps": [Array(ndim=(4, 5))],
+    "mask": [Array(ndim=2, dtype=bool), None],
+    "level": [Interval(Real, 0.0, 1.0, closed="right")],
+})
 def attention_spectrum(
     maps: np.ndarray,
     mask: np.ndarray | None = None,

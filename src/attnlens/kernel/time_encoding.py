@@ -23,33 +23,45 @@ Phi(t_2)>`` (the score ``score_ij = x_i^T W z_j`` with ``W = K Q^T`` then sees
 from __future__ import annotations
 
 import math
-from typing import Literal
+from numbers import Integral, Real
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlens._validation import check_int, check_option
+from attnlens._validation import (
+    Array,
+    Interval,
+    Options,
+    Tensor,
+    raise_invalid,
+    validate,
+)
 
 BochnerMethod = Literal["free", "gaussian", "inverse_cdf"]
 
 
 def _check_times(t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"t must be a torch.Tensor of times, got {type(t).__name__}.")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t contains NaN or inf values; pass finite times.")
-    return t
+    return Tensor(allow_empty=True).check(t, "t", caller="time encoder")
 
 
 class BochnerTimeEncoder(nn.Module):
     """Bochner time encoder: (...,) times -> (..., 2 d) features; ``kernel(dt)`` gives psi."""
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "dim": [Interval(Integral, 1, None)],
+        "method": [Options("free", "gaussian", "inverse_cdf")],
+        "scale": [Interval(Real, 0.0, None, closed="neither")],
+        "hidden": [Interval(Integral, 1, None)],
+        "seed": [Interval(Integral, 0, None)],
+    }
+
     def __init__(self, dim: int, method: BochnerMethod = "free", *, scale: float = 1.0,
                  hidden: int = 32, seed: int = 0) -> None:
         super().__init__()
-        self.d = check_int(dim, "dim", low=1)
-        self.method = check_option(method, "method", ("free", "gaussian", "inverse_cdf"))
+        validate(self._parameter_constraints, locals(), "BochnerTimeEncoder")
+        self.d, self.method = int(dim), method
         gen = torch.Generator().manual_seed(seed)
         if method == "free":
             self.omega_free = nn.Parameter(scale * torch.randn(self.d, generator=gen))
@@ -86,12 +98,18 @@ class BochnerTimeEncoder(nn.Module):
 class MercerTimeEncoder(nn.Module):
     """Mercer time encoder on base periods ``T_k`` with ``harmonics`` harmonics each."""
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "periods": [Array(ndim=1)],
+        "harmonics": [Interval(Integral, 1, None)],
+    }
+
     def __init__(self, periods: tuple[float, ...] = (1.0, 10.0, 100.0), harmonics: int = 8
                  ) -> None:
         super().__init__()
-        if not periods or any(not (p > 0) for p in periods):
-            raise ValueError(f"periods must be positive numbers, got {periods!r}.")
-        self.harmonics = check_int(harmonics, "harmonics", low=1)
+        validate(self._parameter_constraints, locals(), "MercerTimeEncoder")
+        if any(not (p > 0) for p in periods):
+            raise_invalid("periods", "positive numbers", periods, caller="MercerTimeEncoder")
+        self.harmonics = int(harmonics)
         self.register_buffer("omega", 2 * math.pi / torch.tensor(periods, dtype=torch.float64))
         self.raw_c = nn.Parameter(torch.zeros(len(periods), self.harmonics + 1))
 

@@ -1,0 +1,98 @@
+"""The table of public entry points for the bad-input test (tests/test_entry_points.py).
+
+Each row names a public function or estimator of a pillar and gives one *valid* call; the test
+derives the bad inputs from the constraints the entry point declares
+(``__attnlens_constraints__`` of :func:`attnlens._validation.validate_params`, or an
+estimator's / module's ``_parameter_constraints``) and feeds them in one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A public entry point and one valid call of it.
+
+    ``call(**kwargs)`` runs the entry point (for an estimator: construct, then ``fit``);
+    ``valid()`` returns fresh valid keyword arguments; ``constraints`` are the declared ones.
+    ``fit_arrays`` lists the parameters that go to ``fit`` instead of the constructor.
+    """
+
+    name: str
+    target: Any
+    valid: Callable[[], dict[str, Any]]
+    fit_arrays: tuple[str, ...] = ()
+    skip: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def constraints(self) -> dict[str, list[Any]]:
+        declared = getattr(self.target, "__attnlens_constraints__", None)
+        if declared is None:
+            declared = getattr(self.target, "_parameter_constraints", {})
+        return {k: v for k, v in declared.items() if k not in self.skip}
+
+    def call(self, **kwargs: Any) -> Any:
+        if not self.fit_arrays:
+            return self.target(**kwargs)
+        fit = {k: kwargs.pop(k) for k in self.fit_arrays if k in kwargs}
+        return self.target(**kwargs).fit(**fit)
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(20261205)
+
+
+def _t(*shape: int) -> torch.Tensor:
+    return torch.as_tensor(_rng().standard_normal(shape))
+
+
+def kernel_entries() -> list[Entry]:
+    from attnlens import kernel as K
+
+    def terms() -> K.KSVDTerms:
+        layer = K.PrimalAttention(8, 2, 3, rank_multi=2).double()
+        return layer(_t(2, 5, 8), return_terms=True)[1]
+
+    return [
+        Entry("kernel.asymmetric_kernel", K.asymmetric_kernel,
+              lambda: {"phi_q": _t(6, 4), "phi_k": _t(6, 4)}),
+        Entry("kernel.kernel_svd", K.kernel_svd,
+              lambda: {"phi_q": _t(6, 4), "phi_k": _t(6, 4), "rank": 2}),
+        Entry("kernel.cosine_kernel_matrix", K.cosine_kernel_matrix,
+              lambda: {"q": _t(6, 4), "k": _t(6, 4)}),
+        Entry("kernel.attention_spectrum", K.attention_spectrum,
+              lambda: {"maps": np.abs(_rng().standard_normal((2, 1, 2, 5, 5))),
+                       "mask": np.ones((1, 5), dtype=bool), "level": 0.9}),
+        Entry("kernel.primal_attention", K.primal_attention,
+              lambda: {"q": _t(2, 5, 2, 4), "k": _t(2, 5, 2, 4), "we": _t(2, 4, 3),
+                       "wr": _t(2, 4, 3), "w_concat": _t(4, 6), "b_concat": _t(4)}),
+        Entry("kernel.primal_scores", K.primal_scores,
+              lambda: {"q": _t(2, 5, 2, 4), "k": _t(2, 5, 2, 4), "we": _t(2, 4, 3),
+                       "wr": _t(2, 4, 3)}),
+        Entry("kernel.ksvd_objective", K.ksvd_objective, lambda: {"terms": terms(),
+                                                                   "form": "sum"}),
+        Entry("kernel.ksvd_loss", K.ksvd_loss,
+              lambda: {"terms": [terms()], "form": "mean", "aggregate": "batch_mean"}),
+        Entry("kernel.primal_layers", K.primal_layers,
+              lambda: {"model": K.PrimalFormer(3, 2, 6, dim=8, heads=2)}),
+        Entry("kernel.PrimalAttention", K.PrimalAttention,
+              lambda: {"dim": 8, "heads": 2, "rank": 3, "weight_source": "input"}),
+        Entry("kernel.PrimalFormer", K.PrimalFormer,
+              lambda: {"in_channels": 3, "n_classes": 2, "max_len": 6, "dim": 8, "heads": 2},
+              skip=frozenset({"primal_layers"})),  # fixed to "all" by PrimalFormer
+        Entry("kernel.BochnerTimeEncoder", K.BochnerTimeEncoder,
+              lambda: {"dim": 4, "method": "gaussian"}),
+        Entry("kernel.MercerTimeEncoder", K.MercerTimeEncoder,
+              lambda: {"periods": (1.0, 10.0), "harmonics": 2}),
+    ]
+
+
+def all_entries() -> list[Entry]:
+    return kernel_entries()
