@@ -51,9 +51,10 @@ from _common import RESULTS, machine  # noqa: E402
 
 from attnlens._io import atomic_write_json  # noqa: E402
 from attnlens.convex import _pyscnn  # noqa: E402
+from attnlens.convex._linalg import spectral_norm  # noqa: E402
 from attnlens.convex._reference import solve_cvxpy  # noqa: E402
 from attnlens.convex.programs import build_program  # noqa: E402
-from attnlens.convex.solvers import solve, spectral_norm  # noqa: E402
+from attnlens.convex.solvers import solve  # noqa: E402
 
 BETA = 1e-2  # weight decay of every case (see the module doc for beta_max per case)
 NAME = "convex_heads"

@@ -21,9 +21,9 @@ class Status(str, enum.Enum):
         return self.value
 
 
-@dataclass
+@dataclass(frozen=True)
 class SolveInfo:
-    """Fields every solver result carries (solvers subclass or embed this).
+    """Fields every solver result carries (solvers subclass or embed this; results are frozen).
 
     objective: the optimal value reached.
     status: one of :class:`Status`.

@@ -22,7 +22,8 @@ def _data(n=60, s=4, d=3, c=2, seed=0):
                                              ("mlp", "gated_relu")])
 def test_recovered_network_attains_convex_optimum(head, activation):
     X, y = _data()
-    clf = ConvexAttentionClassifier(head=head, activation=activation, beta=0.05, n_gates=2,
+    gates = {"n_gates": 2} if activation != "linear" else {}
+    clf = ConvexAttentionClassifier(head=head, activation=activation, beta=0.05, **gates,
                                     tol=1e-8, max_iter=20000, random_state=0).fit(X, y)
     net = clf.to_network()
     Xt = torch.as_tensor(X)
@@ -113,12 +114,12 @@ def test_bad_data():
 def test_dense_features_over_the_memory_budget_are_refused(monkeypatch):
     """A gated self-attention head whose n x m x d^3 features exceed the budget is refused with
     the sizes and the alternatives, before anything large is allocated; linear still fits."""
-    import attnlens.convex.programs as programs
+    import attnlens.convex.operators as operators
 
-    assert programs.dense_budget() >= programs.MAX_DENSE_ENTRIES
+    assert operators.dense_budget() >= operators.MAX_DENSE_ENTRIES
     X, y = _data()
     n, _, d = X.shape
-    monkeypatch.setattr(programs, "dense_budget", lambda: n * d**3 * 2 - 1)
+    monkeypatch.setattr(operators, "dense_budget", lambda: n * d**3 * 2 - 1)
     with pytest.raises(MemoryError, match=rf"{n * d**3 * 2:,} float64 entries.*activation='linear'"):
         ConvexAttentionClassifier(activation="gated_relu", n_gates=2).fit(X, y)
     ConvexAttentionClassifier(activation="gated_relu", n_gates=1).fit(X, y)  # fits the budget

@@ -10,7 +10,8 @@ from attnlens.convex import ConvexAttentionClassifier, _pyscnn
 from attnlens.convex.cones import build_cones
 from attnlens.convex.heads import ConvexHead
 from attnlens.convex.programs import build_program, sample_gates
-from attnlens.convex.relu import ReluProgram, certify_relu, default_directions
+from attnlens.convex.relu import default_directions
+from attnlens.convex.relu_program import ReluProgram, certify_relu
 from attnlens.convex.solvers import solve
 
 
@@ -112,9 +113,10 @@ def test_relu_fast_solver_matches_cvxpy(head, c):
 def test_relu_to_network_is_a_relu_net_with_the_convex_outputs(head):
     X, y, Y, _ = _tokens(n=30, s=4, d=3 if head == "self_attention" else 4, c=3)
     beta = 0.05
+    groups = {"n_groups": 2} if head == "bfno" else {}
     clf = ConvexAttentionClassifier(head=head, activation="relu", beta=beta, n_gates=2,
                                     tol=1e-7, max_iter=20000, random_state=0,
-                                    n_groups=2).fit(X, y)
+                                    **groups).fit(X, y)
     net = clf.to_network()
     assert net.activation == "relu" and net.gates is None
     with torch.no_grad():
@@ -138,9 +140,9 @@ def test_relu_certificate_detects_suboptimal_feasible_point():
     Xs = [0.3 * np.tile(c.interior[:, None], (1, E.shape[1]))
           for c, E in zip(prog.cones, prog.signed_directions(), strict=True)]
     cert = certify_relu(prog, Xs, Y, 0.02, "squared")
-    assert cert["violation"] == 0.0  # generators are feasible
-    assert cert["certificate"] > 1e-2
-    assert cert["dual"] <= cert["primal"]
+    assert cert.violation == 0.0  # generators are feasible
+    assert cert.certificate > 1e-2
+    assert cert.dual <= cert.primal
 
 
 def test_relu_rejects_solvers_that_ignore_cones():

@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
+from attnlens.convex import certify, solve
 from attnlens.convex.programs import build_program, sample_gates
-from attnlens.convex.solvers import certify, solve
 from attnlens.errors import ConvergenceWarning
 
 
@@ -69,7 +69,7 @@ def test_unknown_solver_raises():
 
 
 def test_large_block_svt_and_spectral_norm_match_lapack():
-    from attnlens.convex.solvers import GRAM_SVT_MIN, spectral_norm, svt
+    from attnlens.convex._linalg import GRAM_SVT_MIN, spectral_norm, svt
 
     rng = np.random.default_rng(3)
     Z = rng.standard_normal((300, GRAM_SVT_MIN + 2)) @ np.diag(np.linspace(0.01, 3, 130))

@@ -2,13 +2,23 @@
 
 Sahiner et al., "Unraveling Attention via Convex Duality", ICML 2022 (arXiv 2205.08078).
 Self-attention score convention: ``score_t = x_t^T W z`` with ``W = W1 = K Q^T``.
+
+Modules, bottom up (each imports only those above it): ``_linalg`` (SVD, SVT, norms, BLAS
+threads, seed, progress bar), ``losses``, ``heads`` (torch heads), ``operators`` (implicit
+linear operators, ``Program``), ``cones``, ``relu_program``, ``results``, ``certificate``,
+``_reference`` (cvxpy), ``nuclear`` (FISTA / continuation / Burer-Monteiro), ``relu``
+(projected FISTA), ``solvers`` (``solve``: the solver chosen by the program's type),
+``programs`` (``build_program``), ``recover``, ``estimators``.
 """
 
+from attnlens.convex.certificate import certify
 from attnlens.convex.estimators import ConvexAttentionClassifier, NonConvexAttentionClassifier
 from attnlens.convex.heads import ConvexHead, head_outputs
-from attnlens.convex.programs import Program, build_program, sample_gates
+from attnlens.convex.operators import Program
+from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import network_to_blocks, recover_network
-from attnlens.convex.solvers import ConvexResult, certify, solve
+from attnlens.convex.results import ConvexResult
+from attnlens.convex.solvers import solve
 
 __all__ = [
     "ConvexAttentionClassifier",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-from attnlens.convex.programs import check_dense_size, group_slices
+from attnlens.convex.operators import check_dense_size, group_slices
 
 _RELU_ADVICE = ("the ReLU program is meant for small and medium problems: use fewer samples or "
                 "tokens, or activation='gated_relu'.")

@@ -13,66 +13,130 @@ token-mean-pooled head output. Self-attention scores: ``score_t = x_t^T W1 z`` (
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
 import numpy as np
 import torch
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 
 from attnlens._validation import (
+    Integral,
+    Interval,
+    Options,
+    ParamsValidatedMixin,
+    Real,
     check_array,
     check_consistent_length,
-    check_int,
-    check_option,
-    check_positive,
     check_random_state,
+    warn_ignored,
 )
-from attnlens.convex import losses
-from attnlens.convex.heads import ConvexHead
-from attnlens.convex.programs import ACTIVATIONS, HEADS, build_program, sample_gates
+from attnlens.convex._linalg import progress_bar
+from attnlens.convex.heads import ACTIVATIONS, HEADS, ConvexHead
+from attnlens.convex.losses import LOSSES, get_loss
+from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import recover_network, recover_relu_network
+from attnlens.convex.relu import check_relu_solver
 from attnlens.convex.solvers import SOLVERS, solve
-from attnlens.errors import NotFittedError
+from attnlens.errors import InvalidParameterError, NotFittedError
 
 logger = logging.getLogger(__name__)
 
+_POSITIVE = Interval(Real, 0, None, closed="neither")
+_COUNT = Interval(Integral, 1, None)
 
-def _check_X(X, name: str = "X", d: int | None = None, s: int | None = None) -> np.ndarray:
-    X = check_array(X, name, ndim=3)
+#: the constraints both classifiers share (the same head, the same objective, the same data)
+_SHARED_CONSTRAINTS: dict[str, list] = {
+    "head": [Options(*HEADS)],
+    "activation": [Options(*ACTIVATIONS)],
+    "beta": [_POSITIVE],
+    "loss": [Options(*LOSSES)],
+    "random_state": ["random_state"],
+    "n_groups": [_COUNT],
+    "verbose": ["boolean"],
+}
+
+
+def _check_X(X, name: str = "X", d: int | None = None, s: int | None = None,
+             caller: str = "") -> np.ndarray:
+    X = check_array(X, name, ndim=3, caller=caller)
     if d is not None and X.shape[2] != d:
-        raise ValueError(f"{name} has {X.shape[2]} features per token; the model was fitted "
-                         f"with d={d}. Pass tokens of the same width.")
+        raise InvalidParameterError(
+            f"{caller + ': ' if caller else ''}{name} must have d={d} features per token (the "
+            f"width the model was fitted with); got {X.shape[2]} features per token. Pass "
+            "tokens of the same width.")
     if s is not None and X.shape[1] != s:
-        raise ValueError(f"{name} has {X.shape[1]} tokens; this head was fitted with s={s} "
-                         "tokens (mixer/FNO heads depend on the sequence length).")
+        raise InvalidParameterError(
+            f"{caller + ': ' if caller else ''}{name} must have s={s} tokens (mixer/FNO heads "
+            f"depend on the sequence length); got {X.shape[1]} tokens. Pass sequences of the "
+            "length the head was fitted with.")
     return X
 
 
-def _check_y(y, X: np.ndarray) -> tuple[LabelEncoder, np.ndarray]:
-    y = np.asarray(y)
+def _check_y(y, X: np.ndarray, caller: str = "") -> tuple[LabelEncoder, np.ndarray]:
+    y = np.asarray(y)  # labels of any kind (numbers, strings, objects)
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}.")
-    check_consistent_length("X", X, "y", y)
+        raise InvalidParameterError(
+            f"{caller}: y must be 1-D class labels; got shape {y.shape}. Pass one label per "
+            "sample.")
+    if y.dtype.kind in "fc" and not np.all(np.isfinite(y)):
+        raise InvalidParameterError(
+            f"{caller}: y must be finite class labels; got NaN or inf. Drop unlabelled samples.")
+    check_consistent_length("X", X, "y", y, caller)
     enc = LabelEncoder().fit(y)
     if len(enc.classes_) < 2:
-        raise ValueError(f"y has a single class ({enc.classes_[0]!r}); a classifier needs at "
-                         "least two classes.")
+        raise InvalidParameterError(
+            f"{caller}: y must hold at least two classes; got a single class "
+            f"({enc.classes_[0]!r}). A classifier needs at least two classes.")
     return enc, enc.transform(y)
 
 
-def _proba_from_scores(scores: np.ndarray, loss: str) -> np.ndarray:
-    if loss == "cross_entropy":
-        return softmax(scores, axis=1)
-    p = np.clip(scores, 0.0, None)
-    tot = p.sum(axis=1, keepdims=True)
-    uniform = np.full_like(p, 1.0 / p.shape[1])
-    return np.where(tot > 0, p / np.where(tot > 0, tot, 1.0), uniform)
+class _HeadEstimator(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
+    """What both classifiers check the same way: parameters, data, bfno groups, ignored params."""
+
+    def _check_fit_input(self, X, y) -> tuple[np.ndarray, LabelEncoder, np.ndarray]:
+        self._check_params()
+        caller = type(self).__name__
+        X = _check_X(X, caller=caller)
+        enc, yi = _check_y(y, X, caller)
+        d = X.shape[2]
+        if self.head == "bfno" and d % self.n_groups:
+            divisors = [g for g in range(1, d + 1) if d % g == 0]
+            raise InvalidParameterError(
+                f"{caller}: n_groups must divide the feature dimension d={d} (one of "
+                f"{divisors}); got {self.n_groups!r}. Pick a divisor of d.")
+        if self.head != "bfno":
+            self._warn_if_set("n_groups", f"only head='bfno' has channel groups, not "
+                                          f"{self.head!r}", depth=2)
+        return X, enc, yi
+
+    def _warn_if_set(self, name: str, reason: str, depth: int = 1) -> None:
+        """Warn (``warn_ignored``) when ``name`` differs from its default but has no effect.
+
+        ``depth``: calls between ``fit`` and here (the warning points at the caller of fit).
+        """
+        default = inspect.signature(type(self).__init__).parameters[name].default
+        value = getattr(self, name)
+        if value != default:
+            warn_ignored(name, value, reason, stacklevel=3 + depth)
+
+    def _check_predict_input(self, X) -> np.ndarray:
+        return _check_X(X, d=self.n_features_in_,
+                        s=None if self.head in ("self_attention", "mlp") else self.n_tokens_,
+                        caller=type(self).__name__)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax of the outputs (cross-entropy) or clipped, normalized outputs (squared)."""
+        return get_loss(self.loss).proba(self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
 
-class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
+class ConvexAttentionClassifier(_HeadEstimator):
     """Attention-style head trained by its convex program, to a certified global optimum.
 
     Parameters
@@ -114,16 +178,13 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.n_groups = n_groups
         self.verbose = verbose
 
-    def _validate_params(self) -> None:
-        check_option(self.head, "head", HEADS)
-        check_option(self.activation, "activation", ACTIVATIONS)
-        check_option(self.loss, "loss", losses.LOSSES)
-        check_option(self.solver, "solver", SOLVERS)
-        check_positive(self.beta, "beta")
-        check_positive(self.tol, "tol")
-        check_int(self.max_iter, "max_iter", low=1)
-        check_int(self.n_gates, "n_gates", low=1)
-        check_int(self.n_groups, "n_groups", low=1)
+    _parameter_constraints = {
+        **_SHARED_CONSTRAINTS,
+        "n_gates": [_COUNT],
+        "solver": [Options(*SOLVERS)],
+        "tol": [_POSITIVE],
+        "max_iter": [_COUNT],
+    }
 
     def _program(self, X: np.ndarray):
         groups = self.n_groups if self.head == "bfno" else 1
@@ -132,13 +193,12 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> ConvexAttentionClassifier:
         """Solve the convex program on tokens ``X`` (n, s, d) and labels ``y`` (n,)."""
-        self._validate_params()
-        X = _check_X(X)
-        enc, yi = _check_y(y, X)
+        X, enc, yi = self._check_fit_input(X, y)
+        if self.activation == "relu":
+            check_relu_solver(self.solver, type(self).__name__)
+        if self.activation == "linear":
+            self._warn_if_set("n_gates", "activation='linear' has no gates")
         n, s, d = X.shape
-        if self.head == "bfno" and d % self.n_groups:
-            raise ValueError(f"n_groups={self.n_groups} must divide the feature dimension "
-                             f"d={d}; pick a divisor of d.")
         rng = check_random_state(self.random_state)
         self.classes_ = enc.classes_
         groups = self.n_groups if self.head == "bfno" else 1
@@ -171,20 +231,11 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """Pooled head outputs (n, n_classes)."""
         self._check_fitted()
-        X = _check_X(X, d=self.n_features_in_,
-                     s=None if self.head in ("self_attention", "mlp") else self.n_tokens_)
+        X = self._check_predict_input(X)
         if self.activation == "relu":  # the ReLU network itself (its patterns, not the gates')
             with torch.no_grad():
                 return self.network_(torch.as_tensor(X)).numpy()
         return self._program(X).forward(self.Z_)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Softmax of the outputs (cross-entropy) or clipped, normalized outputs (squared)."""
-        return _proba_from_scores(self.decision_function(X), self.loss)
-
-    def predict(self, X) -> np.ndarray:
-        scores = self.decision_function(X)
-        return self.classes_[np.argmax(scores, axis=1)]
 
     def _relu_network(self) -> ConvexHead:
         return recover_relu_network(self.result_.cone_factors, self.head, self.n_tokens_,
@@ -205,7 +256,7 @@ class ConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
                                self.n_groups if self.head == "bfno" else 1)
 
 
-class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
+class NonConvexAttentionClassifier(_HeadEstimator):
     """The same head trained directly (Adam or SGD) with weight decay ``(beta/2) sum ||W||^2``.
 
     ``objective_`` is the regularized training objective in the convention of
@@ -236,29 +287,24 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.init_scale = init_scale
         self.verbose = verbose
 
+    _parameter_constraints = {
+        **_SHARED_CONSTRAINTS,
+        "n_heads": [_COUNT],
+        "optimizer": [Options("adam", "sgd")],
+        "lr": [_POSITIVE],
+        "max_epochs": [_COUNT],
+        "batch_size": [None, _COUNT],
+        "init_scale": [_POSITIVE],
+    }
+
     def _objective(self, net: ConvexHead, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         out = net(X)  # (b, c)
-        if self.loss == "squared":
-            fit = 0.5 * (out - Y).pow(2).sum() / X.shape[0]
-        else:
-            fit = torch.nn.functional.cross_entropy(out, Y.argmax(dim=1))
-        return fit + self.beta * net.penalty()
+        return get_loss(self.loss).torch_value(out, Y) + self.beta * net.penalty()
 
     def fit(self, X, y) -> NonConvexAttentionClassifier:
-        check_option(self.head, "head", HEADS)
-        check_option(self.activation, "activation", ACTIVATIONS)
-        check_option(self.loss, "loss", losses.LOSSES)
-        check_option(self.optimizer, "optimizer", ("adam", "sgd"))
-        check_positive(self.beta, "beta")
-        check_positive(self.lr, "lr")
-        check_int(self.n_heads, "n_heads", low=1)
-        check_int(self.max_epochs, "max_epochs", low=1)
-        X = _check_X(X)
-        enc, yi = _check_y(y, X)
+        X, enc, yi = self._check_fit_input(X, y)
         n, s, d = X.shape
-        if self.head == "bfno" and d % self.n_groups:
-            raise ValueError(f"n_groups={self.n_groups} must divide d={d}.")
-        bs = n if self.batch_size is None else check_int(self.batch_size, "batch_size", low=1)
+        bs = n if self.batch_size is None else int(self.batch_size)
         rng = check_random_state(self.random_state)
         # gates first, with the convex estimator's sampler: the same random_state (and
         # n_gates = n_heads) gives both estimators the same gates
@@ -284,13 +330,9 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         Yt = torch.as_tensor(np.eye(c)[yi])
         opt = (torch.optim.Adam(net.parameters(), lr=self.lr) if self.optimizer == "adam"
                else torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9))
-        epochs = range(self.max_epochs)
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            epochs = tqdm(epochs, desc="non-convex training")
+        bar = progress_bar(self.verbose, self.max_epochs, "non-convex training")
         self.loss_curve_ = []
-        for _ in epochs:
+        for _ in range(self.max_epochs):
             perm = torch.randperm(n, generator=gen)
             for i in range(0, n, bs):
                 idx = perm[i : i + bs]
@@ -299,6 +341,10 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
                 obj.backward()
                 opt.step()
             self.loss_curve_.append(float(obj.detach()))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         with torch.no_grad():
             self.objective_ = float(self._objective(net, Xt, Yt))
         if not np.isfinite(self.objective_):
@@ -310,16 +356,9 @@ class NonConvexAttentionClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X) -> np.ndarray:
+        """Pooled head outputs (n, n_classes)."""
         if not hasattr(self, "network_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X, y).")
-        X = _check_X(X, d=self.n_features_in_,
-                     s=None if self.head in ("self_attention", "mlp") else self.n_tokens_)
+        X = self._check_predict_input(X)
         with torch.no_grad():
             return self.network_(torch.as_tensor(X)).numpy()
-
-    def predict_proba(self, X) -> np.ndarray:
-        return _proba_from_scores(self.decision_function(X), self.loss)
-
-    def predict(self, X) -> np.ndarray:
-        scores = self.decision_function(X)
-        return self.classes_[np.argmax(scores, axis=1)]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from attnlens.convex._linalg import spectral_norm, svd
 from attnlens.convex.heads import ConvexHead
-from attnlens.convex.programs import group_slices
-from attnlens.convex.solvers import spectral_norm, svd
+from attnlens.convex.operators import group_slices
 
 
 def block_layout(head: str, activation: str, n_gates: int, groups: int) -> list[tuple[int, int]]:

@@ -34,7 +34,7 @@ one-vs-all extension) plus the right singular vectors of the gated-relaxation so
 Solver (:func:`cone_fista`): accelerated proximal gradient whose prox is exact --
 ``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone -- with the projection of
 :meth:`attnlens.convex.cones.ConeBlock.project`; iterates are feasible and no penalty parameter
-is tuned. Certificate (:func:`certify_relu`): a residual floating-point violation is repaired by
+is tuned. Certificate (:func:`attnlens.convex.relu_program.certify_relu`): a residual floating-point violation is repaired by
 moving the column along the gate generator ``h_j`` (inside ``K_j``) before the primal value is
 taken; the dual point ``t grad f`` with ``t = min(1, beta / max_k ||Pi_K(-A^* grad f e_k)||)``
 is dual feasible (the dual norm of a cone-constrained column is computed exactly by one
@@ -46,135 +46,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
 
 from attnlens._results import Status
-from attnlens.convex import losses
-from attnlens.convex.cones import build_cones
-from attnlens.convex.programs import Program, group_slices, pattern_block
-from attnlens.convex.solvers import svd
+from attnlens._validation import describe
+from attnlens.convex._linalg import DEFAULT_SEED, progress_bar, svd
+from attnlens.convex._reference import solve_relu_cvxpy
+from attnlens.convex.losses import Loss, get_loss
+from attnlens.convex.nuclear import solve_nuclear
+from attnlens.convex.relu_program import ReluCertificate, ReluProgram, certify_relu
+from attnlens.convex.results import ConvexResult, with_tolerance
+from attnlens.errors import InvalidParameterError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ReluProgram(Program):
-    """Gated-pattern blocks plus one cone per block and the right-direction dictionaries.
-
-    ``forward(Zs)`` is the convex model's output (patterns fixed). ``directions[b]`` is a
-    (q c, K_b) matrix of unit columns (``None``: output-coordinate axes, set by the solver).
-    """
-
-    cones: list = field(default_factory=list)
-    directions: list | None = None
-
-    def as_gated(self) -> Program:
-        """The gated-ReLU relaxation on the same patterns (drops the cone constraints)."""
-        return Program(self.blocks, self.n_outputs, self.head, "gated_relu", dict(self.meta))
-
-    def signed_directions(self) -> list[np.ndarray]:
-        dirs = self.directions if self.directions is not None else self.axis_directions()
-        return [np.hstack([G, -G]) for G in dirs]
-
-    def axis_directions(self) -> list[np.ndarray]:
-        return [np.eye(b.zshape(self.n_outputs)[1]) for b in self.blocks]
-
-    # ---------------------------------------------------------------- factored operator
-    def zs(self, Xs: list[np.ndarray]) -> list[np.ndarray]:
-        """``Z_j = X_j E_j^T`` (p, q c) from the cone variables ``X_j`` (p, 2K_j)."""
-        return [X @ E.T for X, E in zip(Xs, self.signed_directions(), strict=True)]
-
-    def forward_x(self, Xs: list[np.ndarray]) -> np.ndarray:
-        return self.forward(self.zs(Xs))
-
-    def grad_x(self, R: np.ndarray) -> list[np.ndarray]:
-        """``A_j^*(R) E_j`` (p, 2K_j): gradient of ``<R, forward_x(X)>`` in ``X_j``."""
-        return [b.adjoint(R) @ E for b, E in zip(self.blocks, self.signed_directions(),
-                                                 strict=True)]
-
-    def x_zeros(self) -> list[np.ndarray]:
-        return [np.zeros((c.p, E.shape[1])) for c, E in zip(self.cones,
-                                                            self.signed_directions(),
-                                                            strict=True)]
-
-
-def build_relu_program(X: np.ndarray, head: str, n_outputs: int, gates: np.ndarray,
-                       groups: int = 1) -> ReluProgram:
-    """ReLU program of ``head`` on tokens ``X`` (n, s, d) for gate generators ``gates``."""
-    n, s, d = X.shape
-    nb = groups if head == "bfno" else 1
-    if d % nb:
-        raise ValueError(f"groups={nb} must divide the feature dimension d={d}.")
-    cones, patterns = build_cones(X, head, gates, nb)
-    shape = {"self_attention": (n, s, s), "mixer": (n, s, d), "fno": (n, s), "bfno": (n, s),
-             "mlp": (n,)}[head]
-    blocks = []
-    b = 0
-    for sl in group_slices(d, nb):
-        Xg = X[:, :, sl] if head == "bfno" else X
-        for _ in gates:
-            blocks.append(pattern_block(Xg, head, patterns[b].reshape(shape)))
-            b += 1
-    return ReluProgram(blocks, n_outputs, head, "relu", {"groups": groups, "s": s, "d": d},
-                       cones=cones)
-
-
-# ------------------------------------------------------------------------ certificate
-
-
-def make_feasible(program: ReluProgram, Xs: list[np.ndarray]):
-    """Move violated columns along the gate generator until ``C_j x >= 0``.
-
-    Returns ``(Xs_feasible, violation, ok)``: ``violation`` is the largest relative violation
-    ``max(-C x) / max|C x|`` before the repair; ``ok`` is False when a violated row has a zero
-    generator pre-activation (a tie) and cannot be repaired this way.
-    """
-    out, worst, ok = [], 0.0, True
-    for X, cone in zip(Xs, program.cones, strict=True):
-        V = cone.apply(X)  # (N, K)
-        scale = float(np.max(np.abs(V))) if V.size else 0.0
-        neg = V < 0
-        if not neg.any():
-            out.append(X)
-            continue
-        worst = max(worst, float(np.max(-V[neg])) / max(scale, 1e-300))
-        ch = cone.apply(cone.interior[:, None])[:, 0]  # (N,) >= 0
-        bad = neg & (ch[:, None] <= 0)
-        if bad.any():
-            ok = False
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(neg & (ch[:, None] > 0), -V / ch[:, None], 0.0)
-        tau = need.max(axis=0) * (1 + 1e-9)  # (K,)
-        out.append(X + cone.interior[:, None] * tau[None, :])
-    return out, worst, ok
-
-
-def certify_relu(program: ReluProgram, Xs: list[np.ndarray], Y: np.ndarray, beta: float,
-                 loss: str, warm: list | None = None) -> dict:
-    """Primal value at the repaired point, dual value and relative gap (see module doc).
-
-    The dual norm of column ``k`` is computed exactly:
-    ``min_{mu >= 0} ||grad_k - C^T mu|| = ||Pi_K(-grad_k)||`` (one cone projection).
-    """
-    Xf, violation, ok = make_feasible(program, Xs)
-    yhat = program.forward_x(Xf)
-    primal = losses.value(loss, yhat, Y) + beta * sum(
-        float(np.linalg.norm(X, axis=0).sum()) for X in Xf)
-    grad = losses.gradient(loss, yhat, Y)
-    warm = warm if warm is not None else [None] * len(Xf)
-    gam, new_warm = 0.0, []
-    for W, cone, w in zip(program.grad_x(grad), program.cones, warm, strict=True):
-        P, act = cone.project(-W, w)
-        new_warm.append(act)
-        gam = max(gam, float(np.linalg.norm(P, axis=0).max()))
-    t = 1.0 if gam <= beta else beta / gam
-    dual = losses.dual_value(loss, grad, Y, t)
-    gap = max(primal - dual, 0.0)
-    return {"primal": primal, "dual": dual, "certificate": gap / max(abs(primal), 1e-12),
-            "grad_ratio": gam / beta, "X": Xf, "violation": violation, "repairable": ok,
-            "warm": new_warm}
 
 
 # ------------------------------------------------------------------------ solver
@@ -200,7 +86,7 @@ def _smooth_norm_sq(program: ReluProgram, rng: np.random.Generator, iters: int =
     return lam
 
 
-def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
+def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Loss, *,
                tol: float = 1e-6, max_iter: int = 20000, check_every: int = 10,
                rng: np.random.Generator | None = None, progress: bool = False):
     """Accelerated proximal gradient with the exact prox of ``beta ||x|| + I_K(x)``.
@@ -211,23 +97,22 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
     restarts (O'Donoghue & Candes 2015); the certificate of :func:`certify_relu` every
     ``check_every`` iterations. Returns a :class:`~attnlens.convex.solvers.ConvexResult`.
     """
-    from attnlens.convex.solvers import DEFAULT_SEED, ConvexResult, _bar
-
     start = time.perf_counter()
+    loss = get_loss(loss, "cone_fista")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     n = Y.shape[0]
-    L = max(1.05 * _smooth_norm_sq(program, rng) * losses.curvature(loss) / n, 1e-12)
+    L = max(1.05 * _smooth_norm_sq(program, rng) * loss.curvature / n, 1e-12)
     X = program.x_zeros()
     Yx = [x.copy() for x in X]
     warm = [None] * len(X)
     cwarm = None
     t = 1.0
     status, it = Status.MAX_ITER, 0
-    cert: dict = {}
+    cert: ReluCertificate | None = None
     prev = np.inf
-    bar = _bar(progress, max_iter, "relu")
+    bar = progress_bar(progress, max_iter, "relu")
     for it in range(1, max_iter + 1):
-        g = program.grad_x(losses.gradient(loss, program.forward_x(Yx), Y))
+        g = program.grad_x(loss.gradient(program.forward_x(Yx), Y))
         Xn = []
         for b, (y, gj, cone) in enumerate(zip(Yx, g, program.cones, strict=True)):
             P, warm[b] = cone.project(y - gj / L, warm[b])
@@ -241,30 +126,29 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
         X, t = Xn, t_new
         if it % check_every == 0 or it == max_iter:
             cert = certify_relu(program, X, Y, beta, loss, cwarm)
-            cwarm = cert["warm"]
-            if cert["primal"] > prev * (1 + 1e-9) + 1e-15:  # safeguard: step too long
+            cwarm = cert.warm
+            if cert.primal > prev * (1 + 1e-9) + 1e-15:  # safeguard: step too long
                 L *= 2.0
                 Yx, t = [x.copy() for x in X], 1.0
-            prev = min(prev, cert["primal"])
+            prev = min(prev, cert.primal)
             if bar is not None:
                 bar.update(check_every)
-                bar.set_postfix(cert=f"{cert['certificate']:.2e}")
-            if cert["certificate"] <= tol and cert["repairable"]:
+                bar.set_postfix(cert=f"{cert.certificate:.2e}")
+            if cert.certificate <= tol and cert.repairable:
                 status = Status.OPTIMAL
                 break
     if bar is not None:
         bar.close()
-    if not cert:
+    if cert is None:
         cert = certify_relu(program, X, Y, beta, loss)
-    res = ConvexResult(objective=cert["primal"], status=status,
-                       certificate=cert["certificate"], iterations=it,
-                       seconds=time.perf_counter() - start, method="relu-fista",
-                       Z=program.zs(cert["X"]), duality_gap=cert["primal"] - cert["dual"],
-                       dual_objective=cert["dual"], grad_ratio=cert["grad_ratio"],
-                       cone_factors=list(zip(cert["X"], program.signed_directions(),
-                                             strict=True)),
-                       constraint_violation=cert["violation"])
-    return res
+    return ConvexResult(objective=cert.primal, status=status, certificate=cert.certificate,
+                        iterations=it, seconds=time.perf_counter() - start,
+                        method="relu-fista", Z=program.zs(cert.X),
+                        duality_gap=cert.primal - cert.dual, dual_objective=cert.dual,
+                        grad_ratio=cert.grad_ratio,
+                        cone_factors=list(zip(cert.X, program.signed_directions(),
+                                              strict=True)),
+                        constraint_violation=cert.violation)
 
 
 def default_directions(program: ReluProgram, gated_Z: list[np.ndarray] | None,
@@ -285,9 +169,46 @@ def default_directions(program: ReluProgram, gated_Z: list[np.ndarray] | None,
     return dirs
 
 
-def solve_relu(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
+
+
+def _fista_solver(program: ReluProgram, Y: np.ndarray, beta: float, loss: Loss, *, tol: float,
+                  max_iter: int, rng: np.random.Generator | None,
+                  progress: bool) -> ConvexResult:
+    return cone_fista(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                      progress=progress)
+
+
+def _cvxpy_solver(program: ReluProgram, Y: np.ndarray, beta: float, loss: Loss, *, tol: float,
+                  **_ignored) -> ConvexResult:
+    return with_tolerance(solve_relu_cvxpy(program, Y, beta, loss), tol)
+
+
+#: the solvers of the restricted ReLU program by the name of the ``solver`` parameter, and the
+#: nuclear-norm solver of the gated relaxation each one uses
+RELU_SOLVERS: dict[str, tuple[Callable[..., ConvexResult], str]] = {
+    "auto": (_fista_solver, "auto"),
+    "fista": (_fista_solver, "auto"),
+    "cvxpy": (_cvxpy_solver, "cvxpy"),
+}
+
+_NO_CONES = ("Burer-Monteiro cannot enforce the ReLU cone constraints: use 'auto' (projected "
+             "FISTA with exact cone projections) or 'cvxpy' (reference), or "
+             "activation='gated_relu' for the unconstrained gated program.")
+
+
+def check_relu_solver(solver: str, caller: str = "") -> None:
+    """Refuse a ``solver`` that cannot solve the ReLU program (``"bm"`` ignores the cones)."""
+    if solver not in RELU_SOLVERS:
+        allowed = ", ".join(map(repr, RELU_SOLVERS))
+        hint = _NO_CONES if solver == "bm" else "Pick one of the listed options."
+        raise InvalidParameterError(
+            f"{caller + ': ' if caller else ''}solver must be one of {allowed} for a ReLU "
+            f"program; got {describe(solver)}. {hint}")
+
+
+def solve_relu(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Loss, *,
                solver: str = "auto", tol: float = 1e-6, max_iter: int = 20000,
-               rng: np.random.Generator | None = None, progress: bool = False):
+               rng: np.random.Generator | None = None, progress: bool = False) -> ConvexResult:
     """Relaxation (lower bound, directions), then the restricted ReLU program.
 
     1. the gated-ReLU program on the same patterns (cones dropped) is solved; its certified
@@ -296,29 +217,13 @@ def solve_relu(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
     3. the restricted program is solved by :func:`cone_fista` (``solver`` "auto"/"fista") or
        by the cvxpy reference (``solver="cvxpy"``).
     """
-    from attnlens.convex.solvers import solve
-
-    if solver == "bm":
-        raise ValueError(
-            "solver='bm' cannot enforce the ReLU cone constraints; use solver='auto' "
-            "(projected FISTA with exact cone projections) or 'cvxpy' (reference), or "
-            "activation='gated_relu' for the unconstrained gated program."
-        )
-    if solver not in ("auto", "fista", "cvxpy"):
-        raise ValueError(f"solver must be one of 'auto', 'fista', 'cvxpy' for the ReLU "
-                         f"program; got {solver!r}.")
-    relax = solve(program.as_gated(), Y, beta, loss, solver="cvxpy" if solver == "cvxpy"
-                  else "auto", tol=max(tol, 1e-6), max_iter=max_iter, rng=rng, warn=False)
+    check_relu_solver(solver, "solve")
+    loss = get_loss(loss, "solve_relu")
+    restricted, relaxed = RELU_SOLVERS[solver]
+    relax = solve_nuclear(program.as_gated(), Y, beta, loss, solver=relaxed,
+                          tol=max(tol, 1e-6), max_iter=max_iter, rng=rng)
     if program.directions is None:
         program = dataclasses.replace(program, directions=default_directions(program, relax.Z))
-    if solver == "cvxpy":
-        from attnlens.convex._reference import solve_relu_cvxpy
-
-        res = solve_relu_cvxpy(program, Y, beta, loss)
-        if res.certificate > tol and res.status is Status.OPTIMAL:
-            res.status = Status.OPTIMAL_INACCURATE
-    else:
-        res = cone_fista(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
-                         progress=progress)
-    res.lower_bound = relax.dual_objective
-    return res
+    res = restricted(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                     progress=progress)
+    return dataclasses.replace(res, lower_bound=relax.dual_objective)
