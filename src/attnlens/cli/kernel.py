@@ -22,6 +22,8 @@ def reproduce(
                                  "a second process on the same folder shares the sweep."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
+    paper_size: bool = typer.Option(False, "--paper-size", help="uea: the official scripts' "
+                                    "backbone (d_model 512, FF 2048, 8 heads, 2 layers)."),
 ) -> None:
     """Reproduce a Primal-Attention / kernel-lens experiment into a resumable run folder."""
     from attnlens.experiments import get, load
@@ -44,6 +46,13 @@ def reproduce(
             typer.echo("--reverse applies to the uea experiment only.", err=True)
             raise typer.Exit(2)
         kwargs["reverse"] = True
+    if paper_size:
+        if name != "uea":
+            typer.echo("--paper-size applies to the uea experiment only.", err=True)
+            raise typer.Exit(2)
+        from attnlens.experiments.kernel_uea import PAPER_SIZE
+
+        kwargs.update(PAPER_SIZE)
     folder = out or f"runs/kernel-{name}"
     metrics = get("kernel", name)(folder, **kwargs)
     table = metrics.get("table")

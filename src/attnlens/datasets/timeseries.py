@@ -46,6 +46,21 @@ class TimeSeriesSplit:
     def __len__(self) -> int:
         return int(self.X.shape[0])
 
+    def subset(self, indices, split: str | None = None) -> TimeSeriesSplit:
+        """The sequences at ``indices`` (same classes), named ``split`` (default: unchanged)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return TimeSeriesSplit(self.name, split or self.split, self.X[idx], self.mask[idx],
+                               self.y[idx], list(self.classes), self.lengths[idx])
+
+    def split_validation(self, fraction: float, seed: int) -> tuple[TimeSeriesSplit,
+                                                                    TimeSeriesSplit]:
+        """A stratified, seeded (train, validation) split of this split's sequences."""
+        from sklearn.model_selection import train_test_split
+
+        tr, va = train_test_split(np.arange(len(self)), test_size=fraction, stratify=self.y,
+                                  random_state=seed)
+        return self.subset(np.sort(tr), "train"), self.subset(np.sort(va), "val")
+
     @property
     def n_channels(self) -> int:
         return int(self.X.shape[2])
