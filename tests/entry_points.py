@@ -94,5 +94,20 @@ def kernel_entries() -> list[Entry]:
     ]
 
 
+def _att(layers: int = 2, heads: int = 2, n: int = 4) -> np.ndarray:
+    a = np.abs(_rng().standard_normal((layers, heads, n, n))) + 0.1
+    return a / a.sum(axis=-1, keepdims=True)
+
+
+def lenses_entries() -> list[Entry]:
+    from attnlens import lenses as LN
+
+    return [
+        Entry("lenses.attention_rollout", LN.attention_rollout, lambda: {"att": _att()}),
+        Entry("lenses.attention_flow", LN.attention_flow, lambda: {"att": _att()}),
+        Entry("lenses.raw_attention_flow", LN.raw_attention_flow, lambda: {"att": _att()}),
+    ]
+
+
 def all_entries() -> list[Entry]:
-    return kernel_entries()
+    return kernel_entries() + lenses_entries()
