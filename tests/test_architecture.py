@@ -78,3 +78,24 @@ def test_the_cycle_check_finds_a_planted_cycle():
     for importer, imported in [("p.a", "p.b"), ("p.b", "p.c"), ("p.c", "p.a"), ("p.c", "p.d")]:
         g.add_import(importer=importer, imported=imported)
     assert _cycles(g, {"p.a", "p.b", "p.c", "p.d"}) == [["p.a", "p.b", "p.c"]]
+
+
+def _layout_block() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def test_readme_layout_matches_the_tree():
+    """Every module and package of src/attnlens is in the README's Layout, and nothing else."""
+    layers = {}
+    for line in _layout_block().splitlines():
+        words = line.split()
+        if words and words[0] in ("base", "pillars", "application", "cli/"):
+            layers[words[0]] = {w for w in words[1:] if w.endswith(("/", ".py"))}
+    src = ROOT / "src" / "attnlens"
+    on_disk = {p.name + ("/" if p.is_dir() else "") for p in src.iterdir()
+               if not p.name.startswith("__") and (p.is_dir() or p.suffix == ".py")}
+    listed = layers["base"] | layers["pillars"] | layers["application"] | {"cli/"}
+    assert on_disk == listed
+    assert {p.name for p in (src / "cli").glob("*.py")} == layers["cli/"]
