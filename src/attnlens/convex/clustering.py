@@ -13,15 +13,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnlens._validation import check_array, check_int
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    check_array,
+    raise_invalid,
+    validate_params,
+)
+
+_COUNT = Interval(Integral, 1, None)
 
 
+@validate_params({
+    "n": [_COUNT], "s": [_COUNT], "d": [_COUNT], "groups": [_COUNT], "n_classes": [_COUNT],
+    "rng": [InstanceOf(np.random.Generator)],
+})
 def block_diagonal_tokens(n: int, s: int, d: int, groups: int, n_classes: int,
                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Tokens whose features are supported on one channel group each (block-diagonal Grams)."""
-    check_int(groups, "groups", low=1)
     if d % groups:
-        raise ValueError(f"groups={groups} must divide d={d}.")
+        raise_invalid("groups", f"a divisor of d={d}", groups, "Pick a divisor of d.",
+                      "block_diagonal_tokens")
     w = d // groups
     X = rng.standard_normal((n, s, d))
     cluster = rng.integers(0, groups, (n, s))
@@ -32,9 +46,14 @@ def block_diagonal_tokens(n: int, s: int, d: int, groups: int, n_classes: int,
     return X, y
 
 
+@validate_params({"Z": [Array(ndim=2)], "d": [_COUNT], "n_outputs": [_COUNT],
+                  "groups": [_COUNT]})
 def off_block_fraction(Z: np.ndarray, d: int, n_outputs: int, groups: int) -> float:
     """Share of ``||Z||_F^2`` on entries ``(a,b),(e,c)`` with ``group(b) != group(e)``."""
-    Z = check_array(Z, "Z", shape=(d * d, d * n_outputs))
+    Z = check_array(Z, "Z", shape=(d * d, d * n_outputs), caller="off_block_fraction")
+    if d % groups:
+        raise_invalid("groups", f"a divisor of d={d}", groups, "Pick a divisor of d.",
+                      "off_block_fraction")
     w = d // groups
     Z4 = Z.reshape(d, d, d, n_outputs)  # (a, b, e, c)
     gb = np.arange(d) // w

@@ -31,6 +31,7 @@ from attnlens._validation import (
     check_array,
     check_consistent_length,
     check_random_state,
+    raise_invalid,
     warn_ignored,
 )
 from attnlens.convex._linalg import progress_bar
@@ -40,7 +41,7 @@ from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import recover_network, recover_relu_network
 from attnlens.convex.relu import check_relu_solver
 from attnlens.convex.solvers import SOLVERS, solve
-from attnlens.errors import InvalidParameterError, NotFittedError
+from attnlens.errors import NotFittedError
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +64,30 @@ def _check_X(X, name: str = "X", d: int | None = None, s: int | None = None,
              caller: str = "") -> np.ndarray:
     X = check_array(X, name, ndim=3, caller=caller)
     if d is not None and X.shape[2] != d:
-        raise InvalidParameterError(
-            f"{caller + ': ' if caller else ''}{name} must have d={d} features per token (the "
-            f"width the model was fitted with); got {X.shape[2]} features per token. Pass "
-            "tokens of the same width.")
+        raise_invalid(name, f"tokens of d={d} features (the width the model was fitted with)",
+                      f"got {X.shape[2]} features per token",
+                      "Pass tokens of the same width.", caller)
     if s is not None and X.shape[1] != s:
-        raise InvalidParameterError(
-            f"{caller + ': ' if caller else ''}{name} must have s={s} tokens (mixer/FNO heads "
-            f"depend on the sequence length); got {X.shape[1]} tokens. Pass sequences of the "
-            "length the head was fitted with.")
+        raise_invalid(name, f"sequences of s={s} tokens (mixer/FNO heads depend on the "
+                      "sequence length)", f"got {X.shape[1]} tokens",
+                      "Pass sequences of the length the head was fitted with.", caller)
     return X
 
 
 def _check_y(y, X: np.ndarray, caller: str = "") -> tuple[LabelEncoder, np.ndarray]:
     y = np.asarray(y)  # labels of any kind (numbers, strings, objects)
     if y.ndim != 1:
-        raise InvalidParameterError(
-            f"{caller}: y must be 1-D class labels; got shape {y.shape}. Pass one label per "
-            "sample.")
+        raise_invalid("y", "1-D class labels", f"got shape {y.shape}",
+                      "Pass one label per sample.", caller)
     if y.dtype.kind in "fc" and not np.all(np.isfinite(y)):
-        raise InvalidParameterError(
-            f"{caller}: y must be finite class labels; got NaN or inf. Drop unlabelled samples.")
+        raise_invalid("y", "finite class labels", "got NaN or inf",
+                      "Drop the unlabelled samples.", caller)
     check_consistent_length("X", X, "y", y, caller)
     enc = LabelEncoder().fit(y)
     if len(enc.classes_) < 2:
-        raise InvalidParameterError(
-            f"{caller}: y must hold at least two classes; got a single class "
-            f"({enc.classes_[0]!r}). A classifier needs at least two classes.")
+        raise_invalid("y", "labels of at least two classes",
+                      f"got a single class ({enc.classes_[0]!r})",
+                      "A classifier needs at least two classes.", caller)
     return enc, enc.transform(y)
 
 
@@ -104,9 +102,8 @@ class _HeadEstimator(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
         d = X.shape[2]
         if self.head == "bfno" and d % self.n_groups:
             divisors = [g for g in range(1, d + 1) if d % g == 0]
-            raise InvalidParameterError(
-                f"{caller}: n_groups must divide the feature dimension d={d} (one of "
-                f"{divisors}); got {self.n_groups!r}. Pick a divisor of d.")
+            raise_invalid("n_groups", f"a divisor of the feature dimension d={d}",
+                          self.n_groups, f"Pick one of {divisors}.", caller)
         if self.head != "bfno":
             self._warn_if_set("n_groups", f"only head='bfno' has channel groups, not "
                                           f"{self.head!r}", depth=2)

@@ -17,10 +17,23 @@ Weight decay: ``(beta/2) sum_k (||W1_k||^2 + ||W2_k||^2)`` (:meth:`ConvexHead.pe
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from attnlens._validation import check_option
+from attnlens._validation import (
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    Tensor,
+    raise_invalid,
+    validate,
+    validate_params,
+    warn_ignored,
+)
 
 HEADS = ("self_attention", "mixer", "fno", "bfno", "mlp")
 ACTIVATIONS = ("linear", "gated_relu", "relu")
@@ -43,6 +56,27 @@ def circ(X: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(prod, n=s, dim=-1)  # (b, k, s)
 
 
+def _weight_shapes(head: str, m: int, s: int, d: int, c: int) -> tuple[tuple, tuple]:
+    """Shapes of ``W1`` (and of the gates) and of ``W2`` for ``m`` units of ``head``."""
+    return {"self_attention": ((m, d, d), (m, d, c)), "mixer": ((m, s, s), (m, d, c)),
+            "fno": ((m, s, d), (m, c)), "bfno": ((m, s, d), (m, c)),
+            "mlp": ((m, d), (m, c))}[head]
+
+
+def _check_shape(name: str, value: torch.Tensor, shape: tuple, caller: str) -> None:
+    if tuple(value.shape) != tuple(shape):
+        raise_invalid(name, f"a tensor of shape {tuple(shape)}", f"got shape {tuple(value.shape)}",
+                      "Check the head's shape conventions in the docstring.", caller)
+
+
+@validate_params({
+    "X": [Tensor(ndim=3)],
+    "W1": [Tensor(ndim=(2, 3))],
+    "W2": [Tensor(ndim=(2, 3))],
+    "head": [Options(*HEADS)],
+    "activation": [Options(*ACTIVATIONS)],
+    "gates": [None, Tensor(ndim=(2, 3))],
+})
 def head_outputs(X: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor, head: str,
                  activation: str, gates: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token outputs (b, s, c) of ``head``; ``gates`` holds one gate generator per head.
@@ -50,6 +84,24 @@ def head_outputs(X: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor, head: str,
     Shapes: self_attention W1 (m,d,d) W2 (m,d,c) gates (m,d,d); mixer W1 (m,s,s) W2 (m,d,c)
     gates (m,s,s); fno/bfno W1 (m,s,d) W2 (m,c) gates (m,s,d); mlp W1 (m,d) W2 (m,c) gates (m,d).
     """
+    _, s, d = X.shape
+    m, c = W2.shape[0], W2.shape[-1]
+    shape1, shape2 = _weight_shapes(head, m, s, d, c)
+    _check_shape("W1", W1, shape1, "head_outputs")
+    _check_shape("W2", W2, shape2, "head_outputs")
+    if activation == "gated_relu":
+        if gates is None:
+            raise_invalid("gates", "a tensor of gate generators for activation='gated_relu'",
+                          None, f"Pass one generator per unit, shape {shape1}.", "head_outputs")
+        _check_shape("gates", gates, shape1, "head_outputs")
+    elif gates is not None:
+        warn_ignored("gates", gates, f"activation={activation!r} has no gates")
+    return _outputs(X, W1, W2, head, activation, gates)
+
+
+def _outputs(X: torch.Tensor, W1: torch.Tensor, W2: torch.Tensor, head: str,
+             activation: str, gates: torch.Tensor | None) -> torch.Tensor:
+    """:func:`head_outputs` without the input checks (the module's forward path)."""
     if head == "self_attention":
         pre = torch.einsum("nta,kae,nue->nktu", X, W1, X)  # (b, m, s, s)
         gp = torch.einsum("nta,kae,nue->nktu", X, gates, X) if activation == "gated_relu" else None
@@ -78,17 +130,29 @@ class ConvexHead(nn.Module):
     ``group_mask`` (n_heads, d) restricts block-FNO filters to their channel group.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "head": [Options(*HEADS)],
+        "activation": [Options(*ACTIVATIONS)],
+        "n_heads": [Interval(Integral, 1, None)],
+        "n_tokens": [Interval(Integral, 1, None)],
+        "n_features": [Interval(Integral, 1, None)],
+        "n_outputs": [Interval(Integral, 1, None)],
+        "gates": [None, Tensor(ndim=(2, 3))],
+        "group_mask": [None, Tensor(ndim=2)],
+        "dtype": [InstanceOf(torch.dtype)],
+        "generator": [None, InstanceOf(torch.Generator)],
+        "init_scale": [Interval(Real, 0, None, closed="neither")],
+    }
+
     def __init__(self, head: str, activation: str, n_heads: int, n_tokens: int,
                  n_features: int, n_outputs: int, *, gates: torch.Tensor | None = None,
                  group_mask: torch.Tensor | None = None, dtype: torch.dtype = torch.float64,
                  generator: torch.Generator | None = None, init_scale: float = 0.1):
         super().__init__()
-        self.head = check_option(head, "head", HEADS)
-        self.activation = check_option(activation, "activation", ACTIVATIONS)
+        validate(self._parameter_constraints, locals(), "ConvexHead")
+        self.head, self.activation = head, activation
         m, s, d, c = n_heads, n_tokens, n_features, n_outputs
-        shapes = {"self_attention": ((m, d, d), (m, d, c)), "mixer": ((m, s, s), (m, d, c)),
-                  "fno": ((m, s, d), (m, c)), "bfno": ((m, s, d), (m, c)),
-                  "mlp": ((m, d), (m, c))}[head]
+        shapes = _weight_shapes(head, m, s, d, c)
         self.W1 = nn.Parameter(init_scale * torch.randn(shapes[0], dtype=dtype,
                                                         generator=generator))
         self.W2 = nn.Parameter(init_scale * torch.randn(shapes[1], dtype=dtype,
@@ -96,11 +160,15 @@ class ConvexHead(nn.Module):
         if activation == "gated_relu":
             if gates is None:
                 gates = torch.randn(shapes[0], dtype=dtype, generator=generator)
+            _check_shape("gates", gates, shapes[0], "ConvexHead")
             self.register_buffer("gates", gates.to(dtype))
         else:
+            if gates is not None:
+                warn_ignored("gates", gates, f"activation={activation!r} has no gates")
             self.register_buffer("gates", None)
         if group_mask is None:
             group_mask = torch.ones(m, d, dtype=dtype)
+        _check_shape("group_mask", group_mask, (m, d), "ConvexHead")
         self.register_buffer("group_mask", group_mask.to(dtype))
 
     def _w1(self) -> torch.Tensor:
@@ -110,7 +178,7 @@ class ConvexHead(nn.Module):
 
     def token_outputs(self, X: torch.Tensor) -> torch.Tensor:
         """(b, s, d) -> (b, s, c) per-token outputs."""
-        return head_outputs(X, self._w1(), self.W2, self.head, self.activation, self.gates)
+        return _outputs(X, self._w1(), self.W2, self.head, self.activation, self.gates)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """(b, s, d) -> (b, c): token-mean-pooled outputs."""

@@ -26,6 +26,7 @@ from attnlens._validation import (
     Options,
     check_array,
     check_param,
+    raise_invalid,
     validate_params,
     warn_ignored,
 )
@@ -42,7 +43,6 @@ from attnlens.convex.operators import (
     pattern_block,
 )
 from attnlens.convex.relu_program import build_relu_program
-from attnlens.errors import InvalidParameterError
 
 
 def _divisors(d: int) -> list[int]:
@@ -62,9 +62,8 @@ def _check_gates(gates, head: str, activation: str, s: int, d: int,
             warn_ignored("gates", gates, "the linear activation has no gates")
         return None
     if gates is None:
-        raise InvalidParameterError(
-            f"build_program: gates must be an array of gate generators for "
-            f"activation={activation!r}; got None. Draw them with sample_gates().")
+        raise_invalid("gates", f"an array of gate generators for activation={activation!r}",
+                      None, "Draw them with sample_gates().", "build_program")
     return check_array(gates, "gates", shape=(None, *_gate_shape(head, s, d, groups)),
                        caller="build_program")
 

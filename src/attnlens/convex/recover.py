@@ -15,9 +15,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.convex._linalg import spectral_norm, svd
-from attnlens.convex.heads import ConvexHead
+from attnlens.convex.heads import HEADS, ConvexHead
 from attnlens.convex.operators import group_slices
+
+_COUNT = Interval(Integral, 1, None)
+_BLOCKS = InstanceOf(list, tuple, name="a list of arrays, one per block")
 
 
 def block_layout(head: str, activation: str, n_gates: int, groups: int) -> list[tuple[int, int]]:
@@ -34,6 +47,13 @@ def _unit_shapes(head: str, s: int, d: int, c: int, groups: int):
             "fno": ((s, d), (c,)), "bfno": ((s, dg), (c,)), "mlp": ((d,), (c,))}[head]
 
 
+@validate_params({
+    "net": [InstanceOf(ConvexHead)],
+    "gate_index": [Array(ndim=1)],
+    "group_index": [Array(ndim=1)],
+    "n_gates": [_COUNT],
+    "groups": [_COUNT],
+})
 def network_to_blocks(net: ConvexHead, gate_index: np.ndarray, group_index: np.ndarray,
                       n_gates: int, groups: int) -> list[np.ndarray]:
     """Z blocks built from a network's weights (unit k sits in block (group_index[k], gate_index[k]))."""
@@ -41,6 +61,13 @@ def network_to_blocks(net: ConvexHead, gate_index: np.ndarray, group_index: np.n
     W1 = net._w1().detach().cpu().numpy()
     W2 = net.W2.detach().cpu().numpy()
     d = net.group_mask.shape[1]
+    m = W1.shape[0]
+    for name, index, count in (("gate_index", gate_index, n_gates),
+                               ("group_index", group_index, groups)):
+        index = np.asarray(index)
+        if len(index) != m or np.any((index < 0) | (index >= count) | (index % 1 != 0)):
+            raise_invalid(name, f"{m} integers in [0, {count}) (one per unit of net)", index,
+                          "Give the block of every unit.", "network_to_blocks")
     Zs: dict[int, np.ndarray] = {}
     for k in range(W1.shape[0]):
         g = int(group_index[k]) if net.head == "bfno" else 0
@@ -59,6 +86,17 @@ def network_to_blocks(net: ConvexHead, gate_index: np.ndarray, group_index: np.n
     return out
 
 
+@validate_params({
+    "Zs": [_BLOCKS],
+    "head": [Options(*HEADS)],
+    "activation": [Options("linear", "gated_relu")],
+    "n_tokens": [_COUNT],
+    "n_features": [_COUNT],
+    "n_outputs": [_COUNT],
+    "gates": [None, Array(ndim=(2, 3))],
+    "groups": [_COUNT],
+    "rtol": [Interval(Real, 0, 1, closed="left")],
+})
 def recover_network(Zs: list[np.ndarray], head: str, activation: str, n_tokens: int,
                     n_features: int, n_outputs: int, gates: np.ndarray | None, groups: int = 1,
                     rtol: float = 1e-9) -> ConvexHead:
@@ -105,6 +143,16 @@ def recover_network(Zs: list[np.ndarray], head: str, activation: str, n_tokens: 
     return net
 
 
+@validate_params({
+    "cone_factors": [_BLOCKS],
+    "head": [Options(*HEADS)],
+    "n_tokens": [_COUNT],
+    "n_features": [_COUNT],
+    "n_outputs": [_COUNT],
+    "n_gates": [_COUNT],
+    "groups": [_COUNT],
+    "rtol": [Interval(Real, 0, 1, closed="left")],
+})
 def recover_relu_network(cone_factors: list, head: str, n_tokens: int, n_features: int,
                          n_outputs: int, n_gates: int, groups: int = 1,
                          rtol: float = 1e-9) -> ConvexHead:

@@ -51,14 +51,13 @@ from collections.abc import Callable
 import numpy as np
 
 from attnlens._results import Status
-from attnlens._validation import describe
+from attnlens._validation import raise_invalid
 from attnlens.convex._linalg import DEFAULT_SEED, progress_bar, svd
 from attnlens.convex._reference import solve_relu_cvxpy
 from attnlens.convex.losses import Loss, get_loss
 from attnlens.convex.nuclear import solve_nuclear
 from attnlens.convex.relu_program import ReluCertificate, ReluProgram, certify_relu
 from attnlens.convex.results import ConvexResult, with_tolerance
-from attnlens.errors import InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +200,7 @@ def check_relu_solver(solver: str, caller: str = "") -> None:
     if solver not in RELU_SOLVERS:
         allowed = ", ".join(map(repr, RELU_SOLVERS))
         hint = _NO_CONES if solver == "bm" else "Pick one of the listed options."
-        raise InvalidParameterError(
-            f"{caller + ': ' if caller else ''}solver must be one of {allowed} for a ReLU "
-            f"program; got {describe(solver)}. {hint}")
+        raise_invalid("solver", f"one of {allowed} for a ReLU program", solver, hint, caller)
 
 
 def solve_relu(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Loss, *,
