@@ -109,5 +109,67 @@ def lenses_entries() -> list[Entry]:
     ]
 
 
+def convex_entries() -> list[Entry]:
+    from attnlens import convex as C
+
+    def tokens() -> np.ndarray:
+        return _rng().standard_normal((6, 4, 3))
+
+    def onehot() -> np.ndarray:
+        return np.eye(2)[np.arange(6) % 2]
+
+    def program() -> C.Program:
+        return C.build_program(tokens(), "self_attention", "linear", 2)
+
+    def fit_data() -> dict:
+        return {"X": tokens(), "y": np.arange(6) % 2}
+
+    return [
+        Entry("convex.solve", C.solve,
+              lambda: {"program": program(), "Y": onehot(), "beta": 0.1, "loss": "squared",
+                       "solver": "fista", "tol": 1e-4, "max_iter": 20, "progress": False,
+                       "warn": False}),
+        Entry("convex.certify", C.certify,
+              lambda: {"program": program(), "Zs": [np.zeros((9, 6))], "Y": onehot(),
+                       "beta": 0.1, "loss": "squared"}),
+        Entry("convex.build_program", C.build_program,
+              lambda: {"X": tokens(), "head": "self_attention", "activation": "gated_relu",
+                       "n_outputs": 2, "gates": _rng().standard_normal((2, 3, 3)),
+                       "groups": 1}),
+        Entry("convex.sample_gates", C.sample_gates,
+              lambda: {"head": "mixer", "n_gates": 2, "s": 4, "d": 3, "rng": _rng(),
+                       "groups": 1}),
+        Entry("convex.head_outputs", C.head_outputs,
+              lambda: {"X": _t(2, 4, 3), "W1": _t(2, 3, 3), "W2": _t(2, 3, 2),
+                       "head": "self_attention", "activation": "gated_relu",
+                       "gates": _t(2, 3, 3)}),
+        Entry("convex.ConvexHead", C.ConvexHead,
+              lambda: {"head": "mlp", "activation": "gated_relu", "n_heads": 2, "n_tokens": 4,
+                       "n_features": 3, "n_outputs": 2, "gates": _t(2, 3),
+                       "group_mask": torch.ones(2, 3, dtype=torch.float64),
+                       "init_scale": 0.1}),
+        Entry("convex.network_to_blocks", C.network_to_blocks,
+              lambda: {"net": C.ConvexHead("mlp", "gated_relu", 2, 4, 3, 2),
+                       "gate_index": np.array([0, 1]), "group_index": np.array([0, 0]),
+                       "n_gates": 2, "groups": 1}),
+        Entry("convex.recover_network", C.recover_network,
+              lambda: {"Zs": [np.ones((3, 2)), np.zeros((3, 2))], "head": "mlp",
+                       "activation": "gated_relu", "n_tokens": 4, "n_features": 3,
+                       "n_outputs": 2, "gates": _rng().standard_normal((2, 3)), "groups": 1,
+                       "rtol": 1e-9}),
+        Entry("convex.ConvexAttentionClassifier", C.ConvexAttentionClassifier,
+              lambda: {**fit_data(), "head": "mixer", "activation": "gated_relu",
+                       "beta": 0.1, "loss": "squared", "n_gates": 2, "solver": "fista",
+                       "tol": 1e-4, "max_iter": 20, "random_state": 0, "verbose": False},
+              fit_arrays=("X", "y")),
+        Entry("convex.NonConvexAttentionClassifier", C.NonConvexAttentionClassifier,
+              lambda: {**fit_data(), "head": "mixer", "activation": "gated_relu",
+                       "n_heads": 2, "beta": 0.1, "loss": "squared", "optimizer": "adam",
+                       "lr": 1e-2, "max_epochs": 2, "batch_size": 3, "random_state": 0,
+                       "init_scale": 0.1, "verbose": False},
+              fit_arrays=("X", "y")),
+    ]
+
+
 def all_entries() -> list[Entry]:
-    return kernel_entries() + lenses_entries()
+    return kernel_entries() + lenses_entries() + convex_entries()

@@ -175,3 +175,11 @@ def test_the_table_covers_the_declared_kernel_entry_points():
     absent = [n for n in declared if getattr(importlib.import_module("attnlens.kernel"), n)
               not in rows and n not in {"PrimalPlusTransformer", "Transformer"}]
     assert not absent, f"no table row for {absent}"
+
+
+def test_the_table_covers_the_convex_entry_points():
+    """Every public convex function and estimator has a row."""
+    rows = {e.target for e in ENTRIES}
+    absent = [name for name, obj in _public("convex") if _is_entry_point(obj)
+              and obj not in rows]
+    assert not absent, f"no table row for {absent}"

@@ -25,7 +25,6 @@ from attnlens._validation import (
     Interval,
     Options,
     check_array,
-    check_param,
     raise_invalid,
     validate_params,
     warn_ignored,
@@ -114,7 +113,8 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
     if head != "bfno" and groups != 1:
         warn_ignored("groups", groups, f"only the block FNO head has channel groups, not {head!r}")
     if head == "bfno" and d % groups:
-        check_param("groups", groups, [Options(*_divisors(d))], "build_program")
+        raise_invalid("groups", f"a divisor of the feature dimension d={d}", groups,
+                      f"Pick one of {_divisors(d)}.", "build_program")
     gates = _check_gates(gates, head, activation, s, d, groups)
     if activation == "relu":
         return build_relu_program(X, head, n_outputs, gates, groups)
