@@ -171,5 +171,32 @@ def convex_entries() -> list[Entry]:
     ]
 
 
+def causal_entries() -> list[Entry]:
+    from attnlens.lenses import causal as C
+
+    def att() -> np.ndarray:
+        a = np.abs(_rng().standard_normal((6, 6))) + 0.1
+        return a / a.sum(1, keepdims=True)
+
+    def corr() -> np.ndarray:
+        return C.attention_covariance(att()).correlation
+
+    return [
+        Entry("lenses.causal.attention_covariance", C.attention_covariance,
+              lambda: {"attention": att()}),
+        Entry("lenses.causal.partial_correlations", C.partial_correlations,
+              lambda: {"corr": corr()}),
+        Entry("lenses.causal.fisher_z_test", C.fisher_z_test,
+              lambda: {"corr": corr(), "x": 0, "y": 1, "cond": (2,), "n_samples": 50,
+                       "alpha": 0.05}),
+        Entry("lenses.causal.pc_search", C.pc_search,
+              lambda: {"corr": corr(), "n_samples": 50, "alpha": 0.05}),
+        Entry("lenses.causal.pc_skeleton", C.pc_skeleton,
+              lambda: {"corr": corr(), "n_samples": 50, "alpha": 0.05}),
+        Entry("lenses.causal.causal_explanation", C.causal_explanation,
+              lambda: {"attention": att(), "target": 0, "n_samples": 50, "alpha": 0.05}),
+    ]
+
+
 def all_entries() -> list[Entry]:
-    return kernel_entries() + lenses_entries() + convex_entries()
+    return kernel_entries() + lenses_entries() + convex_entries() + causal_entries()
