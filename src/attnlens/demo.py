@@ -105,7 +105,7 @@ def run_demo(
     check: dict[str, Any] | None = None
     if svm_check:
         console.print("[2/3] Att-SVM: normalized GD on W vs W^mm (n=6, T=8, d=10, seed 0)")
-        from attnlens.svm.convergence_check import convergence_check
+        from attnlens.svm import convergence_check
 
         check = convergence_check(seed=0)
     console.print("[3/3] report")

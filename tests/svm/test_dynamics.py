@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from attnlens.svm.dynamics import MLPHead, ProblemBatch, loss_and_grad, train_attention
+from attnlens.svm.dynamics import (
+    MLPHead,
+    ProblemBatch,
+    correlation,
+    loss_and_grad,
+    svm_solution,
+    train_attention,
+)
 from attnlens.svm.problems import random_problem
-from attnlens.svm.trackers import _att_svm_cvxpy, correlation
 
 
 def _batch(S=3, n=4, T=5, d=6, seed=0):
@@ -115,7 +121,7 @@ def test_normalized_gd_converges_to_wmm_direction():
     traj = train_attention(b, "W", steps=1500, lr=0.1)
     assert traj.prob_selected[:, -1].min() > 0.99
     for s in range(3):
-        W_mm = _att_svm_cvxpy(b.X[s], b.Z[s], traj.selection[s], "fro")
+        W_mm = svm_solution(b.X[s], b.Z[s], traj.selection[s], "fro", method="cvxpy")
         assert correlation(traj.W_final[s], W_mm) > 0.97
         # the direction improves along the run
         assert correlation(traj.W[s, -1], W_mm) > correlation(traj.W[s, len(traj.steps) // 10],
@@ -128,9 +134,9 @@ def test_kq_with_ridge_converges_to_nuclear_svm():
     c_nuc, c_fro = [], []
     for s in range(6):
         c_nuc.append(correlation(traj.W_final[s],
-                                 _att_svm_cvxpy(b.X[s], b.Z[s], traj.selection[s], "nuc")))
+                                 svm_solution(b.X[s], b.Z[s], traj.selection[s], "nuc", method="cvxpy")))
         c_fro.append(correlation(traj.W_final[s],
-                                 _att_svm_cvxpy(b.X[s], b.Z[s], traj.selection[s], "fro")))
+                                 svm_solution(b.X[s], b.Z[s], traj.selection[s], "fro", method="cvxpy")))
     assert np.median(c_nuc) > 0.99
     assert np.mean(c_nuc) > np.mean(c_fro) + 0.05
     # the vanishing ridge keeps ||W|| bounded; without it the factors run off

@@ -9,9 +9,9 @@ import pytest
 from scipy.optimize import nnls
 
 from attnlens.errors import InfeasibleError
-from attnlens.svm import _frobenius as frob
 from attnlens.svm import att_svm, planted_problem
-from attnlens.svm._constraints import build_constraints
+from attnlens.svm._solvers import frobenius as frob
+from attnlens.svm._solvers.constraints import build_constraints
 
 TOL = 1e-7
 
@@ -164,14 +164,14 @@ def test_result_reports_effort():
     assert res.iterations > 0 and res.seconds > 0
     cs = build_constraints(p.X, p.Z, sel, "cross")
     out = frob.solve_frobenius(cs, tol=TOL, max_iter=1000)
-    st = out["stats"]
-    assert out["converged"] and st["support"] == np.count_nonzero(out["duals"])
-    assert st["gap"] <= TOL and out["iterations"] == st["newton"] + st["polish"]
+    st = out.stats
+    assert out.converged and st["support"] == np.count_nonzero(out.duals)
+    assert st["gap"] <= TOL and out.iterations == st["newton"] + st["polish"]
 
 
 def test_max_iter_is_respected():
     p, sel = planted_problem(100, 8, 8, seed=2)
     cs = build_constraints(p.X, p.Z, sel, "cross")
     out = frob.solve_frobenius(cs, tol=1e-12, max_iter=2)
-    assert out["iterations"] <= 2
-    assert not out["converged"] and out["W"] is not None
+    assert out.iterations <= 2
+    assert not out.converged and out.W is not None

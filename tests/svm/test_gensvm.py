@@ -7,6 +7,7 @@ from scipy.optimize import minimize_scalar
 
 from attnlens.errors import InfeasibleError
 from attnlens.svm import (
+    MLPHead,
     att_svm,
     fin_projection,
     finite_part,
@@ -14,9 +15,8 @@ from attnlens.svm import (
     project_out_fin,
     random_problem,
 )
-from attnlens.svm.dynamics import MLPHead
+from attnlens.svm.dynamics import gen_svm_direction
 from attnlens.svm.gensvm import _layout, _restricted_loss
-from attnlens.svm.trackers import gen_svm_direction
 
 
 def _instance(seed):

@@ -6,12 +6,12 @@ import warnings
 import numpy as np
 import pytest
 
-import attnlens.svm._nuclear as nuclear
+import attnlens.svm._solvers.nuclear as nuclear
 from attnlens._results import Status
 from attnlens.errors import ConvergenceWarning, InaccurateSolutionWarning, InfeasibleError
 from attnlens.svm import att_svm, att_svm_problem, paper_2d_example, planted_problem, random_problem
-from attnlens.svm._certificate import dual_bound
-from attnlens.svm._constraints import build_constraints
+from attnlens.svm._solvers.certificate import dual_bound
+from attnlens.svm._solvers.constraints import build_constraints
 
 
 def _planted_selection(X, Q, rng):
@@ -146,7 +146,7 @@ def test_missing_constraints_admitted_within_one_run(monkeypatch, caplog):
     monkeypatch.setattr(nuclear, "_SEED_SLACK", 0.0)
     p, sel = planted_problem(10, 10, 6, seed=3)
     ref = att_svm(p.X, p.Z, sel, norm="nuc", method="cvxpy")
-    with caplog.at_level("INFO", logger="attnlens.svm._nuclear"):
+    with caplog.at_level("INFO", logger="attnlens.svm._solvers.nuclear"):
         fast = att_svm(p.X, p.Z, sel, norm="nuc")
     assert fast.status is Status.OPTIMAL and fast.certificate <= 1e-7
     assert abs(fast.objective - ref.objective) <= 1e-5 * ref.objective

@@ -17,8 +17,8 @@ from attnlens.svm import (
     paper_2d_example,
     random_problem,
     support_sets,
-    trackers,
 )
+from attnlens.svm.dynamics import is_locally_optimal_at
 
 
 def _wmm_reference(X, Z, sel):
@@ -122,7 +122,7 @@ def test_max_found_stops_early_and_self_attention_problems_work():
 
 
 def test_support_sets_and_the_trackers_path_agree():
-    # trackers.is_locally_optimal (a given cvxpy W^mm, |margin - 1| rule) vs this module
+    # is_locally_optimal_at (an independent cvxpy W^mm, margins rescaled) vs this module
     rng = np.random.default_rng(3)
     p = random_problem(4, 5, 6, seed=3)
     checked = 0
@@ -134,7 +134,7 @@ def test_support_sets_and_the_trackers_path_agree():
             continue
         checked += 1
         W = _wmm_reference(p.X, p.queries, sel)
-        assert trackers.is_locally_optimal(W, p.X, p.queries, p.token_scores, sel) == (
+        assert is_locally_optimal_at(W, p.X, p.queries, p.token_scores, sel) == (
             rep.locally_optimal
         )
         sup = support_sets(p, sel)

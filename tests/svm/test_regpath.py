@@ -4,10 +4,10 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from attnlens.svm.dynamics import ProblemBatch, loss_and_grad
+from attnlens.svm._numerics import matrix_norm
+from attnlens.svm.dynamics import ProblemBatch, correlation, loss_and_grad, svm_solution
+from attnlens.svm.dynamics.regpath import project_ball, regularization_path
 from attnlens.svm.problems import random_problem
-from attnlens.svm.regpath import matrix_norm, project_ball, regularization_path
-from attnlens.svm.trackers import _att_svm_cvxpy, correlation
 
 
 @pytest.mark.parametrize("norm", ["fro", "nuc"])
@@ -36,7 +36,7 @@ def test_path_direction_converges_to_frobenius_svm():
     for s in range(2):
         W = rp.W[s, -1]
         sel = np.einsum("ntd,de,ne->nt", b.X[s], W, b.Z[s]).argmax(1)
-        W_mm = _att_svm_cvxpy(b.X[s], b.Z[s], sel, "fro")
+        W_mm = svm_solution(b.X[s], b.Z[s], sel, "fro", method="cvxpy")
         c = [float(correlation(rp.W[s, j], W_mm)) for j in range(4)]
         assert c[-1] > 0.98
         assert c[-1] > c[0]

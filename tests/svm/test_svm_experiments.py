@@ -10,7 +10,7 @@ from attnlens.cli import app
 from attnlens.errors import RunFolderMismatchError
 from attnlens.experiments import get, load
 from attnlens.experiments import svm_local_convergence as lc
-from attnlens.svm.convergence_check import convergence_check
+from attnlens.svm import convergence_check
 
 SMALL = dict(seeds=4, steps=300, chunk=2, n=3, T=4, d=4, progress=False)
 

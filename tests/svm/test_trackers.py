@@ -3,15 +3,28 @@
 import numpy as np
 import pytest
 
-from attnlens.svm.dynamics import ProblemBatch, train_attention
-from attnlens.svm.problems import paper_2d_example, random_problem
-from attnlens.svm.trackers import (
-    _att_svm_cvxpy,
+from attnlens.svm.dynamics import (
+    ProblemBatch,
     correlation,
-    is_locally_optimal,
+    is_locally_optimal_at,
     svm_solution,
     track_svm,
+    train_attention,
 )
+from attnlens.svm.problems import paper_2d_example, random_problem
+
+
+def _cvxpy_wmm(X, Z, sel, norm):
+    """An independent oracle: min ||W|| s.t. (x_{i,a} - x_it)^T W z_i >= 1 on vec(W)."""
+    import cvxpy as cp
+
+    n, T, d = X.shape
+    A = np.array([np.outer(X[i, sel[i]] - X[i, t], Z[i]).ravel()
+                  for i in range(n) for t in range(T) if t != sel[i]])
+    W = cp.Variable((d, d))
+    obj = cp.norm(W, "fro") if norm == "fro" else cp.normNuc(W)
+    cp.Problem(cp.Minimize(obj), [A @ cp.vec(W, order="C") >= 1]).solve(solver=cp.CLARABEL)
+    return np.asarray(W.value)
 
 
 def test_correlation_is_the_cosine_of_flattened_matrices():
@@ -35,7 +48,7 @@ def test_svm_solution_agrees_with_cvxpy_reference(norm):
     p = random_problem(4, 5, 6, seed=3)
     sel = p.optimal_tokens
     W = svm_solution(p.X, p.queries, sel, norm, method="auto")
-    W_ref = _att_svm_cvxpy(p.X, p.queries, sel, norm)
+    W_ref = _cvxpy_wmm(p.X, p.queries, sel, norm)
     val = np.linalg.norm(W) if norm == "fro" else np.linalg.norm(W, "nuc")
     val_ref = np.linalg.norm(W_ref) if norm == "fro" else np.linalg.norm(W_ref, "nuc")
     assert val == pytest.approx(val_ref, rel=1e-4)
@@ -43,21 +56,22 @@ def test_svm_solution_agrees_with_cvxpy_reference(norm):
 
 
 def test_svm_solution_falls_back_to_cvxpy_when_the_fast_solver_fails(monkeypatch, caplog):
-    attsvm = pytest.importorskip("attnlens.svm.attsvm")
-    from attnlens.svm import trackers
+    from attnlens.svm import attsvm
+    from attnlens.svm.dynamics import trackers
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(attsvm, "att_svm", broken)
+    monkeypatch.setattr(attsvm, "solve_frobenius", broken)  # the fast path only
     monkeypatch.setattr(trackers, "_FALLBACK_WARNED", [])
     p = random_problem(3, 4, 5, seed=1)
     before = trackers.SOLVER_COUNTS["cvxpy"]
-    with caplog.at_level("WARNING", logger="attnlens.svm.trackers"):
+    with caplog.at_level("WARNING", logger="attnlens.svm.dynamics.trackers"):
         W = svm_solution(p.X, p.queries, p.optimal_tokens, "fro", method="auto")
     assert "boom" in caplog.text
     assert trackers.SOLVER_COUNTS["cvxpy"] == before + 1
-    np.testing.assert_allclose(W, _att_svm_cvxpy(p.X, p.queries, p.optimal_tokens, "fro"))
+    W_ref = _cvxpy_wmm(p.X, p.queries, p.optimal_tokens, "fro")
+    np.testing.assert_allclose(W, W_ref, rtol=1e-5, atol=1e-6)  # two cvxpy formulations
     with pytest.raises(ValueError, match="method"):
         svm_solution(p.X, p.queries, p.optimal_tokens, "fro", method="fast")
 
@@ -68,8 +82,8 @@ def test_local_optimality_on_the_papers_2d_example():
     gamma = p.token_scores
     flags = []
     for a in range(3):
-        W = _att_svm_cvxpy(p.X, p.queries, np.array([a]), "fro")
-        flags.append(is_locally_optimal(W, p.X, p.queries, gamma, np.array([a])))
+        W = _cvxpy_wmm(p.X, p.queries, np.array([a]), "fro")
+        flags.append(is_locally_optimal_at(W, p.X, p.queries, gamma, np.array([a])))
     assert flags == [True, True, False]
 
 
@@ -108,7 +122,7 @@ def test_track_svm_bad_input():
 
 
 def test_gen_svm_with_singleton_sets_is_the_one_token_svm():
-    from attnlens.svm.trackers import gen_svm_direction
+    from attnlens.svm.dynamics import gen_svm_direction
 
     p = random_problem(3, 4, 5, seed=4)
     sel = p.optimal_tokens
@@ -119,7 +133,7 @@ def test_gen_svm_with_singleton_sets_is_the_one_token_svm():
 
 
 def test_project_out_fin_and_gen_svm_orthogonality():
-    from attnlens.svm.trackers import gen_svm_direction, project_out_fin
+    from attnlens.svm.dynamics import gen_svm_direction, project_out_fin
 
     p = random_problem(3, 4, 6, seed=5)
     sets = [[0, 2], [1], [3, 1]]

@@ -17,6 +17,7 @@ import numpy as np
 from attnlens.experiments import register
 from attnlens.experiments.svm_common import sweep
 from attnlens.report import RunFolder, markdown_table
+from attnlens.svm._numerics import RANK_RTOL
 from attnlens.svm.dynamics import ProblemBatch, numerical_rank
 from attnlens.svm.trackers import svm_references
 
@@ -42,7 +43,7 @@ def run(
     overwrite: bool = False,
     nTs: tuple[int, ...] = (5, 10, 15),
     ds: tuple[int, ...] = (1, 2, 3, 4, 5, 10, 15, 20),
-    rtol: float = 1e-4,
+    rtol: float = RANK_RTOL,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean numerical rank (singular values above ``rtol * sigma_max``) of both SVMs."""

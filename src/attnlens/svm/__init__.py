@@ -1,9 +1,33 @@
-"""attnlens.svm: Att-SVM (max-margin token selection), its solvers, optimality and Gen-SVM.
+"""attnlens.svm: Att-SVM (max-margin token selection), its solvers, optimality, Gen-SVM and the
+gradient dynamics that converge to them.
 
 Score convention: ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized).
+
+Layout: the public programs in :mod:`~attnlens.svm.attsvm`, :mod:`~attnlens.svm.gensvm`,
+:mod:`~attnlens.svm.optimality` and :mod:`~attnlens.svm.problems`; the dynamics
+(``train_attention``, trackers, regularization path) in :mod:`attnlens.svm.dynamics`; the
+private solvers in ``attnlens.svm._solvers``; the shared tolerances (support, rank) and
+``matrix_norm`` in ``attnlens.svm._numerics``.
 """
 
 from attnlens.svm.attsvm import AttSVMResult, att_svm, att_svm_problem
+from attnlens.svm.dynamics import (
+    MLPHead,
+    ProblemBatch,
+    RegPath,
+    SVMTrack,
+    Trajectory,
+    convergence_check,
+    correlation,
+    gen_svm_direction,
+    loss_and_grad,
+    project_out_fin,
+    regularization_path,
+    svm_references,
+    svm_solution,
+    track_svm,
+    train_attention,
+)
 from attnlens.svm.gensvm import (
     FinitePartResult,
     GenSVMResult,
@@ -33,56 +57,33 @@ __all__ = [
     "FinitePartResult",
     "GenSVMResult",
     "LocalOptimum",
-    "OptimalityReport",
-    "SelectionSearch",
-    "TokenSelectionProblem",
-    "att_svm",
-    "att_svm_problem",
-    "check_optimality",
-    "fin_projection",
-    "finite_part",
-    "gen_svm",
-    "is_globally_optimal",
-    "is_locally_optimal",
-    "locally_optimal_selections",
-    "support_sets",
-    "paper_2d_example",
-    "planted_problem",
-    "random_problem",
-]
-
-# --- implicit-bias dynamics (issue 3) ---
-from attnlens.svm.convergence_check import convergence_check  # noqa: E402
-from attnlens.svm.dynamics import (  # noqa: E402
-    MLPHead,
-    ProblemBatch,
-    Trajectory,
-    loss_and_grad,
-    train_attention,
-)
-from attnlens.svm.regpath import RegPath, regularization_path  # noqa: E402
-from attnlens.svm.trackers import (  # noqa: E402
-    SVMTrack,
-    correlation,
-    gen_svm_direction,
-    project_out_fin,
-    svm_references,
-    svm_solution,
-    track_svm,
-)
-
-__all__ += [
     "MLPHead",
+    "OptimalityReport",
     "ProblemBatch",
     "RegPath",
     "SVMTrack",
+    "SelectionSearch",
+    "TokenSelectionProblem",
     "Trajectory",
+    "att_svm",
+    "att_svm_problem",
+    "check_optimality",
     "convergence_check",
     "correlation",
+    "fin_projection",
+    "finite_part",
+    "gen_svm",
     "gen_svm_direction",
+    "is_globally_optimal",
+    "is_locally_optimal",
+    "locally_optimal_selections",
     "loss_and_grad",
+    "paper_2d_example",
+    "planted_problem",
     "project_out_fin",
+    "random_problem",
     "regularization_path",
+    "support_sets",
     "svm_references",
     "svm_solution",
     "track_svm",

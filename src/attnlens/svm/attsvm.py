@@ -23,15 +23,18 @@ import numpy as np
 
 from attnlens._results import Status, warn_on_status
 from attnlens._validation import check_int, check_option, check_positive
-from attnlens.svm._certificate import (
+from attnlens.svm._numerics import RANK_RTOL, SUPPORT_TOL, matrix_norm, numerical_rank, support_mask
+from attnlens.svm._solvers.certificate import (
     dual_bound,
     make_feasible,
-    matrix_norm,
     raise_infeasible,
     relative_gap,
 )
-from attnlens.svm._constraints import ConstraintSet, build_constraints
-from attnlens.svm._reference import solve_reference
+from attnlens.svm._solvers.constraints import ConstraintSet, build_constraints
+from attnlens.svm._solvers.frobenius import solve_frobenius
+from attnlens.svm._solvers.nuclear import solve_nuclear
+from attnlens.svm._solvers.output import SolverOutput
+from attnlens.svm._solvers.reference import solve_reference
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,6 @@ __all__ = ["AttSVMResult", "att_svm", "att_svm_problem", "NORMS", "METHODS"]
 NORMS = ("fro", "nuc")
 METHODS = ("auto", "cvxpy", "active_set", "interior_point")
 _FAST = {"fro": "active_set", "nuc": "interior_point"}  # method="auto"
-SUPPORT_TOL = 1e-6
 
 
 @dataclass
@@ -52,7 +54,8 @@ class AttSVMResult:
         ``norm="nuc"`` (not the squared or halved value; ``1/2 ||W||_F^2`` is
         ``0.5 * objective**2``).
     status: :class:`attnlens._results.Status`.
-    support: the support (neighbour) sets ``T_i = {t : margin_it <= 1 + 1e-6}``; a list of
+    support: the support (neighbour) sets ``T_i = {t : margin_it <= 1 + SUPPORT_TOL}``
+        (``SUPPORT_TOL`` = 1e-6, :mod:`attnlens.svm._numerics`); a list of
         ``n`` integer arrays for cross/self, a list of ``n`` lists of ``K`` arrays for
         seq2seq/causal.
     margins: ``(x_{i,a} - x_it)^T W z_i``, shape (n, T) for cross/self and (n, K, T) for
@@ -82,13 +85,13 @@ class AttSVMResult:
 
     @property
     def rank(self) -> int:
-        """Numerical rank of ``W`` (singular values above ``1e-6 * s_max``)."""
-        s = np.linalg.svd(self.W, compute_uv=False)
-        return int((s > 1e-6 * max(s[0], 1e-300)).sum()) if s.size else 0
+        """Numerical rank of ``W``: singular values above ``RANK_RTOL * s_max``
+        (:mod:`attnlens.svm._numerics`)."""
+        return int(numerical_rank(self.W, RANK_RTOL))
 
 
 def _support(cs: ConstraintSet, M: np.ndarray) -> list:
-    sup = (M <= 1.0 + SUPPORT_TOL) & cs.mask
+    sup = support_mask(M, SUPPORT_TOL) & cs.mask
     if cs.variant in ("cross", "self"):
         return [np.flatnonzero(sup[i, 0]) for i in range(cs.n)]
     return [[np.flatnonzero(sup[i, k]) for k in range(sup.shape[1])] for i in range(cs.n)]
@@ -139,16 +142,19 @@ def _finish(
 
 
 def _solve_cvxpy(cs: ConstraintSet, norm: str, tol: float, start: float) -> AttSVMResult:
-    out = solve_reference(cs, norm)
-    if out["infeasible"] or out["W"] is None:
+    i, k, t = cs.index()
+    out = solve_reference(*cs.vectors(i, k, t), norm)
+    if out.W is None:
         raise_infeasible(cs, "cvxpy")
+    duals = np.zeros(cs.mask.shape)
+    duals[i, k, t] = out.duals
     return _finish(
         cs,
-        out["W"],
-        out["duals"],
+        out.W,
+        duals,
         norm,
         method="cvxpy",
-        iterations=out["iterations"],
+        iterations=out.iterations,
         start=start,
         tol=tol,
         converged=True,
@@ -184,8 +190,8 @@ def att_svm(
     method : ``"auto"`` (``"active_set"`` for fro, ``"interior_point"`` for nuc),
         ``"cvxpy"`` (reference, Clarabel), ``"active_set"`` (Frobenius: augmented
         Lagrangian + semismooth Newton, finished by an exact active-set solve, see
-        ``attnlens.svm._frobenius``), ``"interior_point"`` (nuclear: structured primal-dual
-        interior-point method on the semidefinite lift, see ``attnlens.svm._nuclear``).
+        ``attnlens.svm._solvers.frobenius``), ``"interior_point"`` (nuclear: structured primal-dual
+        interior-point method on the semidefinite lift, see ``attnlens.svm._solvers.nuclear``).
     tol : target relative duality gap (``certificate``); ``status`` is ``"optimal"`` only when
         the certificate is at most ``tol``. The default 1e-7 holds for both norms: the
         interior-point method reaches about 1e-9 on the papers' settings.
@@ -214,26 +220,23 @@ def att_svm(
             f"method={method!r} solves norm={'fro' if method == 'active_set' else 'nuc'!r} only; "
             f"use method={_FAST[norm]!r} (or 'auto', 'cvxpy') for norm={norm!r}."
         )
+    out: SolverOutput
     if norm == "fro":
-        from attnlens.svm._frobenius import solve_frobenius
-
         out = solve_frobenius(cs, tol=tol, max_iter=max_iter)
     else:
-        from attnlens.svm._nuclear import solve_nuclear
-
         out = solve_nuclear(cs, tol=tol, max_iter=max_iter)
-    if out.get("ray") is not None or out["W"] is None:
-        raise_infeasible(cs, method, out.get("ray"))
+    if not out.solved:
+        raise_infeasible(cs, method, out.ray)
     return _finish(
         cs,
-        out["W"],
-        out["duals"],
+        out.W,
+        out.duals,
         norm,
         method=method,
-        iterations=out["iterations"],
+        iterations=out.iterations,
         start=start,
         tol=tol,
-        converged=out["converged"],
+        converged=out.converged,
     )
 
 

@@ -39,12 +39,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize, nnls
+from scipy.optimize import minimize
 
 from attnlens._results import Status, warn_on_status
 from attnlens._validation import check_array, check_int, check_option, check_positive
 from attnlens.errors import InfeasibleError
-from attnlens.svm._certificate import relative_gap
+from attnlens.svm._heads import MLPHead, head_output
+from attnlens.svm._numerics import support_mask
+from attnlens.svm._solvers.certificate import dual_ray_lp, relative_gap
+from attnlens.svm._solvers.gensvm import (
+    GenLayout,
+    build_layout,
+    combine,
+    fin_basis,
+    inner,
+    project_fin,
+    solve_nnls,
+)
+from attnlens.svm._solvers.output import SolverOutput
+from attnlens.svm._solvers.reference import solve_reference
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +72,8 @@ __all__ = [
 ]
 
 METHODS = ("auto", "nnls", "cvxpy")
-SUPPORT_TOL = 1e-6
-_EIG_RTOL = 1e-12
+# finite_part: a selected token below this attention probability is starved (no finite W^fin)
+STARVED_PROBABILITY = 1e-6
 
 
 # ----------------------------------------------------------------------------------------
@@ -102,74 +115,11 @@ def _check_sets(sets: Any, n: int, T: int) -> list[np.ndarray]:
     return out
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Inequalities ``A_c = Da_c Qa_c^T`` at (ia, ua); equality generators ``E_j = De_j Qe_j^T``
-    at (ie, te); the selected set of sequence i as a mask (n, T)."""
-
-    X: np.ndarray
-    Z: np.ndarray
-    sets: list[np.ndarray]
-    in_set: np.ndarray
-    ia: np.ndarray
-    ua: np.ndarray
-    Da: np.ndarray
-    Qa: np.ndarray
-    ie: np.ndarray
-    te: np.ndarray
-    De: np.ndarray
-    Qe: np.ndarray
-
-
-def _layout(X: Any, Z: Any, sets: Any) -> _Layout:
+def _layout(X: Any, Z: Any, sets: Any) -> GenLayout:
     X = check_array(X, "X", ndim=3)
     n, T, d = X.shape
     Z = check_array(Z, "Z", shape=(n, d))
-    S = _check_sets(sets, n, T)
-    in_set = np.zeros((n, T), dtype=bool)
-    for i, s in enumerate(S):
-        in_set[i, s] = True
-    o = np.array([s[0] for s in S])  # representative token of each set
-    ia, ua = np.nonzero(~in_set)
-    ie, te = np.nonzero(in_set)
-    keep = te != o[ie]
-    ie, te = ie[keep], te[keep]
-    Da = X[ia, o[ia]] - X[ia, ua]
-    De = X[ie, te] - X[ie, o[ie]]
-    return _Layout(X, Z, S, in_set, ia, ua, Da, Z[ia], ie, te, De, Z[ie])
-
-
-def _gram(D1: np.ndarray, Q1: np.ndarray, D2: np.ndarray, Q2: np.ndarray) -> np.ndarray:
-    """``<D1_a Q1_a^T, D2_b Q2_b^T>_F = (D1_a . D2_b)(Q1_a . Q2_b)``."""
-    return (D1 @ D2.T) * (Q1 @ Q2.T)
-
-
-def _combine(coef: np.ndarray, D: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """``sum_c coef_c D_c Q_c^T`` (d, d)."""
-    return (D * coef[:, None]).T @ Q
-
-
-def _inner(W: np.ndarray, D: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """``<D_c Q_c^T, W>_F = D_c^T W Q_c`` for every row c."""
-    return np.einsum("cd,cd->c", D @ W, Q)
-
-
-def _fin_basis(De: np.ndarray, Qe: np.ndarray) -> np.ndarray:
-    """Coefficients B (m_e, r): ``F_k = sum_j B_jk E_j`` is a Frobenius-orthonormal basis of
-    S_fin (r = its dimension)."""
-    if De.shape[0] == 0:
-        return np.zeros((0, 0))
-    lam, U = np.linalg.eigh(_gram(De, Qe, De, Qe))
-    keep = lam > _EIG_RTOL * De.shape[0] * max(float(lam.max()), 1e-300)
-    return U[:, keep] / np.sqrt(lam[keep])
-
-
-def _project_fin(W: np.ndarray, De: np.ndarray, Qe: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Frobenius projection of W onto S_fin."""
-    if B.size == 0:
-        return np.zeros_like(W)
-    coef = B @ (B.T @ _inner(W, De, Qe))
-    return _combine(coef, De, Qe)
+    return build_layout(X, Z, _check_sets(sets, n, T))
 
 
 def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
@@ -181,7 +131,7 @@ def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     lay = _layout(X, Z, sets)
     d = lay.X.shape[2]
     W = check_array(W, "W", shape=(d, d))
-    return _project_fin(W, lay.De, lay.Qe, _fin_basis(lay.De, lay.Qe))
+    return project_fin(W, lay.De, lay.Qe, fin_basis(lay.De, lay.Qe))
 
 
 def project_out_fin(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
@@ -202,7 +152,8 @@ class GenSVMResult:
     objective: ``||W||_F`` (not squared).
     status: :class:`attnlens._results.Status`.
     sets: the selected sets ``O_i`` (sorted int arrays).
-    support: per sequence, the non-selected tokens ``u`` with margin ``<= 1 + 1e-6``.
+    support: per sequence, the non-selected tokens ``u`` with margin ``<= 1 + SUPPORT_TOL``
+        (:mod:`attnlens.svm._numerics`).
     margins: (n, T) ``(x_{i,o} - x_iu)^T W z_i`` for ``u`` outside ``O_i`` (``o`` any token of
         ``O_i``); ``inf`` on ``O_i``.
     duals: (n, T) multipliers ``alpha >= 0`` of the margin constraints (0 on ``O_i``);
@@ -235,7 +186,7 @@ class GenSVMResult:
         """Projection of ``W`` (d, d) onto ``S_fin`` of these sets."""
         W = check_array(W, "W", shape=self.W.shape)
         De, Qe, B = self._fin
-        return _project_fin(W, De, Qe, B)
+        return project_fin(W, De, Qe, B)
 
     def project_out_fin(self, W: Any) -> np.ndarray:
         """``W`` minus its ``S_fin`` component."""
@@ -243,28 +194,11 @@ class GenSVMResult:
         return W - self.fin_component(W)
 
 
-def _find_ray(lay: _Layout, max_entries: int = 4_000_000) -> np.ndarray | None:
-    """``alpha >= 0``, ``sum alpha = 1``, ``sum alpha_c A_c + sum mu_j E_j = 0`` (LP), or None."""
-    from scipy.optimize import linprog
-
-    m, me, d = lay.Da.shape[0], lay.De.shape[0], lay.X.shape[2]
-    if (m + me) * d * d > max_entries:
-        return None
-    Aa = np.einsum("ma,mb->abm", lay.Da, lay.Qa).reshape(d * d, m)
-    Ae = np.einsum("ma,mb->abm", lay.De, lay.Qe).reshape(d * d, me)
-    A_eq = np.vstack([np.hstack([Aa, Ae]), np.r_[np.ones(m), np.zeros(me)][None]])
-    b_eq = np.zeros(d * d + 1)
-    b_eq[-1] = 1.0
-    bounds = [(0, None)] * m + [(None, None)] * me
-    res = linprog(np.zeros(m + me), A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
-    return res.x[:m] if res.status == 0 else None
-
-
-def _raise_infeasible(lay: _Layout, method: str, ray: np.ndarray | None = None) -> None:
+def _raise_infeasible(lay: GenLayout, method: str, ray: np.ndarray | None = None) -> None:
     evidence: dict[str, Any] = {"method": method, "sets": [s.tolist() for s in lay.sets]}
     where = "some sequence (no dual ray computed: too large)"
     if ray is None:
-        ray = _find_ray(lay)
+        ray = dual_ray_lp(lay.Da, lay.Qa, lay.De, lay.Qe)
     if ray is not None and ray.size:
         scale = float(ray.max())
         seqs = np.unique(lay.ia[ray > 1e-9 * max(scale, 1e-300)])
@@ -279,55 +213,8 @@ def _raise_infeasible(lay: _Layout, method: str, ray: np.ndarray | None = None) 
     )
 
 
-def _solve_nnls(lay: _Layout, B: np.ndarray, max_iter: int | None) -> dict[str, Any]:
-    G = _gram(lay.Da, lay.Qa, lay.Da, lay.Qa)
-    if B.size:
-        C = _gram(lay.Da, lay.Qa, lay.De, lay.Qe) @ B  # (m, r): <A_c, F_k>
-        G = G - C @ C.T
-    else:
-        C = np.zeros((G.shape[0], 0))
-    lam, V = np.linalg.eigh(0.5 * (G + G.T))
-    keep = lam > _EIG_RTOL * G.shape[0] * max(float(lam.max()), 1e-300)
-    M = np.sqrt(lam[keep])[:, None] * V[:, keep].T  # (p, m): M^T M = projected Gram
-    m = G.shape[0]
-    E = np.vstack([M, np.ones((1, m))])
-    f = np.zeros(E.shape[0])
-    f[-1] = 1.0
-    try:
-        u, _ = nnls(E, f, maxiter=max_iter)
-    except RuntimeError as exc:  # iteration cap in older SciPy
-        logger.warning("NNLS stopped: %s", exc)
-        return {"W": None, "converged": False}
-    su = float(u.sum())
-    if su >= 1.0 - 1e-10:
-        return {"W": None, "ray": u / max(su, 1e-300), "converged": True}
-    alpha = u / (1.0 - su)
-    beta = B @ (C.T @ alpha) if B.size else np.zeros(0)
-    W = _combine(alpha, lay.Da, lay.Qa)
-    if beta.size:
-        W = W - _combine(beta, lay.De, lay.Qe)
-    return {"W": W, "alpha": alpha, "mu": -beta, "iterations": int(np.count_nonzero(u)),
-            "converged": True}
-
-
-def _solve_cvxpy(lay: _Layout) -> dict[str, Any]:
-    import cvxpy as cp
-
-    d = lay.X.shape[2]
-    W = cp.Variable((d, d))
-    cons = [cp.sum(cp.multiply(lay.Da @ W, lay.Qa), axis=1) >= 1]
-    has_eq = lay.De.shape[0] > 0
-    if has_eq:
-        cons.append(cp.sum(cp.multiply(lay.De @ W, lay.Qe), axis=1) == 0)
-    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(W)), cons)
-    prob.solve(solver="CLARABEL")
-    if prob.status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE) or W.value is None:
-        return {"W": None, "converged": True}
-    alpha = np.asarray(cons[0].dual_value, dtype=np.float64).ravel()
-    mu = -np.asarray(cons[1].dual_value, dtype=np.float64).ravel() if has_eq else np.zeros(0)
-    return {"W": np.asarray(W.value, dtype=np.float64), "alpha": alpha, "mu": mu,
-            "iterations": int(getattr(prob.solver_stats, "num_iters", 0) or 0),
-            "converged": prob.status == cp.OPTIMAL}
+def _solve_cvxpy(lay: GenLayout) -> SolverOutput:
+    return solve_reference(lay.Da, lay.Qa, "fro", De=lay.De, Qe=lay.Qe)
 
 
 def gen_svm(
@@ -370,22 +257,22 @@ def gen_svm(
         raise ValueError("sets select every token of every sequence: there is no margin "
                          "constraint (W = 0). Leave at least one token out of some set.")
     method = "nnls" if method == "auto" else method
-    B = _fin_basis(lay.De, lay.Qe)
-    out = _solve_nnls(lay, B, max_iter) if method == "nnls" else _solve_cvxpy(lay)
-    if out["W"] is None:
-        if not out["converged"]:
+    B = fin_basis(lay.De, lay.Qe)
+    out = solve_nnls(lay, B, max_iter) if method == "nnls" else _solve_cvxpy(lay)
+    if out.W is None:
+        if not out.converged:
             raise RuntimeError(f"Gen-SVM ({method}) stopped at max_iter={max_iter} without a "
                                "solution; raise max_iter.")
-        _raise_infeasible(lay, method, out.get("ray"))
+        _raise_infeasible(lay, method, out.ray)
     return _finish(lay, B, out, method, tol, start)
 
 
-def _finish(lay: _Layout, B: np.ndarray, out: dict[str, Any], method: str, tol: float,
+def _finish(lay: GenLayout, B: np.ndarray, out: SolverOutput, method: str, tol: float,
             start: float) -> GenSVMResult:
     n, T, d = lay.X.shape
-    W = out["W"]
-    W = W - _project_fin(W, lay.De, lay.Qe, B)  # exactly orthogonal to S_fin (to rounding)
-    m_a = _inner(W, lay.Da, lay.Qa)
+    W = out.W
+    W = W - project_fin(W, lay.De, lay.Qe, B)  # exactly orthogonal to S_fin (to rounding)
+    m_a = inner(W, lay.Da, lay.Qa)
     mmin = float(m_a.min())
     if not mmin > 0:
         _raise_infeasible(lay, method)
@@ -393,17 +280,17 @@ def _finish(lay: _Layout, B: np.ndarray, out: dict[str, Any], method: str, tol: 
     m_a = m_a / mmin
     margins = np.full((n, T), np.inf)
     margins[lay.ia, lay.ua] = m_a
-    eq_res = float(np.abs(_inner(W, lay.De, lay.Qe)).max()) if lay.De.shape[0] else 0.0
-    alpha = np.maximum(np.asarray(out["alpha"], dtype=np.float64), 0.0)
-    Balpha = _combine(alpha, lay.Da, lay.Qa)
-    Balpha = Balpha - _project_fin(Balpha, lay.De, lay.Qe, B)
+    eq_res = float(np.abs(inner(W, lay.De, lay.Qe)).max()) if lay.De.shape[0] else 0.0
+    alpha = np.maximum(np.asarray(out.duals, dtype=np.float64), 0.0)
+    Balpha = combine(alpha, lay.Da, lay.Qa)
+    Balpha = Balpha - project_fin(Balpha, lay.De, lay.Qe, B)
     nb = float(np.linalg.norm(Balpha))
     lower = float(alpha.sum() / nb) if nb > 0 else 0.0
     obj = float(np.linalg.norm(W))
     cert = relative_gap(obj, lower)
     if cert <= tol:
         status = Status.OPTIMAL
-    elif out["converged"]:
+    elif out.converged:
         status = Status.OPTIMAL_INACCURATE
     else:
         status = Status.MAX_ITER
@@ -412,8 +299,8 @@ def _finish(lay: _Layout, B: np.ndarray, out: dict[str, Any], method: str, tol: 
     duals[lay.ia, lay.ua] = alpha
     eq_duals = np.zeros((n, T))
     if lay.ie.size:
-        eq_duals[lay.ie, lay.te] = out["mu"]
-    support = [np.flatnonzero(row <= 1.0 + SUPPORT_TOL) for row in margins]
+        eq_duals[lay.ie, lay.te] = out.eq_duals
+    support = [np.flatnonzero(row) for row in support_mask(margins)]
     return GenSVMResult(
         W=W,
         objective=obj,
@@ -426,7 +313,7 @@ def _finish(lay: _Layout, B: np.ndarray, out: dict[str, Any], method: str, tol: 
         equality_residual=eq_res,
         certificate=cert,
         fin_dim=int(B.shape[1]) if B.size else 0,
-        iterations=int(out.get("iterations", 0)),
+        iterations=int(out.iterations),
         seconds=time.perf_counter() - start,
         method=method,
         _fin=(lay.De, lay.Qe, B),
@@ -461,13 +348,11 @@ class FinitePartResult:
     method: str = "lbfgs"
 
 
-def _restricted_loss(W: np.ndarray, lay: _Layout, Y: np.ndarray, v: np.ndarray | None,
+def _restricted_loss(W: np.ndarray, lay: GenLayout, Y: np.ndarray, v: np.ndarray | None,
                      mlp: Any, loss: str) -> tuple[float, np.ndarray, np.ndarray]:
     """Loss with attention restricted to the selected sets, its gradient in W, and the
     attention probabilities (n, T)."""
     from scipy.special import expit
-
-    from attnlens.svm.dynamics import _head
 
     X, Z = lay.X, lay.Z
     n = X.shape[0]
@@ -477,7 +362,7 @@ def _restricted_loss(W: np.ndarray, lay: _Layout, Y: np.ndarray, v: np.ndarray |
     p = np.exp(s)
     p /= p.sum(axis=1, keepdims=True)  # (n, T), zero outside the sets
     r = np.einsum("it,itd->id", p, X)  # (n, d)
-    f, u = _head(r[None], None if v is None else v[None], mlp)
+    f, u = head_output(r[None], None if v is None else v[None], mlp)
     f, u = f[0], u[0]  # (n,), (n, d)
     margin = Y * f
     if loss == "logistic":
@@ -524,7 +409,7 @@ def finite_part(
     ----------
     X : (n, T, d); Z : (n, d); sets : as in :func:`gen_svm`; Y : (n,) labels +-1.
     v : (d,) linear head ``h(r) = v^T r``; or mlp : an
-        :class:`attnlens.svm.dynamics.MLPHead` with ``V1`` (m, d) or (1, m, d) and ``v2``
+        :class:`attnlens.svm.MLPHead` with ``V1`` (m, d) or (1, m, d) and ``v2``
         (m,) or (1, m). Exactly one of them.
     loss : ``"logistic"`` or ``"linear"``. tol : stationarity tolerance; max_iter : L-BFGS cap.
     """
@@ -542,8 +427,6 @@ def finite_part(
     if v is not None:
         v = check_array(v, "v", shape=(d,))
     else:
-        from attnlens.svm.dynamics import MLPHead
-
         V1 = check_array(getattr(mlp, "V1", None), "mlp.V1", ndim=(2, 3))
         V1 = V1.reshape((-1,) + V1.shape[-2:])
         v2 = check_array(getattr(mlp, "v2", None), "mlp.v2", ndim=(1, 2)).reshape(1, -1)
@@ -551,10 +434,10 @@ def finite_part(
             raise ValueError(f"mlp must hold one head with V1 (m, {d}) and v2 (m,); got V1 "
                              f"{np.shape(mlp.V1)} and v2 {np.shape(mlp.v2)}.")
         mlp = MLPHead(V1, v2, getattr(mlp, "activation", "relu"))
-    B = _fin_basis(lay.De, lay.Qe)
+    B = fin_basis(lay.De, lay.Qe)
     r = B.shape[1] if B.size else 0
     # orthonormal basis matrices F_k (r, d, d)
-    F = np.stack([_combine(B[:, k], lay.De, lay.Qe) for k in range(r)]) if r else np.zeros(
+    F = np.stack([combine(B[:, k], lay.De, lay.Qe) for k in range(r)]) if r else np.zeros(
         (0, d, d))
     c0 = np.zeros(r)
     if W0 is not None:
@@ -582,13 +465,13 @@ def finite_part(
     val, G, p = _restricted_loss(W_fin, lay, Y, v, mlp, loss)
     cert = float(np.linalg.norm(np.einsum("kab,ab->k", F, G))) if r else 0.0
     pmin = float(p[lay.in_set].min())
-    if cert <= tol and pmin > 1e-6:
+    if cert <= tol and pmin > STARVED_PROBABILITY:
         status = Status.OPTIMAL
     elif converged:
         status = Status.OPTIMAL_INACCURATE
     else:
         status = Status.MAX_ITER
-    if pmin <= 1e-6:
+    if pmin <= STARVED_PROBABILITY:
         warnings.warn(
             f"finite_part: a selected token gets attention probability {pmin:.3g} at W_fin; "
             "the restricted loss wants to drop it (no finite minimizer for these sets). "

@@ -33,7 +33,8 @@ import numpy as np
 from attnlens._results import Status
 from attnlens._validation import check_array, check_int, check_option, check_positive
 from attnlens.errors import InfeasibleError
-from attnlens.svm._constraints import _check_selection
+from attnlens.svm._numerics import SUPPORT_TOL, support_mask
+from attnlens.svm._solvers.constraints import _check_selection
 from attnlens.svm.attsvm import NORMS, AttSVMResult, att_svm_problem
 
 logger = logging.getLogger(__name__)
@@ -51,9 +52,6 @@ __all__ = [
     "support_sets",
 ]
 
-SUPPORT_TOL = 1e-6
-
-
 # ----------------------------------------------------------------------------------------
 # pure functions (no solve)
 # ----------------------------------------------------------------------------------------
@@ -64,7 +62,7 @@ def support_from_margins(margins: np.ndarray, tol: float = SUPPORT_TOL) -> list[
     if M.ndim != 2:
         raise ValueError(f"margins must have shape (n, T), got {M.shape}.")
     tol = check_positive(tol, "tol", strict=False)
-    return [np.flatnonzero(np.isfinite(row) & (row <= 1.0 + tol)) for row in M]
+    return [np.flatnonzero(row) for row in support_mask(M, tol)]
 
 
 def locally_optimal_sequences(

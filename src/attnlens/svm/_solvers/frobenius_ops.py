@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from attnlens.svm._constraints import ConstraintSet
+from attnlens.svm._solvers.constraints import ConstraintSet
 
 
 class Constraints:

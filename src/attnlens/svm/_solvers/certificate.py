@@ -16,13 +16,9 @@ import numpy as np
 from scipy.optimize import linprog
 
 from attnlens.errors import InfeasibleError
-from attnlens.svm._constraints import ConstraintSet
+from attnlens.svm._solvers.constraints import ConstraintSet
 
-
-def matrix_norm(W: np.ndarray, norm: str) -> float:
-    if norm == "fro":
-        return float(np.linalg.norm(W))
-    return float(np.linalg.svd(W, compute_uv=False).sum())
+MAX_LP_ENTRIES = 4_000_000  # constraint-matrix entries of the dual-ray LP, at most
 
 
 def dual_norm(B: np.ndarray, norm: str) -> float:
@@ -60,26 +56,45 @@ def relative_gap(primal: float, dual: float) -> float:
     return max(0.0, (primal - dual) / primal)
 
 
-def find_dual_ray(cs: ConstraintSet, max_entries: int = 4_000_000) -> np.ndarray | None:
-    """Nonnegative ``alpha`` with ``sum alpha = 1`` and ``sum alpha_c A_c = 0`` (LP), or None.
+def dual_ray_lp(
+    D: np.ndarray,
+    Q: np.ndarray,
+    De: np.ndarray | None = None,
+    Qe: np.ndarray | None = None,
+    max_entries: int = MAX_LP_ENTRIES,
+) -> np.ndarray | None:
+    """A dual ray by linear programming: ``alpha >= 0`` (m,) with ``sum alpha = 1`` and
+    ``sum_c alpha_c D_c Q_c^T + sum_j mu_j De_j Qe_j^T = 0`` for some free ``mu``, or None.
 
-    Such an ``alpha`` proves infeasibility: ``<sum alpha_c A_c, W> = 0 < 1^T alpha`` for all W.
-    Returned in the (n, K, T) layout. Skipped (None) when the LP would be too large.
+    Such an ``alpha`` proves infeasibility of ``<D_c Q_c^T, W> >= 1`` (with
+    ``<De_j Qe_j^T, W> = 0``): ``<sum alpha_c A_c, W> = 0 < 1^T alpha`` for every admissible W.
+    None when there is no ray or the LP (``(m + m_e) d^2`` entries) exceeds ``max_entries``.
     """
-    i, k, t = cs.index()
-    m, d = i.size, cs.d
-    if m == 0 or m * d * d > max_entries:
+    m, d = D.shape
+    me = 0 if De is None else De.shape[0]
+    if m == 0 or (m + me) * d * d > max_entries:
         return None
-    D, Qc = cs.vectors(i, k, t)
-    A_eq = np.einsum("ma,mb->abm", D, Qc).reshape(d * d, m)
-    A_eq = np.vstack([A_eq, np.ones((1, m))])
+    A_eq = np.einsum("ma,mb->abm", D, Q).reshape(d * d, m)
+    bounds = [(0, None)] * m
+    if me:
+        A_eq = np.hstack([A_eq, np.einsum("ma,mb->abm", De, Qe).reshape(d * d, me)])
+        bounds += [(None, None)] * me
+    A_eq = np.vstack([A_eq, np.r_[np.ones(m), np.zeros(me)][None]])
     b_eq = np.zeros(d * d + 1)
     b_eq[-1] = 1.0
-    res = linprog(np.zeros(m), A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
-    if res.status != 0:
+    res = linprog(np.zeros(m + me), A_eq=A_eq, b_eq=b_eq, bounds=bounds, method="highs")
+    return res.x[:m] if res.status == 0 else None
+
+
+def find_dual_ray(cs: ConstraintSet, max_entries: int = MAX_LP_ENTRIES) -> np.ndarray | None:
+    """:func:`dual_ray_lp` on the constraints of ``cs``, in the (n, K, T) layout, or None."""
+    i, k, t = cs.index()
+    D, Qc = cs.vectors(i, k, t)
+    alpha = dual_ray_lp(D, Qc, max_entries=max_entries)
+    if alpha is None:
         return None
     ray = np.zeros(cs.mask.shape)
-    ray[i, k, t] = res.x
+    ray[i, k, t] = alpha
     return ray
 
 

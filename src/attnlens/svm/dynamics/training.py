@@ -39,13 +39,14 @@ from attnlens._validation import (
     check_random_state,
     check_scalar,
 )
+from attnlens.svm._heads import ACTIVATIONS, MLPHead, head_output
+from attnlens.svm._numerics import ITERATE_RANK_RTOL, numerical_rank
 
 logger = logging.getLogger(__name__)
 
 PARAMS = ("W", "KQ")
 LOSSES = ("logistic", "linear")
 HEADS = ("linear", "mlp")
-ACTIVATIONS = ("relu", "tanh")
 
 
 # --------------------------------------------------------------------------------------
@@ -140,40 +141,6 @@ class ProblemBatch:
         return batch
 
 
-@dataclass
-class MLPHead:
-    """A fixed two-layer head ``h(r) = v2^T phi(V1 r)``; V1 (S, m, d), v2 (S, m)."""
-
-    V1: np.ndarray
-    v2: np.ndarray
-    activation: str = "relu"
-
-    @classmethod
-    def random(
-        cls, S: int, d: int, hidden: int, seed: Any, activation: str = "relu"
-    ) -> MLPHead:
-        rng = check_random_state(seed, "seed")
-        V1 = rng.standard_normal((S, hidden, d)) / np.sqrt(d)
-        v2 = rng.standard_normal((S, hidden)) / np.sqrt(hidden)
-        return cls(V1, v2, activation)
-
-
-def _head(r: np.ndarray, v: np.ndarray | None, mlp: MLPHead | None) -> tuple[np.ndarray, np.ndarray]:
-    """Head output f (S, n) and its gradient u = dh/dr (S, n, d)."""
-    if mlp is None:
-        f = (r @ v[..., None])[..., 0]  # (S, n)
-        return f, np.broadcast_to(v[:, None, :], r.shape)
-    pre = np.einsum("smd,snd->snm", mlp.V1, r)  # (S, n, m)
-    if mlp.activation == "relu":
-        act, dact = np.maximum(pre, 0.0), (pre > 0).astype(np.float64)
-    else:
-        act = np.tanh(pre)
-        dact = 1.0 - act**2
-    f = np.einsum("snm,sm->sn", act, mlp.v2)  # (S, n)
-    u = np.einsum("snm,sm,smd->snd", dact, mlp.v2, mlp.V1)  # (S, n, d)
-    return f, u
-
-
 def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax."""
     e = np.exp(s - s.max(axis=axis, keepdims=True))
@@ -218,7 +185,7 @@ def loss_and_grad(
     s = (X @ q[..., None])[..., 0]  # (S, n, T) scores x_t^T W z_i
     p = softmax(s)  # (S, n, T)
     r = (p[..., None, :] @ X)[..., 0, :]  # (S, n, d) attended token
-    f, u = _head(r, v, mlp)  # (S, n), (S, n, d)
+    f, u = head_output(r, v, mlp)  # (S, n), (S, n, d)
     margin = Y * f  # (S, n)
     if loss == "logistic":
         value = np.logaddexp(0.0, -margin).mean(axis=1)  # (S,)
@@ -247,7 +214,8 @@ class Trajectory:
 
     steps (L,); W (S, L, d, d) at the logged steps; W_final (S, d, d) always;
     loss, prob_selected (mean softmax probability of each sequence's converged token),
-    norm (||W||_F), grad_norm, rank (numerical rank of W) all (S, L);
+    norm (||W||_F), grad_norm, rank (effective rank of W: singular values above
+    ``ITERATE_RANK_RTOL`` = 1e-3 times the largest) all (S, L);
     selection (S, n) the most attended token at the end; probs_final (S, n, T);
     K_final, Q_final (S, d, m) for ``param="KQ"``; v_final (S, d).
     """
@@ -278,13 +246,6 @@ class Trajectory:
             [sorted(np.flatnonzero(pi > threshold).tolist()) for pi in ps]
             for ps in self.probs_final
         ]
-
-
-def numerical_rank(W: np.ndarray, rtol: float = 1e-3) -> np.ndarray:
-    """Number of singular values above ``rtol * sigma_max`` for a stack of matrices."""
-    sv = np.linalg.svd(W, compute_uv=False)  # (..., d)
-    top = sv[..., :1]
-    return np.sum(sv > rtol * np.where(top > 0, top, np.inf), axis=-1)
 
 
 def _normalize(g: np.ndarray, norm: np.ndarray) -> np.ndarray:
@@ -443,7 +404,7 @@ def train_attention(
         prob_selected=prob_sel,
         norm=np.sqrt(np.sum(W_log**2, axis=(2, 3))),
         grad_norm=gnorm_log,
-        rank=numerical_rank(W_log),
+        rank=numerical_rank(W_log, ITERATE_RANK_RTOL),
         selection=selection,
         probs_final=probs_final,
         v_final=v,

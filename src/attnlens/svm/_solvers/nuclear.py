@@ -55,15 +55,17 @@ Cost on the papers' settings (planted, 2 cores, one BLAS thread): 15-19 iteratio
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigvalsh
 from threadpoolctl import threadpool_limits
 
-from attnlens.svm._certificate import find_dual_ray
-from attnlens.svm._constraints import ConstraintSet
-from attnlens.svm._frobenius import solve_frobenius
+from attnlens.svm._numerics import support_mask
+from attnlens.svm._solvers.certificate import find_dual_ray
+from attnlens.svm._solvers.constraints import ConstraintSet
+from attnlens.svm._solvers.frobenius import solve_frobenius
+from attnlens.svm._solvers.output import SolverOutput
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ _SEED_PER_QUERY = 1
 _MAX_ROUNDS = 20
 # the interior-point method aims at a certificate _TARGET * tol (a few cheap iterations on the
 # reduced constraint set beyond tol) to bring the margins of active constraints close enough to
-# 1 for the support sets (margin <= 1 + 1e-6) and the zeroed duals to be reliable
+# 1 for the support sets (margin <= 1 + SUPPORT_TOL) and the zeroed duals to be reliable
 _TARGET = 5e-3
 _MAX_IPM_ITER = 200  # per round; the method needs 10-25 iterations on the papers' settings
 
@@ -293,6 +295,20 @@ def _pc_step(sub: _Data, X, x, y, Z, z, mu: float):
     return 0.5 * (Xn + Xn.T), x + tp * dx, y + td * dy, 0.5 * (Zn + Zn.T), z + td * dz, tp, td
 
 
+@dataclass(frozen=True)
+class IPMOutput:
+    """One run of :func:`ipm` (fields documented there)."""
+
+    W: np.ndarray | None
+    alpha: np.ndarray | None
+    gap: float
+    iterations: int
+    status: str
+    ray: np.ndarray | None
+    kept: np.ndarray
+    last: tuple[np.ndarray, np.ndarray] | None
+
+
 def ipm(
     data: _Data,
     *,
@@ -302,7 +318,7 @@ def ipm(
     start: np.ndarray | None = None,
     reduce: bool = True,
     ray_tol: float = 1e-9,
-) -> dict:
+) -> IPMOutput:
     """Mehrotra predictor-corrector NT interior-point method for the constraints ``data``.
 
     The Schur complement holds the constraints ``start`` (default: all) at first; once the
@@ -312,7 +328,8 @@ def ipm(
     certificate on *all* of ``data`` ``<= target`` (default ``tol``), or once it is ``<= tol``
     and has not halved in 3 iterations (the method's accuracy limit on the instance).
 
-    Returns ``W`` (d, d), ``alpha`` (m,), ``gap`` (certificate on ``data``), ``iterations``,
+    Returns an :class:`IPMOutput`: ``W`` (d, d), ``alpha`` (m,), ``gap`` (certificate on
+    ``data``), ``iterations``,
     ``status`` in {"optimal", "reduced" (optimal on the constraints held, some of the others
     violated: once an admission hits ``_WORKING_LIMIT``, nothing more is admitted or dropped
     and the run finishes on the held constraints), "max_iter", "stalled",
@@ -390,8 +407,8 @@ def ipm(
     gap, W, alpha = best
     kept = np.zeros(m_all, dtype=bool)
     kept[idx] = True
-    return {"W": W, "alpha": alpha, "gap": gap, "iterations": it, "status": status, "ray": ray,
-            "kept": kept, "last": last}
+    return IPMOutput(W=W, alpha=alpha, gap=gap, iterations=it, status=status, ray=ray,
+                     kept=kept, last=last)
 
 
 def _per_query_smallest(full: _Data, marg: np.ndarray, per: int) -> np.ndarray:
@@ -415,9 +432,9 @@ def _reweighted_seed(cs: ConstraintSet, full: _Data, W: np.ndarray, scale: float
         U, sv, _ = np.linalg.svd(W)
         ph = (U * np.sqrt(np.maximum(sv / sv[0], _SEED_EPS))) @ U.T  # P^{1/2}, up to scale
         fr = solve_frobenius(replace(cs, X=cs.X @ ph), tol=_SEED_TOL, max_iter=10_000)
-        if fr["W"] is None:
+        if fr.W is None:
             break
-        Wn = (ph @ fr["W"]) * scale
+        Wn = (ph @ fr.W) * scale
         if not full.apply(Wn).min() > 0:  # keep a feasible seed
             break
         W = Wn
@@ -444,19 +461,19 @@ def _initial_working_set(full: _Data, cap: int, W0: np.ndarray | None = None) ->
 
 
 def _clean_duals(full: _Data, W: np.ndarray, alpha: np.ndarray, gap: float, tol: float):
-    """Zero the duals off the support (margin > 1 + 1e-6), for exact complementary slackness,
+    """Zero the duals off the support (``support_mask``), for exact complementary slackness,
     when the certificate stays within ``max(tol, gap)``; otherwise keep ``alpha``.
 
     Interior-point duals of inactive constraints are tiny but positive (``~ mu / slack``);
     removing them perturbs ``||sum alpha_c A_c||_2`` and can cost more than ``tol``.
     """
     marg = full.apply(W)
-    clean = np.where(marg / marg.min() <= 1.0 + 1e-6, alpha, 0.0)
+    clean = np.where(support_mask(marg / marg.min()), alpha, 0.0)
     g2 = certificate(full, W, clean)[0]
     return (clean, g2) if g2 <= max(tol, gap) else (alpha, gap)
 
 
-def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
+def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> SolverOutput:
     """Att-SVM* by the structured interior-point method; see the module docstring.
 
     Returns ``W`` (d, d), ``duals`` (n, K, T), ``ray`` (n, K, T) or None, ``iterations``,
@@ -480,7 +497,7 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
     zero = (nu == 0) | (nq == 0)
     if zero.any():  # 0 >= 1: the constraint alone is infeasible, e_c is a dual ray
         ray = zero / zero.sum()
-        return {"W": None, "duals": None, "ray": as_layout(ray), "iterations": 0, "converged": True}
+        return SolverOutput(W=None, duals=None, ray=as_layout(ray))
     su, sq = float(nu.max()), float(np.linalg.norm(Qg, axis=1).max())
     full = _Data(D / su, Qg / sq, grp)
     scale = su * sq  # the normalization: u' = u / su, q' = q / sq (W' = W scale)
@@ -505,24 +522,24 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
                 break
             out = ipm(full, start=ws, tol=0.5 * tol, target=_TARGET * tol,
                       max_iter=min(max_iter - iters, _MAX_IPM_ITER), reduce=reduce)
-            iters += out["iterations"]
-            if out["status"] == "infeasible":
+            iters += out.iterations
+            if out.status == "infeasible":
                 ray = find_dual_ray(cs)  # exact and sparse (LP) when small enough
-                return {"W": None, "duals": None, "ray": as_layout(out["ray"]) if ray is None else ray,
-                        "iterations": iters, "converged": True}
-            last = (out["W"], out["alpha"]) if out["W"] is not None else out["last"]
-            if out["gap"] < best[0]:
-                best = (out["gap"], out["W"], out["alpha"])
-            kept = np.flatnonzero(out["kept"])
+                return SolverOutput(W=None, duals=None, iterations=iters,
+                                    ray=as_layout(out.ray) if ray is None else ray)
+            last = (out.W, out.alpha) if out.W is not None else out.last
+            if out.gap < best[0]:
+                best = (out.gap, out.W, out.alpha)
+            kept = np.flatnonzero(out.kept)
             log.info("nuclear ipm round %d: %d constraints at start, %d at the end, %s after %d "
-                     "iterations, gap %.3g", rnd, ws.size, kept.size, out["status"],
-                     out["iterations"], out["gap"])
+                     "iterations, gap %.3g", rnd, ws.size, kept.size, out.status,
+                     out.iterations, out.gap)
             if best[0] <= tol:
                 break
             if iters >= max_iter:
                 converged = False
                 break
-            if out["status"] == "reduced":
+            if out.status == "reduced":
                 log.warning("nuclear ipm: working set at its limit %d; stopping with gap %.3g",
                             _WORKING_LIMIT, best[0])
                 break
@@ -530,7 +547,7 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
             # violates or nearly violates, without dropping
             marg = full.apply(last[0])
             mk = marg[kept].min()
-            add = np.flatnonzero(~out["kept"] & (marg < (1.0 + 1e-3) * max(mk, 0.0)))
+            add = np.flatnonzero(~out.kept & (marg < (1.0 + 1e-3) * max(mk, 0.0)))
             if add.size == 0 and not reduce:
                 break  # every relevant constraint was present: accuracy limit on this instance
             ws = np.union1d(kept, add[np.argsort(marg[add])[: max(_WORKING_LIMIT - kept.size, 0)]])
@@ -539,13 +556,9 @@ def solve_nuclear(cs: ConstraintSet, *, tol: float, max_iter: int) -> dict:
     if W is None:
         return _feasible_fallback(cs, full, scale, last, W0, iters, converged)
     alpha, gap = _clean_duals(full, W, alpha, gap, tol)
-    return {
-        "W": W / scale,
-        "duals": as_layout(alpha / scale),
-        "ray": None,
-        "iterations": iters,
-        "converged": converged,
-    }
+    return SolverOutput(
+        W=W / scale, duals=as_layout(alpha / scale), iterations=iters, converged=converged
+    )
 
 
 def _blend(full: _Data, W: np.ndarray, Wf: np.ndarray) -> np.ndarray:
@@ -575,14 +588,13 @@ def _frobenius_or_ray(cs: ConstraintSet, tol: float, iters: int):
     """``(W, None)``: the Frobenius solution of the shared constraints; or ``(None, result)``
     with the infeasibility ray, when the Frobenius solver finds none."""
     fr = solve_frobenius(cs, tol=tol, max_iter=10_000)
-    if fr.get("ray") is not None or fr["W"] is None:
-        return None, {"W": None, "duals": None, "ray": fr.get("ray"), "iterations": iters,
-                      "converged": True}
-    return fr["W"], None
+    if not fr.solved:
+        return None, SolverOutput(W=None, duals=None, ray=fr.ray, iterations=iters)
+    return fr.W, None
 
 
 def _feasible_fallback(cs: ConstraintSet, full: _Data, scale: float, last, W0, iters: int,
-                       converged: bool) -> dict:
+                       converged: bool) -> SolverOutput:
     """No interior-point iterate was feasible on every constraint (working-set limit,
     iteration budget, numerical breakdown): decide feasibility with the Frobenius solver (the
     two programs share their constraints), return the best feasible point between the last
@@ -600,4 +612,4 @@ def _feasible_fallback(cs: ConstraintSet, full: _Data, scale: float, last, W0, i
     i, k, t = cs.index()
     duals = np.zeros(cs.mask.shape)
     duals[i, k, t] = alpha / scale
-    return {"W": W / scale, "duals": duals, "ray": None, "iterations": iters, "converged": converged}
+    return SolverOutput(W=W / scale, duals=duals, iterations=iters, converged=converged)

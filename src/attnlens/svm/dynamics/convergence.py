@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 from attnlens._validation import check_int
-from attnlens.svm.dynamics import ProblemBatch, train_attention
-from attnlens.svm.trackers import track_svm
+from attnlens.svm.dynamics.trackers import track_svm
+from attnlens.svm.dynamics.training import ProblemBatch, train_attention
 
 
 def convergence_check(

@@ -16,7 +16,7 @@ hard-margin SVM in :math:`\mathbb R^{d^2}` on the matrices ``A_c = (x_{i,a} - x_
    is solved in its dual form ``(I/sigma + G_JJ) y = A_J g``, ``dW = -g + A_J^T y`` (Woodbury):
    directly (Cholesky) when small, else by conjugate gradients preconditioned with the inverse
    group-diagonal blocks of ``G``; every product with ``A`` or ``A^T`` is two GEMMs
-   (:mod:`attnlens.svm._frobenius_ops`). Then ``lambda <- max(0, lambda - sigma (A W - 1))``.
+   (:mod:`attnlens.svm._solvers.frobenius_ops`). Then ``lambda <- max(0, lambda - sigma (A W - 1))``.
 2. **Working set** (cutting planes / shrinking): the Newton steps see only the constraints that
    are active or near-active; one pass over all constraints per outer iteration adds the
    violated ones (a few per query group), so the inner algebra scales with the support.
@@ -28,7 +28,7 @@ hard-margin SVM in :math:`\mathbb R^{d^2}` on the matrices ``A_c = (x_{i,a} - x_
    over *all* constraints at most ``tol / 2``; otherwise the augmented Lagrangian continues.
 
 Certificate: ``W = A^T alpha`` with ``alpha >= 0``, so ``1^T alpha / ||W||`` lower-bounds the
-optimal norm and ``||W|| / min margin`` upper-bounds it (see :mod:`attnlens.svm._certificate`).
+optimal norm and ``||W|| / min margin`` upper-bounds it (see :mod:`attnlens.svm._solvers.certificate`).
 Infeasibility: if no ``W`` separates, ``lambda`` grows without bound while ``A^T lambda`` stays
 bounded, so the lower bound ``1^T lambda / ||A^T lambda||`` on the norm of any feasible ``W``
 explodes. Once it passes ``RAY_CHECK_RATIO / max_c ||A_c||`` with no ``W`` of positive margin,
@@ -43,14 +43,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 from scipy.optimize import nnls
 from threadpoolctl import threadpool_limits
 
-from attnlens.svm._constraints import ConstraintSet
-from attnlens.svm._frobenius_ops import Block, BlockJacobi, Constraints, pcg
+from attnlens.svm._solvers.constraints import ConstraintSet
+from attnlens.svm._solvers.frobenius_ops import Block, BlockJacobi, Constraints, pcg
+from attnlens.svm._solvers.output import SolverOutput
 
 log = logging.getLogger(__name__)
 
@@ -329,10 +331,10 @@ def solve_frobenius(
     init_per_group: int = 4,
     add_per_group: int = 4,
     polish_rounds: int = 12,
-) -> dict:
+) -> SolverOutput:
     """Solve the Frobenius Att-SVM on ``cs``; see the module docstring.
 
-    Returns a dict: ``W`` (d, d) equal to ``sum alpha_c A_c``, ``duals`` (n, K, T), ``ray``
+    Returns ``W`` (d, d) equal to ``sum alpha_c A_c``, ``duals`` (n, K, T), ``ray``
     (n, K, T) or None (a dual ray when infeasible, then ``W`` and ``duals`` are None),
     ``iterations`` (Newton steps plus polish solves), ``converged``, and ``stats``.
     """
@@ -344,18 +346,21 @@ def solve_frobenius(
     small = m * d * d <= 4_000_000 or C.n * C.K * d * d <= 1_000_000
     with threadpool_limits(limits=1 if small else None, user_api="blas"):
         out = _solve(C, tol, max_iter, init_per_group, add_per_group, polish_rounds)
-    stats = out.pop("stats")
-    stats["seconds"] = time.perf_counter() - start
-    out["stats"] = stats
-    for key in ("duals", "ray"):
-        if out[key] is not None:
-            full = np.zeros(int(np.prod(shape)))
-            full[cs.mask.reshape(-1)] = out[key]
-            out[key] = full.reshape(shape)
-    return out
+    stats = dict(out.stats, seconds=time.perf_counter() - start)
+
+    def as_layout(v: np.ndarray | None) -> np.ndarray | None:
+        if v is None:
+            return None
+        full = np.zeros(int(np.prod(shape)))
+        full[cs.mask.reshape(-1)] = v
+        return full.reshape(shape)
+
+    return replace(out, duals=as_layout(out.duals), ray=as_layout(out.ray), stats=stats)
 
 
-def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_rounds) -> dict:
+def _solve(
+    C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_rounds
+) -> SolverOutput:
     t0 = time.perf_counter()
     m = C.m
     stats = {"newton": 0, "cg": 0, "polish": 0, "outer": 0, "full_passes": 0}
@@ -365,14 +370,7 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
     if zero.size:
         ray = np.zeros(m)
         ray[zero[0]] = 1.0
-        return {
-            "W": None,
-            "duals": None,
-            "ray": ray,
-            "iterations": 0,
-            "converged": True,
-            "stats": stats,
-        }
+        return SolverOutput(W=None, duals=None, ray=ray, iterations=0, stats=stats)
     # start: the sum of all constraint matrices, and a few tight constraints per group under it
     W = C.combine(np.ones(m))
     M = C.margins(W)
@@ -435,14 +433,10 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
             ray_check_at = 10.0 * ratio
             log.info("  dual-ray NNLS on the support (%d): %s", supp.size, ray is not None)
         if ray is not None:
-            return {
-                "W": None,
-                "duals": None,
-                "ray": ray,
-                "iterations": stats["newton"] + stats["polish"],
-                "converged": True,
-                "stats": stats,
-            }
+            return SolverOutput(
+                W=None, duals=None, ray=ray, iterations=stats["newton"] + stats["polish"],
+                stats=stats,
+            )
         # polish when the support has settled (after a failed try, wait until it settles more)
         changed = np.setxor1d(supp, supp_prev, assume_unique=True).size
         if stats["outer"] >= 2 and supp.size and changed <= polish_frac * supp.size:
@@ -472,11 +466,10 @@ def _solve(C: Constraints, tol, max_iter, init_per_group, add_per_group, polish_
         W_best, alpha_best = Wd, lam
     stats["support"] = int(np.count_nonzero(alpha_best))
     stats["gap"] = float(gap_best)
-    return {
-        "W": W_best,
-        "duals": alpha_best,
-        "ray": None,
-        "iterations": stats["newton"] + stats["polish"],
-        "converged": converged,
-        "stats": stats,
-    }
+    return SolverOutput(
+        W=W_best,
+        duals=alpha_best,
+        iterations=stats["newton"] + stats["polish"],
+        converged=converged,
+        stats=stats,
+    )
