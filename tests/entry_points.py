@@ -198,5 +198,68 @@ def causal_entries() -> list[Entry]:
     ]
 
 
+def svm_entries() -> list[Entry]:
+    from attnlens import svm as S
+
+    def problem() -> S.TokenSelectionProblem:
+        return S.random_problem(3, 4, 5, seed=0)
+
+    def arrays() -> dict[str, Any]:
+        p = problem()
+        return {"X": p.X, "Z": p.queries, "selection": p.optimal_tokens}
+
+    def batch() -> S.ProblemBatch:
+        return S.ProblemBatch.random([0], 3, 4, 5)
+
+    def trajectory() -> dict[str, Any]:
+        b = batch()
+        return {"batch": b, "trajectory": S.train_attention(b, steps=2)}
+
+    sets = [[0, 1], [2], [3]]
+    return [
+        Entry("svm.att_svm", S.att_svm, lambda: {**arrays(), "norm": "fro"}),
+        Entry("svm.att_svm_problem", S.att_svm_problem,
+              lambda: {"problem": problem(), "selection": problem().optimal_tokens}),
+        Entry("svm.random_problem", S.random_problem, lambda: {"n": 3, "T": 4, "d": 5, "seed": 0}),
+        Entry("svm.planted_problem", S.planted_problem,
+              lambda: {"n": 3, "T": 4, "d": 5, "seed": 0}),
+        Entry("svm.support_sets", S.support_sets,
+              lambda: {"problem": problem(), "selection": problem().optimal_tokens}),
+        Entry("svm.check_optimality", S.check_optimality,
+              lambda: {"problem": problem(), "selection": problem().optimal_tokens}),
+        Entry("svm.is_locally_optimal", S.is_locally_optimal,
+              lambda: {"problem": problem(), "selection": problem().optimal_tokens}),
+        Entry("svm.is_globally_optimal", S.is_globally_optimal,
+              lambda: {"problem": problem(), "selection": problem().optimal_tokens}),
+        Entry("svm.locally_optimal_selections", S.locally_optimal_selections,
+              lambda: {"problem": problem(), "max_candidates": 2}),
+        Entry("svm.gen_svm", S.gen_svm,
+              lambda: {"X": problem().X, "Z": problem().queries, "sets": sets}),
+        Entry("svm.finite_part", S.finite_part,
+              lambda: {"X": problem().X, "Z": problem().queries, "sets": sets,
+                       "Y": problem().Y, "v": problem().v}),
+        Entry("svm.fin_projection", S.fin_projection,
+              lambda: {"W": np.eye(5), "X": problem().X, "Z": problem().queries, "sets": sets}),
+        Entry("svm.project_out_fin", S.project_out_fin,
+              lambda: {"W": np.eye(5), "X": problem().X, "Z": problem().queries, "sets": sets}),
+        Entry("svm.train_attention", S.train_attention,
+              lambda: {"problem": batch(), "steps": 2, "W0": np.zeros((5, 5))}),
+        Entry("svm.loss_and_grad", S.loss_and_grad,
+              lambda: {"batch": batch(), "W": np.zeros((1, 5, 5))}),
+        Entry("svm.regularization_path", S.regularization_path,
+              lambda: {"problem": batch(), "radii": np.array([1.0, 2.0]), "inner_steps": 2}),
+        Entry("svm.correlation", S.correlation, lambda: {"A": np.eye(3), "B": np.ones((3, 3))}),
+        Entry("svm.svm_solution", S.svm_solution, lambda: {**arrays(), "norm": "fro"}),
+        Entry("svm.svm_references", S.svm_references,
+              lambda: {"batch": batch(), "selection": batch().token_scores.argmax(-1)}),
+        Entry("svm.track_svm", S.track_svm, trajectory),
+        Entry("svm.gen_svm_direction", S.gen_svm_direction,
+              lambda: {"X": problem().X, "Z": problem().queries, "sets": sets}),
+        Entry("svm.convergence_check", S.convergence_check,
+              lambda: {"seed": 0, "n": 3, "T": 4, "d": 5, "steps": 2}),
+    ]
+
+
 def all_entries() -> list[Entry]:
-    return kernel_entries() + lenses_entries() + convex_entries() + causal_entries()
+    return (kernel_entries() + lenses_entries() + convex_entries() + causal_entries()
+            + svm_entries())

@@ -210,3 +210,33 @@ def test_bad_problems():
     b = _batch(S=1)
     with pytest.raises(ValueError, match="Y"):
         ProblemBatch(b.X, b.Y * 2, b.v, b.Z)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"param": "KQ", "W0": np.zeros((6, 6))}, "W0"),
+        ({"param": "W", "rank": 2}, "rank"),
+        ({"head": "linear", "mlp": MLPHead.random(1, 6, 3, 0)}, "mlp"),
+    ],
+)
+def test_ignored_parameters_warn_and_change_nothing(kwargs, name):
+    from attnlens.errors import IgnoredParameterWarning
+
+    b = _batch(S=1)
+    with pytest.warns(IgnoredParameterWarning, match=f"'{name}'"):
+        tr = train_attention(b, steps=5, **kwargs)
+    plain = {k: v for k, v in kwargs.items() if k != name}
+    ref = train_attention(b, steps=5, **plain)
+    np.testing.assert_array_equal(tr.W_final, ref.W_final)
+
+
+def test_used_parameters_do_not_warn():
+    import warnings
+
+    b = _batch(S=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_attention(b, "W", steps=5, W0=np.zeros((6, 6)))
+        train_attention(b, "KQ", steps=5, rank=2)
+        train_attention(b, steps=5, head="mlp", mlp=MLPHead.random(1, 6, 3, 0))

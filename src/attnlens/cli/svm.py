@@ -17,6 +17,7 @@ The variant is inferred (``query_index`` -> self, ``Z`` 2-D -> cross, ``Z`` 3-D 
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import warnings
@@ -31,8 +32,33 @@ logger = logging.getLogger(__name__)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
-NORM_CHOICES = ("fro", "nuc", "both")
-VARIANTS = ("cross", "self", "seq2seq", "causal")
+
+
+class Norm(str, enum.Enum):
+    """``--norm``: Att-SVM (Frobenius), Att-SVM* (nuclear) or both."""
+
+    fro = "fro"
+    nuc = "nuc"
+    both = "both"
+
+
+class Variant(str, enum.Enum):
+    """``--variant``: how the queries are formed (see the module docstring)."""
+
+    cross = "cross"
+    self_ = "self"
+    seq2seq = "seq2seq"
+    causal = "causal"
+
+
+class Method(str, enum.Enum):
+    """``--method``: the solver (``attnlens.svm.att_svm``'s ``method``)."""
+
+    auto = "auto"
+    cvxpy = "cvxpy"
+    active_set = "active_set"
+    interior_point = "interior_point"
+
 
 
 class _InputError(ValueError):
@@ -184,13 +210,13 @@ def solve(
     T: int = typer.Option(16, "--T", min=2, help="Tokens per sequence (generated problem)."),
     d: int = typer.Option(32, "--d", min=1, help="Token dimension (generated problem)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated problem."),
-    norm: str = typer.Option("fro", "--norm", help="fro (Att-SVM), nuc (Att-SVM*) or both."),
-    variant: str = typer.Option(None, "--variant", help="cross | self | seq2seq | causal "
+    norm: Norm = typer.Option(Norm.fro, "--norm", help="fro (Att-SVM), nuc (Att-SVM*) or both."),
+    variant: Variant = typer.Option(None, "--variant", help="cross | self | seq2seq | causal "
                                 "(default: cross for generated problems, inferred for --input)."),
     planted: bool = typer.Option(True, "--planted/--random", help="Generated selection: top "
                                  "token under a planted random W (feasible), or the optimal "
                                  "tokens argmax_t Y v^T x_t (may be infeasible when n >> d)."),
-    method: str = typer.Option("auto", "--method", help="auto (fast default), cvxpy "
+    method: Method = typer.Option(Method.auto, "--method", help="auto (fast default), cvxpy "
                                "(reference), or a named method of attnlens.svm.att_svm."),
     tol: float = typer.Option(1e-7, "--tol", min=0.0, help="Target relative duality gap."),
     query_index: int = typer.Option(0, "--query-index", min=0, help="Query token of the "
@@ -209,14 +235,10 @@ def solve(
     """
     from attnlens._io import atomic_save_npz, atomic_write_json
     from attnlens.errors import InfeasibleError
-    from attnlens.svm.attsvm import METHODS, att_svm
+    from attnlens.svm.attsvm import att_svm
 
-    if norm not in NORM_CHOICES:
-        _fail(f"--norm must be one of {', '.join(NORM_CHOICES)}; got {norm!r}.")
-    if variant is not None and variant not in VARIANTS:
-        _fail(f"--variant must be one of {', '.join(VARIANTS)}; got {variant!r}.")
-    if method not in METHODS:
-        _fail(f"--method must be one of {', '.join(METHODS)}; got {method!r}.")
+    norm, method = Norm(norm).value, Method(method).value
+    variant = None if variant is None else Variant(variant).value
     if norm == "both" and method not in ("auto", "cvxpy"):
         _fail(f"--method {method} solves one norm only; with --norm both use auto or cvxpy, "
               "or pick --norm fro|nuc.")

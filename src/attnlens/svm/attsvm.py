@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnlens._results import Status, warn_on_status
-from attnlens._validation import check_int, check_option, check_positive
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.svm._numerics import RANK_RTOL, SUPPORT_TOL, matrix_norm, numerical_rank, support_mask
 from attnlens.svm._solvers.certificate import (
     dual_bound,
@@ -30,11 +39,12 @@ from attnlens.svm._solvers.certificate import (
     raise_infeasible,
     relative_gap,
 )
-from attnlens.svm._solvers.constraints import ConstraintSet, build_constraints
+from attnlens.svm._solvers.constraints import VARIANTS, ConstraintSet, build_constraints
 from attnlens.svm._solvers.frobenius import solve_frobenius
 from attnlens.svm._solvers.nuclear import solve_nuclear
 from attnlens.svm._solvers.output import SolverOutput
 from attnlens.svm._solvers.reference import solve_reference
+from attnlens.svm.problems import TokenSelectionProblem
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +171,17 @@ def _solve_cvxpy(cs: ConstraintSet, norm: str, tol: float, start: float) -> AttS
     )
 
 
+@validate_params({
+    "X": [Array(ndim=3)],
+    "Z": [None, Array(ndim=(2, 3))],
+    "selection": [Array(ndim=(1, 2), dtype=None)],
+    "norm": [Options(*NORMS)],
+    "variant": [Options(*VARIANTS)],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "max_iter": [Interval(Integral, 1, None)],
+    "query_index": [None, Interval(Integral, 0, None)],
+})
 def att_svm(
     X,
     Z,
@@ -204,22 +225,20 @@ def att_svm(
         sequences and holds a dual ray.
     """
     start = time.perf_counter()
-    check_option(norm, "norm", NORMS)
-    check_option(method, "method", METHODS)
-    tol = check_positive(tol, "tol")
-    max_iter = check_int(max_iter, "max_iter", low=1)
+    tol, max_iter = float(tol), int(max_iter)
     cs = build_constraints(X, Z, selection, variant, query_index)
     if method == "auto":
         method = _FAST[norm]
     if cs.count == 0:
-        raise ValueError("the selection leaves no competing token: there is no constraint.")
+        raise_invalid("selection", "a selection that leaves a competing token",
+                      "got one with no constraint", "Check the variant and the selection.",
+                      "att_svm")
     if method == "cvxpy":
         return _solve_cvxpy(cs, norm, tol, start)
     if method != _FAST[norm]:
-        raise ValueError(
-            f"method={method!r} solves norm={'fro' if method == 'active_set' else 'nuc'!r} only; "
-            f"use method={_FAST[norm]!r} (or 'auto', 'cvxpy') for norm={norm!r}."
-        )
+        raise_invalid("method", f"{_FAST[norm]!r}, 'auto' or 'cvxpy' for norm={norm!r}", method,
+                      f"method={method!r} solves "
+                      f"norm={'fro' if method == 'active_set' else 'nuc'!r} only.", "att_svm")
     out: SolverOutput
     if norm == "fro":
         out = solve_frobenius(cs, tol=tol, max_iter=max_iter)
@@ -240,6 +259,10 @@ def att_svm(
     )
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "selection": [None, Array(ndim=(1, 2), dtype=None)],
+})
 def att_svm_problem(problem, selection=None, **kwargs) -> AttSVMResult:
     """:func:`att_svm` on a :class:`~attnlens.svm.problems.TokenSelectionProblem`.
 

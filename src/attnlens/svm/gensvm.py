@@ -42,7 +42,17 @@ import numpy as np
 from scipy.optimize import minimize
 
 from attnlens._results import Status, warn_on_status
-from attnlens._validation import check_array, check_int, check_option, check_positive
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    check_array,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.errors import InfeasibleError
 from attnlens.svm._heads import MLPHead, head_output
 from attnlens.svm._numerics import support_mask
@@ -82,35 +92,38 @@ STARVED_PROBABILITY = 1e-6
 def _check_sets(sets: Any, n: int, T: int) -> list[np.ndarray]:
     """``sets``: n iterables of token indices, an (n,) integer array (singletons), or an
     (n, T) boolean mask. Returns n sorted unique int64 arrays."""
+    def bad(must: str, got: Any, hint: str = "") -> None:
+        raise_invalid("sets", must, got, hint)
+
     if sets is None:
-        raise TypeError("sets must list the selected tokens of each sequence, got None.")
+        bad("the selected tokens of each sequence", None)
     if isinstance(sets, np.ndarray):
         if sets.dtype == bool:
             if sets.shape != (n, T):
-                raise ValueError(f"sets as a boolean mask must have shape ({n}, {T}), got "
-                                 f"{sets.shape}.")
+                bad(f"a boolean mask of shape ({n}, {T})", f"got shape {sets.shape}")
             sets = [np.flatnonzero(row) for row in sets]
         elif sets.ndim == 1 and sets.dtype.kind in "iuf":
             sets = [[a] for a in sets.tolist()]
         else:
             sets = list(sets)
     if isinstance(sets, str | bytes) or not isinstance(sets, Iterable):
-        raise TypeError(f"sets must be a sequence of {n} token-index collections, got {sets!r}.")
+        bad(f"a sequence of {n} token-index collections", sets)
     sets = list(sets)
     if len(sets) != n:
-        raise ValueError(f"sets must hold one collection per sequence (n={n}); got {len(sets)}.")
+        bad(f"one collection per sequence (n={n})", f"got {len(sets)}")
     out = []
     for i, s in enumerate(sets):
         arr = np.atleast_1d(np.asarray(s))
         if arr.size == 0:
-            raise ValueError(f"sets[{i}] is empty; every sequence selects at least one token.")
+            bad(f"non-empty collections (sets[{i}] is empty)", s,
+                "Every sequence selects at least one token.")
         if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         if arr.dtype.kind not in "iu" or arr.ndim != 1:
-            raise TypeError(f"sets[{i}] must hold integer token indices, got {s!r}.")
+            bad(f"integer token indices (sets[{i}])", s)
         if arr.min() < 0 or arr.max() >= T:
-            raise ValueError(f"sets[{i}] holds token indices outside [0, {T - 1}]: "
-                             f"{arr[(arr < 0) | (arr >= T)].tolist()}.")
+            bad(f"token indices in [0, {T - 1}] (sets[{i}])",
+                f"got {arr[(arr < 0) | (arr >= T)].tolist()}")
         out.append(np.unique(arr.astype(np.int64)))
     return out
 
@@ -122,6 +135,13 @@ def _layout(X: Any, Z: Any, sets: Any) -> GenLayout:
     return build_layout(X, Z, _check_sets(sets, n, T))
 
 
+@validate_params({
+    "W": [Array(ndim=2)],
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
+                        "an (n,) integer array or an (n, T) boolean mask")],
+})
 def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     r"""The component of ``W`` in :math:`\mathcal S_{fin}` (Frobenius projection), (d, d).
 
@@ -134,6 +154,13 @@ def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     return project_fin(W, lay.De, lay.Qe, fin_basis(lay.De, lay.Qe))
 
 
+@validate_params({
+    "W": [Array(ndim=2)],
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
+                        "an (n,) integer array or an (n, T) boolean mask")],
+})
 def project_out_fin(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     r"""``W`` minus its component in :math:`\mathcal S_{fin}`: the part of ``W`` that the
     Gen-SVM direction ``W^svm`` describes."""
@@ -217,6 +244,15 @@ def _solve_cvxpy(lay: GenLayout) -> SolverOutput:
     return solve_reference(lay.Da, lay.Qa, "fro", De=lay.De, Qe=lay.Qe)
 
 
+@validate_params({
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
+                        "an (n,) integer array or an (n, T) boolean mask")],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "max_iter": [None, Interval(Integral, 1, None)],
+})
 def gen_svm(
     X: Any,
     Z: Any,
@@ -248,14 +284,13 @@ def gen_svm(
         dual ray for ``"nnls"``).
     """
     start = time.perf_counter()
-    check_option(method, "method", METHODS)
-    tol = check_positive(tol, "tol")
-    if max_iter is not None:
-        max_iter = check_int(max_iter, "max_iter", low=1)
+    tol = float(tol)
+    max_iter = None if max_iter is None else int(max_iter)
     lay = _layout(X, Z, sets)
     if lay.Da.shape[0] == 0:
-        raise ValueError("sets select every token of every sequence: there is no margin "
-                         "constraint (W = 0). Leave at least one token out of some set.")
+        raise_invalid("sets", "a selection that leaves some token out",
+                      "got sets holding every token of every sequence",
+                      "There is no margin constraint (W = 0).", "gen_svm")
     method = "nnls" if method == "auto" else method
     B = fin_basis(lay.De, lay.Qe)
     out = solve_nnls(lay, B, max_iter) if method == "nnls" else _solve_cvxpy(lay)
@@ -377,6 +412,19 @@ def _restricted_loss(W: np.ndarray, lay: GenLayout, Y: np.ndarray, v: np.ndarray
     return value, a.T @ Z, p
 
 
+@validate_params({
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
+                        "an (n,) integer array or an (n, T) boolean mask")],
+    "Y": [Array(ndim=1)],
+    "v": [None, Array(ndim=1)],
+    "mlp": [None, InstanceOf(MLPHead)],
+    "loss": [Options("logistic", "linear")],
+    "W0": [None, Array(ndim=2)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "max_iter": [Interval(Integral, 1, None)],
+})
 def finite_part(
     X: Any,
     Z: Any,
@@ -418,12 +466,13 @@ def finite_part(
     n, T, d = lay.X.shape
     Y = check_array(Y, "Y", shape=(n,))
     if not np.all(np.isin(Y, (-1.0, 1.0))):
-        raise ValueError(f"Y must hold labels -1 or +1 only; got {np.unique(Y)[:5].tolist()}.")
-    check_option(loss, "loss", ("logistic", "linear"))
-    tol = check_positive(tol, "tol")
-    max_iter = check_int(max_iter, "max_iter", low=1)
+        raise_invalid("Y", "labels -1 or +1", f"got {np.unique(Y)[:5].tolist()}",
+                      "Map the classes to -1/+1.", "finite_part")
+    tol, max_iter = float(tol), int(max_iter)
     if (v is None) == (mlp is None):
-        raise ValueError("pass exactly one head: v (d,) for a linear head or mlp (MLPHead).")
+        raise_invalid("v", "given exactly when mlp is None", v,
+                      "Pass exactly one head: v (d,) for a linear head or mlp (MLPHead).",
+                      "finite_part")
     if v is not None:
         v = check_array(v, "v", shape=(d,))
     else:
@@ -431,8 +480,9 @@ def finite_part(
         V1 = V1.reshape((-1,) + V1.shape[-2:])
         v2 = check_array(getattr(mlp, "v2", None), "mlp.v2", ndim=(1, 2)).reshape(1, -1)
         if V1.shape[0] != 1 or V1.shape[2] != d or v2.shape[1] != V1.shape[1]:
-            raise ValueError(f"mlp must hold one head with V1 (m, {d}) and v2 (m,); got V1 "
-                             f"{np.shape(mlp.V1)} and v2 {np.shape(mlp.v2)}.")
+            raise_invalid("mlp", f"one head with V1 (m, {d}) and v2 (m,)",
+                          f"got V1 {np.shape(mlp.V1)} and v2 {np.shape(mlp.v2)}",
+                          "Build it with MLPHead.random(1, d, hidden, seed).", "finite_part")
         mlp = MLPHead(V1, v2, getattr(mlp, "activation", "relu"))
     B = fin_basis(lay.De, lay.Qe)
     r = B.shape[1] if B.size else 0

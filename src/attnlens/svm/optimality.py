@@ -31,11 +31,22 @@ from typing import Any
 import numpy as np
 
 from attnlens._results import Status
-from attnlens._validation import check_array, check_int, check_option, check_positive
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    check_array,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.errors import InfeasibleError
 from attnlens.svm._numerics import SUPPORT_TOL, support_mask
 from attnlens.svm._solvers.constraints import _check_selection
-from attnlens.svm.attsvm import NORMS, AttSVMResult, att_svm_problem
+from attnlens.svm.attsvm import METHODS, NORMS, AttSVMResult, att_svm_problem
+from attnlens.svm.problems import TokenSelectionProblem
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +66,22 @@ __all__ = [
 # ----------------------------------------------------------------------------------------
 # pure functions (no solve)
 # ----------------------------------------------------------------------------------------
+@validate_params({
+    "margins": [Array(ndim=2, finite=False)],
+    "tol": [Interval(Real, 0, None)],
+})
 def support_from_margins(margins: np.ndarray, tol: float = SUPPORT_TOL) -> list[np.ndarray]:
     """Support sets ``T_i = {t : margin_it <= 1 + tol}`` of margins (n, T) of a feasible
     ``W^mm`` scaled to minimum margin 1; ``inf`` marks tokens that do not compete."""
     M = np.asarray(margins, dtype=np.float64)
-    if M.ndim != 2:
-        raise ValueError(f"margins must have shape (n, T), got {M.shape}.")
-    tol = check_positive(tol, "tol", strict=False)
     return [np.flatnonzero(row) for row in support_mask(M, tol)]
 
 
+@validate_params({
+    "gamma": [Array(ndim=2)],
+    "selection": [Array(ndim=1, dtype=None)],
+    "support": [InstanceOf(list, tuple, name="a list of n integer arrays")],
+})
 def locally_optimal_sequences(
     gamma: np.ndarray, selection: np.ndarray, support: list[np.ndarray]
 ) -> np.ndarray:
@@ -77,10 +94,9 @@ def locally_optimal_sequences(
     sel = np.asarray(selection, dtype=np.int64)
     n = gamma.shape[0]
     if sel.shape != (n,) or len(support) != n:
-        raise ValueError(
-            f"gamma (n={n}), selection {sel.shape} and support ({len(support)} sets) must "
-            "describe the same n sequences."
-        )
+        raise_invalid("selection", f"of shape ({n},) with {n} support sets (gamma has n={n})",
+                      f"got selection {sel.shape} and {len(support)} support sets",
+                      "Describe the same n sequences.", "locally_optimal_sequences")
     out = np.ones(n, dtype=bool)
     for i, T_i in enumerate(support):
         T_i = np.asarray(T_i, dtype=np.int64)
@@ -95,6 +111,10 @@ def _selection(problem: Any, selection: Any) -> np.ndarray:
     return _check_selection(sel, (problem.n,), problem.T)
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "selection": [None, Array(ndim=1, dtype=None)],
+})
 def is_globally_optimal(problem: Any, selection: Any) -> bool:
     """``gamma_{i,a_i} = max_t gamma_it`` for every sequence (no solve needed)."""
     sel = _selection(problem, selection)
@@ -132,6 +152,15 @@ def _solve(problem: Any, sel: np.ndarray, norm: str, method: str, tol: float) ->
     return att_svm_problem(problem, sel, norm=norm, method=method, tol=tol)
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "selection": [None, Array(ndim=1, dtype=None)],
+    "norm": [Options(*NORMS)],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "support_tol": [Interval(Real, 0, None)],
+    "result": [None, InstanceOf(AttSVMResult)],
+})
 def support_sets(
     problem: Any,
     selection: Any = None,
@@ -148,14 +177,24 @@ def support_sets(
     solve of the same selection, is given. Raises :class:`~attnlens.errors.InfeasibleError`
     when the selection cannot be separated (there is no ``W^mm``, hence no support set).
     """
-    check_option(norm, "norm", NORMS)
     sel = _selection(problem, selection)
     res = result if result is not None else _solve(problem, sel, norm, method, tol)
     if result is not None and not np.array_equal(np.asarray(result.selection), sel):
-        raise ValueError("result was solved for another selection; drop result or match it.")
+        raise_invalid("result", "a solve of the given selection",
+                      "got one solved for another selection", "Drop result or match it.",
+                      "support_sets")
     return support_from_margins(res.margins, support_tol)
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "selection": [None, Array(ndim=1, dtype=None)],
+    "norm": [Options(*NORMS)],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "support_tol": [Interval(Real, 0, None)],
+    "result": [None, InstanceOf(AttSVMResult)],
+})
 def check_optimality(
     problem: Any,
     selection: Any = None,
@@ -168,7 +207,6 @@ def check_optimality(
 ) -> OptimalityReport:
     """Local and global optimality of ``selection`` with the evidence (support sets,
     violating pairs). ``norm="fro"`` (``W^mm``, the papers' definition) by default."""
-    check_option(norm, "norm", NORMS)
     sel = _selection(problem, selection)
     res = result if result is not None else _solve(problem, sel, norm, method, tol)
     support = support_sets(problem, sel, result=res, support_tol=support_tol)
@@ -191,6 +229,14 @@ def check_optimality(
     )
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "selection": [None, Array(ndim=1, dtype=None)],
+    "norm": [Options(*NORMS)],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "support_tol": [Interval(Real, 0, None)],
+})
 def is_locally_optimal(
     problem: Any,
     selection: Any = None,
@@ -279,6 +325,16 @@ class SelectionSearch:
         }
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
+    "max_candidates": [Interval(Integral, 1, None)],
+    "max_found": [None, Interval(Integral, 1, None)],
+    "norm": [Options(*NORMS)],
+    "method": [Options(*METHODS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "support_tol": [Interval(Real, 0, None)],
+    "progress": ["boolean"],
+})
 def locally_optimal_selections(
     problem: Any,
     *,
@@ -315,10 +371,7 @@ def locally_optimal_selections(
     -------
     :class:`SelectionSearch`
     """
-    check_option(norm, "norm", NORMS)
-    max_candidates = check_int(max_candidates, "max_candidates", low=1)
-    if max_found is not None:
-        max_found = check_int(max_found, "max_found", low=1)
+    max_candidates = int(max_candidates)
     gamma = check_array(problem.token_scores, "problem.token_scores", ndim=2)
     n, T = gamma.shape
     start_time = time.perf_counter()

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attnlens._validation import check_array, check_int, check_random_state
+from attnlens._validation import (
+    Integral,
+    Interval,
+    RandomState,
+    check_array,
+    check_int,
+    check_random_state,
+    raise_invalid,
+    validate_params,
+)
 
 __all__ = [
     "TokenSelectionProblem",
@@ -47,18 +56,17 @@ class TokenSelectionProblem:
         Y = check_array(self.Y, "Y", shape=(n,))
         if not np.all(np.isin(Y, (-1.0, 1.0))):
             bad = np.unique(Y[~np.isin(Y, (-1.0, 1.0))])[:5]
-            raise ValueError(f"Y must hold labels -1 or +1 only; got values {bad.tolist()}.")
+            raise_invalid("Y", "labels -1 or +1", f"got values {bad.tolist()}",
+                          "Map the classes to -1/+1.", "TokenSelectionProblem")
         v = check_array(self.v, "v", shape=(d,))
         if self.Z is not None and self.query_index is not None:
-            raise ValueError(
-                "pass either Z (cross-attention queries) or query_index (self-attention), "
-                f"not both; got Z of shape {np.shape(self.Z)} and query_index={self.query_index}."
-            )
+            raise_invalid("query_index", "None when Z is given", self.query_index,
+                          "Pass either Z (cross-attention queries) or query_index "
+                          "(self-attention), not both.", "TokenSelectionProblem")
         if self.Z is None and self.query_index is None:
-            raise ValueError(
-                "pass Z (n, d) queries for cross-attention, or query_index=k for "
-                "self-attention (z_i = x_{i,k}); got neither."
-            )
+            raise_invalid("Z", "(n, d) queries when query_index is None", None,
+                          "Pass Z for cross-attention, or query_index=k for self-attention "
+                          "(z_i = x_{i,k}).", "TokenSelectionProblem")
         if self.Z is not None:
             Z = check_array(self.Z, "Z", shape=(n, d))
             queries = Z
@@ -116,6 +124,14 @@ def _unit_rows(a: np.ndarray) -> np.ndarray:
     return a / np.linalg.norm(a, axis=-1, keepdims=True)
 
 
+@validate_params({
+    "n": [Interval(Integral, 1, None)],
+    "T": [Interval(Integral, 2, None)],
+    "d": [Interval(Integral, 1, None)],
+    "seed": [RandomState()],
+    "self_attention": ["boolean"],
+    "query_index": [Interval(Integral, 0, None)],
+})
 def random_problem(
     n: int,
     T: int,
@@ -130,9 +146,7 @@ def random_problem(
     ``self_attention=True`` takes the query from the tokens (``z_i = x_{i, query_index}``)
     instead of drawing it.
     """
-    n = check_int(n, "n", low=1)
-    T = check_int(T, "T", low=2)
-    d = check_int(d, "d", low=1)
+    n, T, d = int(n), int(T), int(d)
     rng = check_random_state(seed, "seed")
     X = _unit_rows(rng.standard_normal((n, T, d)))
     Zs = _unit_rows(rng.standard_normal((n, d)))
@@ -143,6 +157,12 @@ def random_problem(
     return TokenSelectionProblem(X, Y, v, Z=Zs)
 
 
+@validate_params({
+    "n": [Interval(Integral, 1, None)],
+    "T": [Interval(Integral, 2, None)],
+    "d": [Interval(Integral, 1, None)],
+    "seed": [RandomState()],
+})
 def planted_problem(
     n: int,
     T: int,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attnlens._validation import check_array, check_int, check_option
+from attnlens._validation import check_array, check_int, check_option, raise_invalid
 
 VARIANTS = ("cross", "self", "seq2seq", "causal")
 
@@ -69,22 +69,24 @@ class ConstraintSet:
         return (D * alpha[:, None]).T @ Qc
 
 
-def _check_selection(selection, shape: tuple[int, ...], T: int) -> np.ndarray:
+def _check_selection(selection, shape: tuple[int, ...], T: int, caller: str = "") -> np.ndarray:
+    """Integer token indices of ``shape`` in ``[0, T)`` (integral floats accepted)."""
     if selection is None:
-        raise TypeError(f"selection must be an integer array of shape {shape}, got None.")
+        raise_invalid("selection", f"an integer array of shape {shape}", None,
+                      "Pass e.g. problem.optimal_tokens.", caller)
     sel = np.asarray(selection)
     if sel.dtype.kind == "f" and sel.size and np.all(np.isfinite(sel)) and np.all(sel == np.round(sel)):
         sel = sel.astype(np.int64)
     if sel.dtype.kind not in "iu":
-        raise TypeError(
-            f"selection must hold integer token indices, got dtype {sel.dtype}; "
-            "pass e.g. problem.optimal_tokens."
-        )
+        raise_invalid("selection", "integer token indices", f"got dtype {sel.dtype}",
+                      "Pass e.g. problem.optimal_tokens.", caller)
     if sel.shape != shape:
-        raise ValueError(f"selection must have shape {shape}, got {sel.shape}.")
+        raise_invalid("selection", f"an array of shape {shape}", f"got shape {sel.shape}",
+                      "One selected token per sequence (and output position).", caller)
     if sel.size and (sel.min() < 0 or sel.max() >= T):
         bad = sel[(sel < 0) | (sel >= T)][:5].tolist()
-        raise ValueError(f"selection holds token indices outside [0, {T - 1}]: {bad}.")
+        raise_invalid("selection", f"token indices in [0, {T - 1}]", f"got {bad}",
+                      "Index the tokens of each sequence.", caller)
     return sel.astype(np.int64)
 
 
@@ -106,18 +108,18 @@ def build_constraints(
     X = check_array(X, "X", ndim=3)
     n, T, d = X.shape
     if T < 2:
-        raise ValueError(f"X must hold at least 2 tokens per sequence; got T={T}.")
+        raise_invalid("X", "at least 2 tokens per sequence", f"got T={T}",
+                      "There is no selection to make among one token.", "att_svm")
     if variant == "cross":
         if Z is None:
-            raise ValueError("Z (n, d) queries are required for variant='cross'; got None.")
+            raise_invalid("Z", "(n, d) queries for variant='cross'", None,
+                          "Pass Z, or variant='self' with query_index.", "att_svm")
         Q = check_array(Z, "Z", shape=(n, d))[:, None, :]
         sel = _check_selection(selection, (n,), T)[:, None]
     elif variant == "self":
         if Z is not None:
-            raise ValueError(
-                "variant='self' takes the query from the tokens (query_index); pass Z=None, "
-                f"got Z of shape {np.shape(Z)}. Use variant='cross' for explicit queries."
-            )
+            raise_invalid("Z", "None for variant='self' (the query is x_{i, query_index})",
+                          Z, "Pass Z=None, or variant='cross' for explicit queries.", "att_svm")
         qi = 0 if query_index is None else check_int(query_index, "query_index", low=0, high=T - 1)
         Q = X[:, qi : qi + 1, :]
         sel = _check_selection(selection, (n,), T)[:, None]
@@ -128,7 +130,8 @@ def build_constraints(
             Q = check_array(Z, "Z", ndim=3, shape=(n, None, d))
         K = Q.shape[1]
         if variant == "causal" and K != T:
-            raise ValueError(f"variant='causal' needs one query per token (K = T = {T}); got K={K}.")
+            raise_invalid("Z", f"one query per token for variant='causal' (K = T = {T})",
+                          f"got K={K}", "Pass Z=None (every token a query).", "att_svm")
         sel = _check_selection(selection, (n, K), T)
     K = Q.shape[1]
     mask = np.ones((n, K, T), dtype=bool)
@@ -136,9 +139,9 @@ def build_constraints(
         bad = sel > np.arange(K)[None, :]
         if bad.any():
             i, k = np.argwhere(bad)[0]
-            raise ValueError(
-                f"causal selection must pick a token t <= k; got selection[{i}, {k}] = {sel[i, k]}."
-            )
+            raise_invalid("selection", "a token t <= k at every causal position k",
+                          f"got selection[{i}, {k}] = {sel[i, k]}",
+                          "A causal query attends to the tokens up to itself.", "att_svm")
         mask &= np.arange(T)[None, None, :] <= np.arange(K)[None, :, None]
     np.put_along_axis(mask, sel[:, :, None], False, axis=2)
     return ConstraintSet(X=X, Q=np.ascontiguousarray(Q), selection=sel, mask=mask, variant=variant)

@@ -9,11 +9,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from attnlens._validation import check_int
+from attnlens._validation import Integral, Interval, Real, validate_params
 from attnlens.svm.dynamics.trackers import track_svm
 from attnlens.svm.dynamics.training import ProblemBatch, train_attention
 
 
+@validate_params({
+    "seed": [Interval(Integral, 0, None)],
+    "n": [Interval(Integral, 1, None)],
+    "T": [Interval(Integral, 2, None)],
+    "d": [Interval(Integral, 1, None)],
+    "steps": [Interval(Integral, 1, None)],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+})
 def convergence_check(
     seed: int = 0, *, n: int = 6, T: int = 8, d: int = 10, steps: int = 2000, lr: float = 0.1
 ) -> dict[str, Any]:
@@ -24,7 +32,7 @@ def convergence_check(
     "prob_selected", "norm", "seconds", ...}``; ``correlation`` is NaN if that selection's
     Att-SVM is infeasible (it never is for a converged run).
     """
-    seed = check_int(seed, "seed", low=0)
+    seed = int(seed)
     start = time.perf_counter()
     batch = ProblemBatch.random([seed], n, T, d)
     traj = train_attention(batch, "W", steps=steps, lr=lr, random_state=seed)

@@ -23,9 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from attnlens._validation import check_array, check_int, check_option, check_positive
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    RandomState,
+    Real,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.svm._numerics import matrix_norm
-from attnlens.svm.dynamics.training import ProblemBatch, loss_and_grad
+from attnlens.svm.dynamics.training import LOSSES, ProblemBatch, loss_and_grad
+from attnlens.svm.problems import TokenSelectionProblem
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +59,11 @@ def project_simplex_ball(s: np.ndarray, R: float) -> np.ndarray:
     return out
 
 
+@validate_params({
+    "W": [Array(ndim=3)],
+    "R": [Interval(Real, 0, None, closed="neither")],
+    "norm": [Options(*NORMS)],
+})
 def project_ball(W: np.ndarray, R: float, norm: str) -> np.ndarray:
     """Euclidean projection of matrices (S, d, d) onto the ``norm`` ball of radius ``R``."""
     if norm == "fro":
@@ -74,6 +90,17 @@ class RegPath:
         return self.W / self.radii[None, :, None, None]
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, ProblemBatch, list, tuple,
+                           name="a TokenSelectionProblem, a list of them or a ProblemBatch")],
+    "radii": [Array(ndim=1)],
+    "norm": [Options(*NORMS)],
+    "inner_steps": [Interval(Integral, 1, None)],
+    "step": [Interval(Real, 0, None, closed="neither")],
+    "loss": [Options(*LOSSES)],
+    "random_state": [RandomState()],
+    "progress": ["boolean"],
+})
 def regularization_path(
     problem: Any,
     radii: Sequence[float],
@@ -93,12 +120,11 @@ def regularization_path(
     the new radius; the lowest-loss iterate is kept.
     """
     batch = ProblemBatch.from_problems(problem)
-    check_option(norm, "norm", NORMS)
-    radii_arr = check_array(radii, "radii", ndim=1)
+    radii_arr = np.asarray(radii, dtype=np.float64)
     if np.any(radii_arr <= 0) or np.any(np.diff(radii_arr) <= 0):
-        raise ValueError(f"radii must be positive and increasing; got {radii_arr.tolist()}.")
-    inner_steps = check_int(inner_steps, "inner_steps", low=1)
-    check_positive(step, "step")
+        raise_invalid("radii", "positive and increasing", radii_arr.tolist(),
+                      "List the radii in increasing order.", "regularization_path")
+    inner_steps = int(inner_steps)
     S, n, T, d = batch.shape
     rng = np.random.default_rng(random_state)
     W = rng.standard_normal((S, d, d)) * 1e-3

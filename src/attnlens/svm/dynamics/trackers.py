@@ -20,11 +20,22 @@ from typing import Any
 import numpy as np
 
 from attnlens._results import Status
-from attnlens._validation import Array, Options, check_array, check_option, validate_params
+from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Interval,
+    Options,
+    Real,
+    check_array,
+    check_option,
+    raise_invalid,
+    validate_params,
+)
 from attnlens.errors import InaccurateSolutionWarning, InfeasibleError
 from attnlens.svm._numerics import SUPPORT_TOL
 from attnlens.svm.attsvm import att_svm
 from attnlens.svm.dynamics.training import ProblemBatch, Trajectory
+from attnlens.svm.gensvm import METHODS as GEN_METHODS
 from attnlens.svm.gensvm import gen_svm, project_out_fin  # noqa: F401  (re-exported)
 from attnlens.svm.optimality import locally_optimal_sequences, support_from_margins
 
@@ -38,6 +49,7 @@ SOLVER_COUNTS = {"fast": 0, "cvxpy": 0}
 DEFAULT_METHOD = "auto"
 
 
+@validate_params({"A": [Array(finite=False)], "B": [Array(finite=False)]})
 def correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Cosine of the flattened last two axes of ``A`` and ``B`` (broadcast over the rest).
 
@@ -46,9 +58,9 @@ def correlation(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
     if A.ndim < 2 or B.ndim < 2 or A.shape[-2:] != B.shape[-2:]:
-        raise ValueError(
-            f"A and B must be (stacks of) matrices of one shape; got {A.shape} and {B.shape}."
-        )
+        raise_invalid("B", f"(a stack of) matrices of the shape of A {A.shape[-2:]}",
+                      f"got shape {B.shape}", "A and B must be matrices of one shape.",
+                      "correlation")
     num = np.sum(A * B, axis=(-2, -1))
     den = np.sqrt(np.sum(A * A, axis=(-2, -1)) * np.sum(B * B, axis=(-2, -1)))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -86,7 +98,7 @@ def _solve(
 @validate_params({
     "X": [Array(ndim=3)],
     "Z": [Array(ndim=2)],
-    "selection": [Array(ndim=1, dtype=np.int64)],
+    "selection": [Array(ndim=1, dtype=None)],
     "norm": [Options(*NORMS)],
     "method": [None, Options(*METHODS)],
 })
@@ -110,6 +122,14 @@ def svm_solution(
     return _solve(X, Z, np.asarray(selection), norm, method)
 
 
+@validate_params({
+    "W_mm": [Array(ndim=2)],
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "gamma": [Array(ndim=2)],
+    "selection": [Array(ndim=1, dtype=None)],
+    "support_tol": [Interval(Real, 0, None)],
+})
 def is_locally_optimal_at(
     W_mm: np.ndarray,
     X: np.ndarray,
@@ -160,6 +180,12 @@ class SVMTrack:
         return float(np.mean(vals)) if vals.size else float("nan")
 
 
+@validate_params({
+    "batch": [InstanceOf(ProblemBatch)],
+    "selection": [Array(ndim=2, dtype=None)],
+    "norms": [InstanceOf(list, tuple, name="a list of norms ('fro', 'nuc')")],
+    "progress": ["boolean"],
+})
 def svm_references(
     batch: ProblemBatch,
     selection: np.ndarray,
@@ -174,7 +200,7 @@ def svm_references(
     for nm in norms:
         check_option(nm, "norms", NORMS)
     S, n, T, d = batch.shape
-    sel = check_array(selection, "selection", shape=(S, n), dtype=np.int64)
+    sel = check_array(selection, "selection", shape=(S, n), dtype=None).astype(np.int64)
     gamma = batch.token_scores  # (S, n, T)
     W_mm = {nm: np.full((S, d, d), np.nan) for nm in norms}
     feasible = {nm: np.zeros(S, dtype=bool) for nm in norms}
@@ -198,6 +224,13 @@ def svm_references(
     return W_mm, feasible, glob, local
 
 
+@validate_params({
+    "batch": [InstanceOf(ProblemBatch)],
+    "trajectory": [InstanceOf(Trajectory)],
+    "norms": [InstanceOf(list, tuple, name="a list of norms ('fro', 'nuc')")],
+    "selection": [None, Array(ndim=2, dtype=None)],
+    "progress": ["boolean"],
+})
 def track_svm(
     batch: ProblemBatch,
     trajectory: Trajectory,
@@ -213,10 +246,9 @@ def track_svm(
         check_option(nm, "norms", NORMS)
     S = batch.shape[0]
     if len(trajectory) != S:
-        raise ValueError(
-            f"trajectory has {len(trajectory)} seeds but batch has {S}; pass the batch it was "
-            "trained on."
-        )
+        raise_invalid("trajectory", f"a run of the batch's {S} seeds",
+                      f"got {len(trajectory)} seeds", "Pass the batch it was trained on.",
+                      "track_svm")
     sel = trajectory.selection if selection is None else selection
     W_mm, feasible, glob, local = svm_references(batch, sel, norms, progress)
     corr = {nm: correlation(trajectory.W, W_mm[nm][:, None]) for nm in norms}
@@ -225,6 +257,12 @@ def track_svm(
 
 
 # multi-token selections (non-linear heads): Gen-SVM, see attnlens.svm.gensvm
+@validate_params({
+    "X": [Array(ndim=3)],
+    "Z": [Array(ndim=2)],
+    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections")],
+    "method": [Options(*GEN_METHODS)],
+})
 def gen_svm_direction(
     X: np.ndarray, Z: np.ndarray, sets: list[list[int]], method: str = "auto"
 ) -> np.ndarray:

@@ -32,15 +32,24 @@ import numpy as np
 from scipy.special import expit
 
 from attnlens._validation import (
+    Array,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    RandomState,
+    Real,
     check_array,
     check_int,
-    check_option,
-    check_positive,
     check_random_state,
     check_scalar,
+    raise_invalid,
+    validate_params,
+    warn_ignored,
 )
 from attnlens.svm._heads import ACTIVATIONS, MLPHead, head_output
 from attnlens.svm._numerics import ITERATE_RANK_RTOL, numerical_rank
+from attnlens.svm.problems import TokenSelectionProblem, random_problem
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +80,8 @@ class ProblemBatch:
         S, n, T, d = self.X.shape
         self.Y = check_array(self.Y, "Y", shape=(S, n))
         if not np.all(np.isin(self.Y, (-1.0, 1.0))):
-            raise ValueError(f"Y must hold labels -1 or +1 only; got values {np.unique(self.Y)}.")
+            raise_invalid("Y", "labels -1 or +1", f"got values {np.unique(self.Y)}",
+                          "Map the classes to -1/+1.", "ProblemBatch")
         self.v = check_array(self.v, "v", shape=(S, d))
         self.Z = check_array(self.Z, "Z", shape=(S, n, d))
 
@@ -89,8 +99,6 @@ class ProblemBatch:
 
     def problem(self, s: int) -> Any:
         """The ``s``-th problem as an :class:`attnlens.svm.problems.TokenSelectionProblem`."""
-        from attnlens.svm.problems import TokenSelectionProblem
-
         return TokenSelectionProblem(self.X[s], self.Y[s], self.v[s], Z=self.Z[s])
 
     @classmethod
@@ -102,15 +110,14 @@ class ProblemBatch:
         if not isinstance(problems, Sequence):
             problems = [problems]
         if len(problems) == 0:
-            raise ValueError("problems is empty; pass at least one problem.")
+            raise_invalid("problems", "at least one problem", "got an empty sequence")
         Xs, Ys, vs, Zs = [], [], [], []
         for k, p in enumerate(problems):
             for attr in ("X", "Y", "v"):
                 if not hasattr(p, attr):
-                    raise TypeError(
-                        f"problems[{k}] has no attribute {attr!r}; pass TokenSelectionProblem "
-                        f"objects or a ProblemBatch, got {type(p).__name__}."
-                    )
+                    raise_invalid(f"problems[{k}]", f"a problem with attribute {attr!r}",
+                                  type(p).__name__,
+                                  "Pass TokenSelectionProblem objects or a ProblemBatch.")
             Z = getattr(p, "queries", None)
             if Z is None:
                 Z = getattr(p, "Z", None)
@@ -120,7 +127,8 @@ class ProblemBatch:
             Zs.append(np.asarray(Z, dtype=np.float64))
         shapes = {x.shape for x in Xs}
         if len(shapes) != 1:
-            raise ValueError(f"problems must share one (n, T, d) shape; got {sorted(shapes)}.")
+            raise_invalid("problems", "of one (n, T, d) shape", f"got {sorted(shapes)}",
+                          "Batch problems of one shape together.")
         return cls(np.stack(Xs), np.stack(Ys), np.stack(vs), np.stack(Zs))
 
     @classmethod
@@ -128,11 +136,9 @@ class ProblemBatch:
         cls, seeds: Sequence[int], n: int, T: int, d: int, self_attention: bool = False
     ) -> ProblemBatch:
         """Problems from :func:`attnlens.svm.problems.random_problem`, one per seed."""
-        from attnlens.svm.problems import random_problem
-
         seeds = [check_int(s, "seed") for s in seeds]
         if not seeds:
-            raise ValueError("seeds is empty; pass at least one seed.")
+            raise_invalid("seeds", "at least one seed", "got none")
         probs = [random_problem(n, T, d, seed=s) for s in seeds]
         batch = cls.from_problems(probs)
         if self_attention:
@@ -161,6 +167,13 @@ class LossGrad:
     outputs: np.ndarray
 
 
+@validate_params({
+    "batch": [InstanceOf(ProblemBatch)],
+    "W": [Array(ndim=3)],
+    "v": [None, Array(ndim=2)],
+    "loss": [Options(*LOSSES)],
+    "mlp": [None, InstanceOf(MLPHead)],
+})
 def loss_and_grad(
     batch: ProblemBatch,
     W: np.ndarray,
@@ -254,6 +267,27 @@ def _normalize(g: np.ndarray, norm: np.ndarray) -> np.ndarray:
     return np.where(norm.reshape(shape) > 0, g / safe, 0.0)
 
 
+@validate_params({
+    "problem": [InstanceOf(TokenSelectionProblem, ProblemBatch, list, tuple,
+                           name="a TokenSelectionProblem, a list of them or a ProblemBatch")],
+    "param": [Options(*PARAMS)],
+    "steps": [Interval(Integral, 1, None)],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "normalized": ["boolean"],
+    "ridge": [None, Interval(Real, 0, None)],
+    "loss": [Options(*LOSSES)],
+    "head": [Options(*HEADS)],
+    "train_v": ["boolean"],
+    "mlp": [None, InstanceOf(MLPHead)],
+    "hidden": [Interval(Integral, 1, None)],
+    "activation": [Options(*ACTIVATIONS)],
+    "rank": [None, Interval(Integral, 1, None)],
+    "init_scale": [Interval(Real, 0, None)],
+    "W0": [None, Array(ndim=(2, 3))],
+    "log_every": [Interval(Integral, 1, None)],
+    "random_state": [RandomState()],
+    "progress": ["boolean"],
+})
 def train_attention(
     problem: Any,
     param: str = "W",
@@ -297,30 +331,25 @@ def train_attention(
     :class:`Trajectory` (the selection a run converged to is its most attended token).
     """
     batch = ProblemBatch.from_problems(problem)
-    check_option(param, "param", PARAMS)
-    check_option(loss, "loss", LOSSES)
-    check_option(head, "head", HEADS)
-    check_option(activation, "activation", ACTIVATIONS)
-    steps = check_int(steps, "steps", low=1)
-    check_positive(lr, "lr")
-    log_every = check_int(log_every, "log_every", low=1)
-    check_positive(init_scale, "init_scale", strict=False)
-    if not isinstance(normalized, bool):
-        raise TypeError(f"normalized must be True or False, got {normalized!r}.")
-    if ridge is not None:
-        check_positive(ridge, "ridge", strict=False)
-        if param != "KQ":
-            raise ValueError(
-                f"ridge={ridge!r} applies to param='KQ' only (got param={param!r}); "
-                "drop ridge or use param='KQ'."
-            )
+    steps, log_every = int(steps), int(log_every)
+    if ridge is not None and param != "KQ":
+        raise_invalid("ridge", "None for param='W'", ridge,
+                      "ridge applies to param='KQ' only; drop ridge or use param='KQ'.",
+                      "train_attention")
     if train_v and head != "linear":
-        raise ValueError("train_v=True needs head='linear' (the MLP head is fixed).")
+        raise_invalid("train_v", "False for head='mlp'", train_v,
+                      "The MLP head is fixed; use head='linear' to train v.", "train_attention")
+    if W0 is not None and param == "KQ":
+        warn_ignored("W0", W0, "param='KQ' initializes K and Q (init_scale, random_state)")
+    if rank is not None and param == "W":
+        warn_ignored("rank", rank, "rank is the inner dimension of (K, Q); param='W' is full")
+    if mlp is not None and head == "linear":
+        warn_ignored("mlp", mlp, "head='linear' uses v; pass head='mlp' to use mlp")
     S, n, T, d = batch.shape
-    m = d if rank is None else check_int(rank, "rank", low=1)
+    m = d if rank is None else int(rank)
     rng = check_random_state(random_state, "random_state")
     if head == "mlp" and mlp is None:
-        mlp = MLPHead.random(S, d, check_int(hidden, "hidden", low=1), rng, activation)
+        mlp = MLPHead.random(S, d, int(hidden), rng, activation)
     if head == "linear":
         mlp = None
 
@@ -329,9 +358,9 @@ def train_attention(
         if W0 is not None:
             W = np.array(check_array(W0, "W0", ndim=(2, 3)), dtype=np.float64)
             if W.shape not in ((d, d), (S, d, d)):
-                raise ValueError(
-                    f"W0 must have shape ({d}, {d}) or ({S}, {d}, {d}); got {W.shape}."
-                )
+                raise_invalid("W0", f"of shape ({d}, {d}) or ({S}, {d}, {d})",
+                              f"got shape {W.shape}", "One W per seed, or one for all.",
+                              "train_attention")
             W = np.broadcast_to(W, (S, d, d)).copy()
         else:
             W = init_scale * rng.standard_normal((S, d, d))
