@@ -260,6 +260,70 @@ def svm_entries() -> list[Entry]:
     ]
 
 
+def retrieval_entries() -> list[Entry]:
+    from attnlens import retrieval as R
+
+    def feats(n: int, d: int = 4, seed: int = 0) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal((n, d))
+
+    def qgr() -> dict[str, Any]:
+        return {"Q": feats(3), "G": feats(12, seed=1),
+                "ranking": np.tile(np.arange(8), (3, 1))}
+
+    def loss_args() -> dict[str, Any]:
+        rel = torch.ones(2, 5, dtype=torch.float64)
+        return {"refined": _t(2, 5, 4), "projected": _t(2, 5, 3), "affinity": _t(2, 5, 3),
+                "relevant": rel}
+
+    maps = np.full((1, 1, 1, 4, 4), 0.25)
+    return [
+        Entry("retrieval.first_stage_ranking", R.first_stage_ranking,
+              lambda: {"Q": feats(3), "G": feats(12, seed=1), "k": 5}),
+        Entry("retrieval.find_query_duplicates", R.find_query_duplicates,
+              lambda: {"Q": feats(3), "G": feats(12, seed=1), "tol": 1e-6}),
+        Entry("retrieval.complete_ranking", R.complete_ranking,
+              lambda: {"shortlist": np.tile(np.arange(3), (2, 1)),
+                       "full": np.tile(np.arange(6), (2, 1))}),
+        Entry("retrieval.evaluate_ranking", R.evaluate_ranking,
+              lambda: {"ranking": np.tile(np.arange(5), (3, 1)),
+                       "query_labels": np.array([0, 1, 0]),
+                       "gallery_labels": np.array([0, 1, 0, 1, 1, 0]),
+                       "interpolation": "step"}),
+        Entry("retrieval.average_query_expansion", R.average_query_expansion,
+              lambda: {**qgr(), "n": 2}),
+        Entry("retrieval.alpha_query_expansion", R.alpha_query_expansion,
+              lambda: {**qgr(), "n": 2, "alpha": 3.0}),
+        Entry("retrieval.k_reciprocal_distance", R.k_reciprocal_distance,
+              lambda: {"Q": feats(3), "G": feats(12, seed=1), "k1": 4, "k2": 2,
+                       "lambda_value": 0.3}),
+        Entry("retrieval.k_reciprocal_rerank", R.k_reciprocal_rerank,
+              lambda: {**qgr(), "k1": 4, "k2": 2, "lambda_value": 0.3}),
+        Entry("retrieval.diffusion_scores", R.diffusion_scores,
+              lambda: {"Q": feats(3), "G": feats(12, seed=1), "k": 4, "alpha": 0.9,
+                       "gamma": 3.0}),
+        Entry("retrieval.diffusion_rerank", R.diffusion_rerank,
+              lambda: {**qgr(), "k": 4, "alpha": 0.9, "gamma": 3.0}),
+        Entry("retrieval.affinity_features", R.affinity_features,
+              lambda: {**qgr(), "n_anchors": 3}),
+        Entry("retrieval.csa_loss", R.csa_loss,
+              lambda: {**loss_args(), "temperature": 2.0, "alpha": 0.2}),
+        Entry("retrieval.CSATransformer", R.CSATransformer,
+              lambda: {"n_anchors": 3, "dim": 8, "depth": 1, "heads": 2, "mlp_ratio": 2.0,
+                       "dropout": 0.1}),
+        Entry("retrieval.CSAReranker", R.CSAReranker,
+              lambda: {"X": feats(12), "y": np.arange(12) % 2, "k": 4, "l": 3, "dim": 8,
+                       "heads": 2, "depth": 1, "epochs": 1, "optimizer": "sgd",
+                       "n_threads": 1},
+              fit_arrays=("X", "y")),
+        Entry("retrieval.inter_modality_flow", R.inter_modality_flow,
+              lambda: {"attentions": maps.copy(), "modality": np.array([0, 0, 1, 1]),
+                       "mask": np.ones((1, 4), bool)}),
+        Entry("retrieval.FusionTransformer", R.FusionTransformer,
+              lambda: {"visual_dim": 4, "text_dim": 4, "dim": 8, "depth": 1, "heads": 2,
+                       "visual_encoder": "parsing"}),
+    ]
+
+
 def all_entries() -> list[Entry]:
     return (kernel_entries() + lenses_entries() + convex_entries() + causal_entries()
-            + svm_entries())
+            + svm_entries() + retrieval_entries())
