@@ -324,6 +324,52 @@ def retrieval_entries() -> list[Entry]:
     ]
 
 
+def theory_lens_entries() -> list[Entry]:
+    """Depth threshold (Levine et al. 2020) and distributional projection (Mehta 2025)."""
+    from attnlens import lenses as LN
+
+    def counts() -> np.ndarray:
+        return _rng().integers(1, 9, size=(5, 5)).astype(float)
+
+    def ints(*shape: int, high: int = 5) -> np.ndarray:
+        return _rng().integers(0, high, size=shape)
+
+    return [
+        Entry("lenses.depth_threshold", LN.depth_threshold, lambda: {"width": 27}),
+        Entry("lenses.depth_regime", LN.depth_regime, lambda: {"depth": 2, "width": 27}),
+        Entry("lenses.transformer_params", LN.transformer_params,
+              lambda: {"depth": 2, "width": 12, "vocab": 10, "context": 4}),
+        Entry("lenses.width_for_params", LN.width_for_params,
+              lambda: {"depth": 2, "params": 5000, "multiple": 3}),
+        Entry("lenses.threshold_table", LN.threshold_table,
+              lambda: {"models": list(LN.COMMON_MODELS[:2])}),
+        Entry("lenses.compare_depths", LN.compare_depths,
+              lambda: {"depths": np.array([1, 1, 2, 2]),
+                       "params": np.array([100.0, 1000.0, 100.0, 1000.0]),
+                       "losses": np.array([3.0, 2.0, 3.1, 1.9]), "grid": 8}),
+        Entry("lenses.cooccurrence_counts", LN.cooccurrence_counts,
+              lambda: {"tokens": ints(40), "vocab_size": 5, "window": 3,
+                       "lengths": np.array([20, 20]), "weighting": "uniform"}),
+        Entry("lenses.pmi_matrix", LN.pmi_matrix,
+              lambda: {"counts": counts(), "positive": True, "alpha": 0.75}),
+        Entry("lenses.double_center", LN.double_center, lambda: {"m": counts()}),
+        Entry("lenses.svd_embeddings", LN.svd_embeddings, lambda: {"m": counts(), "dim": 2}),
+        Entry("lenses.glove_embeddings", LN.glove_embeddings,
+              lambda: {"counts": counts(), "dim": 2, "x_max": 5.0, "alpha": 0.75, "steps": 3,
+                       "lr": 1.0, "seed": 0}),
+        Entry("lenses.distributional_projection", LN.distributional_projection,
+              lambda: {"ids": ints(4), "s": counts()}),
+        Entry("lenses.split_bilinear", LN.split_bilinear, lambda: {"w": counts()}),
+        Entry("lenses.fit_bilinear", LN.fit_bilinear,
+              lambda: {"x": _rng().standard_normal((5, 2)), "scores": counts(), "ridge": 0.1}),
+        Entry("lenses.directional_asymmetry", LN.directional_asymmetry,
+              lambda: {"d": counts(), "smoothing": 1.0}),
+        Entry("lenses.pair_correlation", LN.pair_correlation,
+              lambda: {"a": counts(), "b": np.ascontiguousarray(counts().T), "mask": np.ones((5, 5), dtype=bool),
+                       "offdiagonal": True}),
+    ]
+
+
 def all_entries() -> list[Entry]:
     return (kernel_entries() + lenses_entries() + convex_entries() + causal_entries()
-            + svm_entries() + retrieval_entries())
+            + svm_entries() + retrieval_entries() + theory_lens_entries())

@@ -64,3 +64,12 @@ class ConvergenceWarning(UserWarning):
 
 class InaccurateSolutionWarning(UserWarning):
     """A solver returned ``optimal_inaccurate``: usable, but its certificate is above ``tol``."""
+
+
+class CorpusTooSmallError(AttnLensError, ValueError):
+    """A corpus has too few tokens for the requested vocabulary or window; the message says
+    which ids never occur and what to lower."""
+
+
+class UnsortedEventTimesError(AttnLensError, ValueError):
+    """An event sequence has decreasing times (a negative time gap); sort each sequence by time."""

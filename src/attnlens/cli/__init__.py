@@ -13,6 +13,7 @@ from attnlens import __version__
 from attnlens.cli.convex import app as convex_app
 from attnlens.cli.kernel import app as kernel_app
 from attnlens.cli.svm import app as svm_app
+from attnlens.cli.theory import app as theory_app
 from attnlens.cli.transfer import transfer as transfer_command
 
 app = typer.Typer(
@@ -23,6 +24,9 @@ app = typer.Typer(
 app.add_typer(svm_app, name="svm", help="Att-SVM: max-margin token selection.")
 app.add_typer(convex_app, name="convex", help="Attention heads as convex programs.")
 app.add_typer(kernel_app, name="kernel", help="Primal-Attention and the kernel lens.")
+app.add_typer(theory_app, name="theory",
+              help="Theory made measurable: depth threshold, distributional projection, "
+                   "time kernels on real events.")
 app.command(name="transfer")(transfer_command)
 
 
