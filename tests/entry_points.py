@@ -193,6 +193,8 @@ def causal_entries() -> list[Entry]:
               lambda: {"corr": corr(), "n_samples": 50, "alpha": 0.05}),
         Entry("lenses.causal.pc_skeleton", C.pc_skeleton,
               lambda: {"corr": corr(), "n_samples": 50, "alpha": 0.05}),
+        Entry("lenses.causal.icd_search", C.icd_search,
+              lambda: {"corr": corr(), "n_samples": 50, "alpha": 0.05}),
         Entry("lenses.causal.causal_explanation", C.causal_explanation,
               lambda: {"attention": att(), "target": 0, "n_samples": 50, "alpha": 0.05}),
     ]

@@ -4,8 +4,12 @@ attention of the bundled MiniLM over real Rotten Tomatoes sentences."""
 
 from __future__ import annotations
 
+import itertools
+
+import networkx as nx
 import numpy as np
 import pytest
+from causallearn.search.ConstraintBased.FCI import fci
 from causallearn.search.ConstraintBased.PC import pc
 from causallearn.utils.cit import CIT, fisherz
 
@@ -14,6 +18,7 @@ from attnlens.lenses.causal import (
     attention_covariance,
     causal_explanation,
     fisher_z_test,
+    icd_search,
     partial_correlations,
     pc_search,
     pc_skeleton,
@@ -121,6 +126,55 @@ def test_pc_depth_limit_equals_causal_learn_max_k(attentions):
         assert ours.depth == k
 
 
+def _latent_sem(seed: int, n_obs: int = 8, n_latent: int = 2, p_edge: float = 0.35):
+    """A random linear-Gaussian DAG with latent confounders: the observed population
+    correlation and the DAG (latents are nodes n_obs..)."""
+    rng = np.random.default_rng(seed)
+    n = n_obs + n_latent
+    b = np.zeros((n, n))
+    order = rng.permutation(n_obs)
+    for i, j in itertools.combinations(range(n_obs), 2):
+        if rng.random() < p_edge:
+            b[order[j], order[i]] = rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
+    for lat in range(n_latent):
+        for child in rng.choice(n_obs, 2, replace=False):
+            b[child, n_obs + lat] = rng.choice([-1, 1]) * rng.uniform(0.5, 1.5)
+    m = np.linalg.inv(np.eye(n) - b)
+    cov = (m @ m.T)[:n_obs, :n_obs]
+    d = np.sqrt(np.diag(cov))
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(n))
+    dag.add_edges_from((int(a), int(c)) for c, a in zip(*np.nonzero(b), strict=True))
+    return cov / d[:, None] / d[None, :], dag
+
+
+def _mag_adjacency(dag: nx.DiGraph, n_obs: int) -> np.ndarray:
+    """x, y adjacent in the MAG iff no set of observed nodes d-separates them (brute force)."""
+    adj = np.zeros((n_obs, n_obs), dtype=bool)
+    for x, y in itertools.combinations(range(n_obs), 2):
+        rest = [v for v in range(n_obs) if v not in (x, y)]
+        adj[x, y] = adj[y, x] = not any(
+            nx.is_d_separator(dag, {x}, {y}, set(s))
+            for k in range(len(rest) + 1) for s in itertools.combinations(rest, k))
+    return adj
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_icd_recovers_the_pag_of_a_latent_sem(seed):
+    """Population correlations (a huge n makes Fisher-z an oracle): ICD's skeleton is the MAG's
+    (brute-force d-separation) and its arrowheads are those of causal-learn's FCI with a
+    d-separation oracle (R0-R4 are arrowhead complete)."""
+    corr, dag = _latent_sem(seed)
+    n_obs = corr.shape[0]
+    res = icd_search(corr, 1e10, 0.01)
+    np.testing.assert_array_equal(res.adjacency, _mag_adjacency(dag, n_obs))
+    graph, _ = fci(np.zeros((10, n_obs)), "d_separation", 0.01, true_dag=dag,
+                   show_progress=False, verbose=False)
+    ref = graph.graph  # ref[j, i] == 1: an arrowhead at i on the edge j - i
+    np.testing.assert_array_equal(res.adjacency, ref != 0)
+    np.testing.assert_array_equal(res.arrowheads, (ref.T == 1) & (ref != 0))
+
+
 def test_pds_tree_on_hand_graphs():
     # chain 0 - 1 - 2 - 3, no colliders: only the neighbour is possibly d-separating
     adj = np.zeros((4, 4), dtype=bool)
@@ -148,7 +202,7 @@ def test_pds_tree_on_hand_graphs():
 def test_causal_explanation_finds_the_smallest_confirmed_set(attentions):
     att = attentions[2][0]
     n = att.shape[0]
-    base = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1))
+    base = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1), search="pc")
     assert base.found and set(base.tokens) == set(base.pds_set)
     assert 0 not in base.pds_set and n - 1 not in base.pds_set
     pds = sorted(base.pds_set, key=lambda v: base.distance[v])
@@ -160,12 +214,15 @@ def test_causal_explanation_finds_the_smallest_confirmed_set(attentions):
         return [goal <= set(c) for c in cands]
 
     res = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1), is_explanation=flips,
-                             max_size=3, batch_size=7)
+                             max_size=3, batch_size=7, search="pc")
     assert res.found and goal <= set(res.tokens) and len(res.tokens) == 2
     assert res.candidates_tested == sum(calls) and max(calls) <= 7
-    never = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1),
+    never = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1), search="pc",
                                is_explanation=lambda c: [False] * len(c), max_size=1)
     assert not never.found and never.tokens == () and never.candidates_tested >= 1
+    icd = causal_explanation(att, 0, HIDDEN, nodes=range(n - 1), max_depth=2)  # the paper's ICD
+    assert set(icd.pds_set) <= set(range(1, n - 1))
+    assert all(icd.graph.adjacency[0, v] for v in icd.pds_set if icd.distance[v] == 1)
 
 
 NOT_PSD = np.array([[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]])  # eigenvalue -0.8

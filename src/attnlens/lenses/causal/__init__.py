@@ -5,7 +5,8 @@ Transformers", NeurIPS 2023 (arXiv 2310.20307); official code IntelLabs/causalit
 Pure functions over arrays: :func:`attention_covariance` (the paper's ``A A^T``),
 :func:`partial_correlations`, :func:`fisher_z_test` (effective sample size = hidden size),
 :func:`pc_skeleton` / :func:`pc_search` (stable PC, own implementation, equal to causal-learn's
-skeleton) and :func:`causal_explanation` (CLEANN's minimal explaining token set).
+skeleton), :func:`icd_search` (ICD, the paper's search: a PAG under latent confounders) and
+:func:`causal_explanation` (CLEANN's minimal explaining token set).
 """
 
 from attnlens.lenses.causal.citest import FisherZResult, fisher_z_test
@@ -15,16 +16,19 @@ from attnlens.lenses.causal.covariance import (
     partial_correlations,
 )
 from attnlens.lenses.causal.explain import CausalExplanation, causal_explanation
+from attnlens.lenses.causal.icd import ICDResult, icd_search
 from attnlens.lenses.causal.pc import PCResult, pc_search, pc_skeleton
 
 __all__ = [
     "AttentionCovariance",
     "CausalExplanation",
     "FisherZResult",
+    "ICDResult",
     "PCResult",
     "attention_covariance",
     "causal_explanation",
     "fisher_z_test",
+    "icd_search",
     "partial_correlations",
     "pc_search",
     "pc_skeleton",
