@@ -93,7 +93,8 @@ def test_rerank_equals_a_direct_recomputation(fitted, digits):
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
     i = 3
     members = unit(np.concatenate([Q[i:i + 1], G[r[i]]]))  # (31, d)
-    aff = torch.as_tensor(members @ members[:8].T, dtype=torch.float32)[None]
+    raw = members @ members[:8].T  # (31, 8)
+    aff = torch.as_tensor(raw - raw.mean(axis=0), dtype=torch.float32)[None]  # centered list
     with torch.no_grad():
         z = fitted.model_.encoder(fitted.model_.proj(aff))[0]  # eval: dropout is identity
     z = torch.nn.functional.normalize(z, dim=-1)
@@ -112,8 +113,8 @@ def test_training_lowers_the_loss_on_the_training_lists(fitted, digits):
 
     def loss(model):
         members = np.concatenate([Xn[:, None], Xn[cand]], axis=1)
-        aff = torch.as_tensor(np.einsum("nkd,nld->nkl", members, members[:, :8]),
-                              dtype=torch.float32)
+        raw = np.einsum("nkd,nld->nkl", members, members[:, :8])
+        aff = torch.as_tensor(raw - raw.mean(axis=1, keepdims=True), dtype=torch.float32)
         rel = torch.as_tensor(np.concatenate([np.ones((len(Xn), 1)),
                                               ytr[cand] == ytr[:, None]], axis=1))
         with torch.no_grad():

@@ -12,6 +12,8 @@ import typer
 from attnlens import __version__
 from attnlens.cli.convex import app as convex_app
 from attnlens.cli.kernel import app as kernel_app
+from attnlens.cli.retrieval import imf as imf_command
+from attnlens.cli.retrieval import rerank as rerank_command
 from attnlens.cli.svm import app as svm_app
 from attnlens.cli.theory import app as theory_app
 from attnlens.cli.transfer import transfer as transfer_command
@@ -28,6 +30,8 @@ app.add_typer(theory_app, name="theory",
               help="Theory made measurable: depth threshold, distributional projection, "
                    "time kernels on real events.")
 app.command(name="transfer")(transfer_command)
+app.command(name="rerank")(rerank_command)
+app.command(name="imf")(imf_command)
 
 
 def _version(value: bool) -> None:
