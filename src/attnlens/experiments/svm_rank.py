@@ -17,7 +17,7 @@ import numpy as np
 from attnlens.experiments import register
 from attnlens.experiments.svm_common import sweep
 from attnlens.report import RunFolder, markdown_table
-from attnlens.svm._numerics import RANK_RTOL
+from attnlens.svm.attsvm import RANK_RTOL
 from attnlens.svm.dynamics import ProblemBatch, numerical_rank
 from attnlens.svm.trackers import svm_references
 

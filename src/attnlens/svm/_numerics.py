@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnlens._validation import Array, Interval, Real, validate_params
+
 SUPPORT_TOL = 1e-6
 RANK_RTOL = 1e-4
 ITERATE_RANK_RTOL = 1e-3
@@ -43,6 +45,7 @@ def matrix_norm(W: np.ndarray, norm: str) -> float | np.ndarray:
     return np.linalg.svd(W, compute_uv=False).sum(axis=-1)
 
 
+@validate_params({"W": [Array(ndim=(2, 3, 4))], "rtol": [Interval(Real, 0, 1, closed="neither")]})
 def numerical_rank(W: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
     """Number of singular values above ``rtol * sigma_max`` of a matrix or a stack of them
     (0 for a zero matrix)."""

@@ -55,7 +55,7 @@ METHODS = ("auto", "cvxpy", "active_set", "interior_point")
 _FAST = {"fro": "active_set", "nuc": "interior_point"}  # method="auto"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttSVMResult:
     """Outcome of an Att-SVM solve.
 

@@ -135,13 +135,13 @@ def _layout(X: Any, Z: Any, sets: Any) -> GenLayout:
     return build_layout(X, Z, _check_sets(sets, n, T))
 
 
-@validate_params({
-    "W": [Array(ndim=2)],
-    "X": [Array(ndim=3)],
-    "Z": [Array(ndim=2)],
-    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
-                        "an (n,) integer array or an (n, T) boolean mask")],
-})
+_SETS = [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, an (n,) "
+                   "integer array or an (n, T) boolean mask")]
+_PROJECTION_PARAMS = {"W": [Array(ndim=2)], "X": [Array(ndim=3)], "Z": [Array(ndim=2)],
+                      "sets": _SETS}
+
+
+@validate_params(_PROJECTION_PARAMS)
 def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     r"""The component of ``W`` in :math:`\mathcal S_{fin}` (Frobenius projection), (d, d).
 
@@ -154,13 +154,7 @@ def fin_projection(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     return project_fin(W, lay.De, lay.Qe, fin_basis(lay.De, lay.Qe))
 
 
-@validate_params({
-    "W": [Array(ndim=2)],
-    "X": [Array(ndim=3)],
-    "Z": [Array(ndim=2)],
-    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
-                        "an (n,) integer array or an (n, T) boolean mask")],
-})
+@validate_params(_PROJECTION_PARAMS)
 def project_out_fin(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
     r"""``W`` minus its component in :math:`\mathcal S_{fin}`: the part of ``W`` that the
     Gen-SVM direction ``W^svm`` describes."""
@@ -171,7 +165,7 @@ def project_out_fin(W: Any, X: Any, Z: Any, sets: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 # Gen-SVM
 # ----------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class GenSVMResult:
     """Outcome of a Gen-SVM solve.
 
@@ -247,8 +241,7 @@ def _solve_cvxpy(lay: GenLayout) -> SolverOutput:
 @validate_params({
     "X": [Array(ndim=3)],
     "Z": [Array(ndim=2)],
-    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
-                        "an (n,) integer array or an (n, T) boolean mask")],
+    "sets": _SETS,
     "method": [Options(*METHODS)],
     "tol": [Interval(Real, 0, None, closed="neither")],
     "max_iter": [None, Interval(Integral, 1, None)],
@@ -358,7 +351,7 @@ def _finish(lay: GenLayout, B: np.ndarray, out: SolverOutput, method: str, tol: 
 # ----------------------------------------------------------------------------------------
 # the finite component W^fin
 # ----------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class FinitePartResult:
     r"""Outcome of :func:`finite_part`.
 
@@ -415,8 +408,7 @@ def _restricted_loss(W: np.ndarray, lay: GenLayout, Y: np.ndarray, v: np.ndarray
 @validate_params({
     "X": [Array(ndim=3)],
     "Z": [Array(ndim=2)],
-    "sets": [InstanceOf(list, tuple, np.ndarray, name="a list of n token-index collections, "
-                        "an (n,) integer array or an (n, T) boolean mask")],
+    "sets": _SETS,
     "Y": [Array(ndim=1)],
     "v": [None, Array(ndim=1)],
     "mlp": [None, InstanceOf(MLPHead)],

@@ -125,7 +125,7 @@ def is_globally_optimal(problem: Any, selection: Any) -> bool:
 # ----------------------------------------------------------------------------------------
 # with a solve
 # ----------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class OptimalityReport:
     """Local/global optimality of one selection.
 
@@ -148,19 +148,22 @@ class OptimalityReport:
         return self.result.objective
 
 
-def _solve(problem: Any, sel: np.ndarray, norm: str, method: str, tol: float) -> AttSVMResult:
-    return att_svm_problem(problem, sel, norm=norm, method=method, tol=tol)
-
-
-@validate_params({
+# the parameters of the functions that solve a selection's Att-SVM before testing it
+_SOLVE_PARAMS = {
     "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
     "selection": [None, Array(ndim=1, dtype=None)],
     "norm": [Options(*NORMS)],
     "method": [Options(*METHODS)],
     "tol": [Interval(Real, 0, None, closed="neither")],
     "support_tol": [Interval(Real, 0, None)],
-    "result": [None, InstanceOf(AttSVMResult)],
-})
+}
+
+
+def _solve(problem: Any, sel: np.ndarray, norm: str, method: str, tol: float) -> AttSVMResult:
+    return att_svm_problem(problem, sel, norm=norm, method=method, tol=tol)
+
+
+@validate_params({**_SOLVE_PARAMS, "result": [None, InstanceOf(AttSVMResult)]})
 def support_sets(
     problem: Any,
     selection: Any = None,
@@ -186,15 +189,7 @@ def support_sets(
     return support_from_margins(res.margins, support_tol)
 
 
-@validate_params({
-    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
-    "selection": [None, Array(ndim=1, dtype=None)],
-    "norm": [Options(*NORMS)],
-    "method": [Options(*METHODS)],
-    "tol": [Interval(Real, 0, None, closed="neither")],
-    "support_tol": [Interval(Real, 0, None)],
-    "result": [None, InstanceOf(AttSVMResult)],
-})
+@validate_params({**_SOLVE_PARAMS, "result": [None, InstanceOf(AttSVMResult)]})
 def check_optimality(
     problem: Any,
     selection: Any = None,
@@ -229,14 +224,7 @@ def check_optimality(
     )
 
 
-@validate_params({
-    "problem": [InstanceOf(TokenSelectionProblem, name="a TokenSelectionProblem")],
-    "selection": [None, Array(ndim=1, dtype=None)],
-    "norm": [Options(*NORMS)],
-    "method": [Options(*METHODS)],
-    "tol": [Interval(Real, 0, None, closed="neither")],
-    "support_tol": [Interval(Real, 0, None)],
-})
+@validate_params(_SOLVE_PARAMS)
 def is_locally_optimal(
     problem: Any,
     selection: Any = None,
@@ -259,7 +247,7 @@ def is_locally_optimal(
 # ----------------------------------------------------------------------------------------
 # search
 # ----------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class LocalOptimum:
     """A locally optimal selection found by the search: selection (n,), the Att-SVM
     objective of its ``W^mm`` (``||W||`` in the searched norm), its total score
@@ -272,7 +260,7 @@ class LocalOptimum:
     support: list[np.ndarray]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelectionSearch:
     """Outcome of :func:`locally_optimal_selections`.
 

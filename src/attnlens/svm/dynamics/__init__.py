@@ -28,16 +28,13 @@ from attnlens.svm.dynamics.trackers import (
     track_svm,
 )
 from attnlens.svm.dynamics.training import (
-    LossGrad,
     ProblemBatch,
     Trajectory,
     loss_and_grad,
-    softmax,
     train_attention,
 )
 
 __all__ = [
-    "LossGrad",
     "MLPHead",
     "ProblemBatch",
     "RegPath",
@@ -52,7 +49,6 @@ __all__ = [
     "numerical_rank",
     "project_out_fin",
     "regularization_path",
-    "softmax",
     "svm_references",
     "svm_solution",
     "track_svm",

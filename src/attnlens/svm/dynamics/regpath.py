@@ -35,7 +35,7 @@ from attnlens._validation import (
     validate_params,
 )
 from attnlens.svm._numerics import matrix_norm
-from attnlens.svm.dynamics.training import LOSSES, ProblemBatch, loss_and_grad
+from attnlens.svm.dynamics.training import LOSSES, ProblemBatch, _loss_and_grad
 from attnlens.svm.problems import TokenSelectionProblem
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def project_ball(W: np.ndarray, R: float, norm: str) -> np.ndarray:
     return (U * s[..., None, :]) @ Vt
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegPath:
     """radii (K,); W (S, K, d, d) the constrained minimizers; loss (S, K); norm; seconds."""
 
@@ -140,9 +140,9 @@ def regularization_path(
         nrm = matrix_norm(W, norm)[:, None, None]
         W = W * (R / np.where(nrm > 0, nrm, 1.0))
         best_W = W.copy()
-        best = loss_and_grad(batch, W, loss=loss).loss
+        best = _loss_and_grad(batch, W, loss=loss).loss
         for k in range(inner_steps):
-            lg = loss_and_grad(batch, W, loss=loss)
+            lg = _loss_and_grad(batch, W, loss=loss)
             better = lg.loss < best
             best = np.where(better, lg.loss, best)
             best_W[better] = W[better]
@@ -150,7 +150,7 @@ def regularization_path(
             gn = np.sqrt(np.sum(g**2, axis=(1, 2)))[:, None, None]
             g = np.where(gn > 0, g / np.where(gn > 0, gn, 1.0), 0.0)
             W = project_ball(W - step * R / np.sqrt(k + 1) * g, R, norm)
-        final = loss_and_grad(batch, W, loss=loss).loss
+        final = _loss_and_grad(batch, W, loss=loss).loss
         better = final < best
         best_W[better] = W[better]
         best = np.where(better, final, best)

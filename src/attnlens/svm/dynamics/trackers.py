@@ -158,7 +158,7 @@ def is_locally_optimal_at(
     return bool(locally_optimal_sequences(gamma, sel, support).all())
 
 
-@dataclass
+@dataclass(frozen=True)
 class SVMTrack:
     """Per seed: the SVM solutions of the converged selection and the correlation path.
 

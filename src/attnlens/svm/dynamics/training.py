@@ -156,7 +156,7 @@ def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # loss and its analytic gradient
 # --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class LossGrad:
     """Loss (S,), gradient w.r.t. W (S, d, d) and v (S, d), softmax probabilities (S, n, T)."""
 
@@ -191,6 +191,18 @@ def loss_and_grad(
     ``sum_it c_it x_it z_i^T``. It is evaluated relative to each sequence's most-attended
     token (``sum_t c_it = 0``), which keeps it accurate when the softmax saturates.
     """
+    return _loss_and_grad(batch, np.asarray(W, dtype=np.float64), v=v, loss=loss, mlp=mlp)
+
+
+def _loss_and_grad(
+    batch: ProblemBatch,
+    W: np.ndarray,
+    *,
+    v: np.ndarray | None = None,
+    loss: str = "logistic",
+    mlp: MLPHead | None = None,
+) -> LossGrad:
+    """:func:`loss_and_grad` without the input checks (the training loops call it)."""
     X, Y, Z = batch.X, batch.Y, batch.Z
     v = batch.v if v is None else v
     n = X.shape[1]
@@ -221,7 +233,7 @@ def loss_and_grad(
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Trajectory:
     """What a (batched) training run went through. Leading axis S = seeds, L = logged steps.
 
@@ -385,7 +397,7 @@ def train_attention(
         iterator = tqdm(iterator, desc=f"train {param}", leave=False)
     start = time.perf_counter()
     for k in iterator:
-        lg = loss_and_grad(batch, W, v=v, loss=loss, mlp=mlp)
+        lg = _loss_and_grad(batch, W, v=v, loss=loss, mlp=mlp)
         gW = lg.grad_W
         if param == "KQ":
             gK = gW @ Q + 2 * lam * K  # (S, d, m)
