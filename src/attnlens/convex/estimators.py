@@ -145,12 +145,15 @@ class ConvexAttentionClassifier(_HeadEstimator):
         see :mod:`attnlens.convex.relu` and docs/convex.md); predictions use the ReLU network.
     beta : weight-decay strength (> 0).
     loss : "squared" (one-hot targets) or "cross_entropy".
-    n_gates : number of random gates for gated activations.
-    solver : "auto" (FISTA while cheap, else Burer-Monteiro), "fista", "bm" or "cvxpy".
+    n_gates : number of random gates for gated activations (ignored, with a warning, for
+        "linear").
+    solver : "auto" (FISTA with continuation in beta), "fista", "bm" (Burer-Monteiro; refused
+        for "relu") or "cvxpy" (reference).
     tol : tolerance on the certificate (relative duality gap).
     max_iter : iteration budget of the solver.
     random_state : seed for the gates and the solver's randomness.
-    n_groups : channel groups B of the block FNO head (must divide d).
+    n_groups : channel groups B of the block FNO head (must divide d; ignored, with a warning,
+        by the other heads).
     verbose : show a progress bar.
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
