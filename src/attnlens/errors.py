@@ -46,6 +46,11 @@ class DatasetNotAvailableError(AttnLensError, FileNotFoundError):
     """A dataset's package or files are missing; the message says how to install them."""
 
 
+class MemoryBudgetError(AttnLensError, MemoryError):
+    """A model or problem would need more memory than its declared budget; the message gives the
+    estimate, the budget and what to shrink (rows per batch, width, number of attributes)."""
+
+
 class CacheCorruptError(AttnLensError):
     """A cache entry failed its integrity check (it is rebuilt, never silently used)."""
 

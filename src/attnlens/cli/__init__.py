@@ -16,6 +16,7 @@ from attnlens.cli.retrieval import imf as imf_command
 from attnlens.cli.retrieval import rerank as rerank_command
 from attnlens.cli.svm import app as svm_app
 from attnlens.cli.theory import app as theory_app
+from attnlens.cli.tabular import app as tabular_app
 from attnlens.cli.transfer import transfer as transfer_command
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(kernel_app, name="kernel", help="Primal-Attention and the kernel l
 app.add_typer(theory_app, name="theory",
               help="Theory made measurable: depth threshold, distributional projection, "
                    "time kernels on real events.")
+app.add_typer(tabular_app, name="tabular", help="NPT, the lookup probe, the OT lens on tables.")
 app.command(name="transfer")(transfer_command)
 app.command(name="rerank")(rerank_command)
 app.command(name="imf")(imf_command)

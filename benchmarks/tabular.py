@@ -1,0 +1,283 @@
+"""attnlens.tabular on tables that install offline: NPT, the OT dummy-Gaussian classifier and a
+small tabular transformer against scikit-learn baselines; the OT lens trajectories; where NPT's
+time goes on breast cancer.
+
+Data (offline): scikit-learn's breast_cancer (569 x 30, 2 classes; the NPT paper's "Breast
+Cancer"), wine (178 x 13, 3 classes), Palmer penguins (333 x 6 with 2 categorical columns,
+3 classes; PyPI palmerpenguins) and diabetes (442 x 10, regression). digits is left out of the
+NPT grid: 65 columns make the ABD row 65 x 16 = 1040 wide, about 4x breast cancer's cost per row
+with 3x the rows (it stays available through ``attnlens.datasets.tabular``).
+
+Protocol: 5 seeds; each seed a stratified 80/20 split (random split for regression); features
+standardized inside each model that needs it (pipelines); default hyper-parameters for every
+model (no tuning, stated). Metrics: accuracy (classification) or RMSE (regression) on the 20 %,
+mean rank per dataset over the seeds (rank 1 = best, ties averaged), training time per model
+(wall clock, 2 torch threads; the machine is shared, so times are noisy; models run one after
+the other on the same split).
+
+OT lens: the small tabular transformer with :class:`OTLensCallback` on a two-class and a
+three-class synthetic task (``make_classification``, 8 informative features) and on breast
+cancer; per-epoch optimality, Monge gap, Wasserstein distance and the path efficiency.
+
+NPT timing: one training step split into forward/backward of the ABD blocks, the ABA blocks,
+and the rest (embeddings, masking, loss, optimizer), on breast cancer at the default size.
+
+    python benchmarks/tabular.py [--quick] [--seeds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import RESULTS, machine  # noqa: E402
+
+from attnlens._io import atomic_write_json  # noqa: E402
+
+NAME = "tabular"
+CLASSIFICATION = ("breast_cancer", "wine", "penguins")
+REGRESSION = ("diabetes",)
+TORCH_THREADS = 2
+TEST_SIZE = 0.2
+#: NPT paper, breast cancer: 10-fold CV with a 10 % test split (official scripts); see README
+PAPER_NOTE = ("NPT paper (Kossen et al. 2021), Breast Cancer: reported test accuracy is not "
+              "reproduced here from the paper text (not available offline in this session); "
+              "official protocol: 10 CV splits, 10 % test, 20 % val, 2000 steps, E=32, depth 8")
+
+
+def classifiers(seed: int, categorical: tuple[int, ...]) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from attnlens.tabular import NPTClassifier, OTDummyClassifier, TabularTransformerClassifier
+
+    return {
+        "NPT": NPTClassifier(random_state=seed, categorical_features=list(categorical)),
+        "OT dummy": OTDummyClassifier(random_state=seed),
+        "tab. transformer": TabularTransformerClassifier(random_state=seed),
+        "HistGB": HistGradientBoostingClassifier(random_state=seed),
+        "random forest": RandomForestClassifier(random_state=seed),
+        "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "MLP": make_pipeline(StandardScaler(), MLPClassifier(max_iter=1000, random_state=seed)),
+        "kNN": make_pipeline(StandardScaler(), KNeighborsClassifier()),
+    }
+
+
+def regressors(seed: int) -> dict:
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from attnlens.tabular import NPTRegressor
+
+    return {
+        "NPT": NPTRegressor(random_state=seed),
+        "HistGB": HistGradientBoostingRegressor(random_state=seed),
+        "random forest": RandomForestRegressor(random_state=seed),
+        "ridge": make_pipeline(StandardScaler(), Ridge()),
+        "MLP": make_pipeline(StandardScaler(), MLPRegressor(max_iter=2000, random_state=seed)),
+        "kNN": make_pipeline(StandardScaler(), KNeighborsRegressor()),
+    }
+
+
+def run_grid(seeds: int, quick: bool) -> dict:
+    from scipy.stats import rankdata
+    from sklearn.model_selection import train_test_split
+
+    from attnlens.datasets.tabular import load_tabular
+
+    out: dict = {}
+    for name in CLASSIFICATION + REGRESSION:
+        data = load_tabular(name)
+        reg = data.task == "regression"
+        scores: dict[str, list[float]] = {}
+        times: dict[str, list[float]] = {}
+        for seed in range(seeds):
+            Xtr, Xte, ytr, yte = train_test_split(data.X, data.y, test_size=TEST_SIZE,
+                                                  random_state=seed,
+                                                  stratify=None if reg else data.y)
+            models = regressors(seed) if reg else classifiers(seed, data.categorical)
+            for label, model in models.items():
+                if quick and label == "NPT":
+                    model.set_params(n_steps=20)
+                t0 = time.perf_counter()
+                model.fit(Xtr, ytr)
+                times.setdefault(label, []).append(time.perf_counter() - t0)
+                pred = model.predict(Xte)
+                s = (float(np.sqrt(np.mean((pred - yte) ** 2))) if reg
+                     else float(np.mean(pred == yte)))
+                scores.setdefault(label, []).append(s)
+                print(f"{name} seed {seed} {label}: {s:.4f} ({times[label][-1]:.1f}s)",
+                      flush=True)
+        labels = list(scores)
+        S = np.array([scores[m] for m in labels])  # (models, seeds)
+        ranks = np.stack([rankdata(S[:, k] if reg else -S[:, k]) for k in range(S.shape[1])], 1)
+        out[name] = {
+            "task": data.task, "metric": "rmse" if reg else "accuracy",
+            "n_rows": int(len(data.X)), "n_features": int(data.X.shape[1]), "notes": data.notes,
+            "models": {m: {"mean": float(np.mean(scores[m])), "std": float(np.std(scores[m])),
+                           "per_seed": scores[m], "mean_rank": float(ranks[i].mean()),
+                           "train_seconds": float(np.mean(times[m]))}
+                       for i, m in enumerate(labels)},
+        }
+    return out
+
+
+def ot_lens(quick: bool) -> dict:
+    from sklearn.datasets import make_classification
+
+    from attnlens.datasets.tabular import load_tabular
+    from attnlens.tabular import OTLensCallback, TabularTransformerClassifier
+
+    tasks = {}
+    for k in (2, 3):
+        X, y = make_classification(n_samples=600, n_features=10, n_informative=8,
+                                   n_redundant=0, n_classes=k, n_clusters_per_class=1,
+                                   class_sep=1.5, random_state=0)
+        tasks[f"synthetic {k}-class"] = (X, y)
+    bc = load_tabular("breast_cancer")
+    tasks["breast cancer"] = (bc.X, bc.y)
+    out = {}
+    for name, (X, y) in tasks.items():
+        cb = OTLensCallback(X, max_rows=32)
+        clf = TabularTransformerClassifier(epochs=10 if quick else 60, callbacks=[cb],
+                                           random_state=0)
+        clf.fit(X, y)
+        traj = cb.trajectory().as_dict()
+        traj["train_accuracy"] = float(clf.score(X, y))
+        out[name] = traj
+        print(f"OT lens {name}: optimality {traj['optimality'][0]:.3f} -> "
+              f"{traj['optimality'][-1]:.3f}, path efficiency {traj['path_efficiency']:.3f}",
+              flush=True)
+    return out
+
+
+def npt_timing(steps: int = 5) -> dict:
+    """Split NPT's training step on breast cancer (80 % of the rows) by block type."""
+    from sklearn.model_selection import train_test_split
+
+    from attnlens.datasets.tabular import load_tabular
+    from attnlens.tabular import NPTClassifier
+
+    data = load_tabular("breast_cancer")
+    Xtr, _, ytr, _ = train_test_split(data.X, data.y, test_size=TEST_SIZE, random_state=0,
+                                      stratify=data.y)
+    clf = NPTClassifier(n_steps=steps, random_state=0)
+    acc = {"abd": 0.0, "aba": 0.0}
+    marks: dict = {}
+
+    def pre(kind):
+        def hook(module, args):
+            marks[id(module)] = time.perf_counter()
+        return hook
+
+    def post(kind):
+        def hook(module, args, output):
+            acc[kind] += time.perf_counter() - marks[id(module)]
+        return hook
+
+    t0 = time.perf_counter()
+    clf.fit(Xtr, ytr)  # builds the model (not timed per block: hooks attach after)
+    for i, block in enumerate(clf.model_.blocks):
+        kind = "abd" if i % 2 == 0 else "aba"
+        block.register_forward_pre_hook(pre(kind))
+        block.register_forward_hook(post(kind))
+    acc.update(abd=0.0, aba=0.0)
+    model = clf.model_
+    model.train()
+    params = list(model.parameters())
+    cols = None
+    from attnlens.tabular._encoding import column_tensors
+
+    Z = clf.encoder_.codes(Xtr, "bench")
+    cols = column_tensors(Z, clf.encoder_.is_cat, clf.encoder_.out_dims)
+    cols.append(clf._target_column(clf.t_train_))
+    fwd = bwd = 0.0
+    for _ in range(steps):
+        t = time.perf_counter()
+        out = model(cols)
+        loss = sum(o.pow(2).mean() for o in out)
+        t1 = time.perf_counter()
+        loss.backward()
+        for p in params:
+            p.grad = None
+        fwd += t1 - t
+        bwd += time.perf_counter() - t1
+    return {"rows": int(len(Xtr)), "columns": int(Xtr.shape[1] + 1),
+            "params": int(sum(p.numel() for p in params)),
+            "warm_fit_seconds": time.perf_counter() - t0,
+            "per_step_forward_s": fwd / steps, "per_step_backward_s": bwd / steps,
+            "forward_abd_s": acc["abd"] / steps, "forward_aba_s": acc["aba"] / steps}
+
+
+def plot(result: dict, path) -> None:
+    import matplotlib.pyplot as plt
+
+    lens = result["ot_lens"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, traj in lens.items():
+        axes[0].plot(traj["epochs"], traj["optimality"], label=name)
+        axes[1].plot(traj["epochs"], traj["monge_gap"], label=name)
+        axes[2].plot(traj["epochs"], traj["wasserstein"], label=name)
+    axes[0].set_title("optimality W / cost of the SA map")
+    axes[1].set_title("Monge gap")
+    axes[2].set_title("W_2^2(tokens, SA output)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    grid = result["grid"]
+    fig, axes = plt.subplots(1, len(grid), figsize=(4 * len(grid), 4))
+    for ax, (name, res) in zip(np.atleast_1d(axes), grid.items(), strict=False):
+        labels = list(res["models"])
+        means = [res["models"][m]["mean"] for m in labels]
+        stds = [res["models"][m]["std"] for m in labels]
+        ax.barh(labels, means, xerr=stds)
+        ax.set_title(f"{name} ({res['metric']})", fontsize=9)
+        if res["metric"] == "accuracy":
+            ax.set_xlim(min(means) - 0.05, 1.0)
+    fig.tight_layout()
+    fig.savefig(str(path).replace(".png", "_grid.png"), dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(TORCH_THREADS)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    seeds = 1 if args.quick else args.seeds
+    result = {"benchmark": NAME, "machine": machine(), "seeds": seeds, "quick": args.quick,
+              "paper": PAPER_NOTE}
+    result["npt_timing"] = npt_timing()
+    result["ot_lens"] = ot_lens(args.quick)
+    result["grid"] = run_grid(seeds, args.quick)
+    out_dir = RESULTS if not args.quick else RESULTS.parent / "results_quick"
+    out_dir.mkdir(exist_ok=True)
+    atomic_write_json(out_dir / f"{NAME}.json", result)
+    plot(result, out_dir / f"{NAME}.png")
+    print(f"wrote {out_dir / (NAME + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
