@@ -106,6 +106,10 @@ def lenses_entries() -> list[Entry]:
         Entry("lenses.attention_rollout", LN.attention_rollout, lambda: {"att": _att()}),
         Entry("lenses.attention_flow", LN.attention_flow, lambda: {"att": _att()}),
         Entry("lenses.raw_attention_flow", LN.raw_attention_flow, lambda: {"att": _att()}),
+        Entry("lenses.attention_entropy", LN.attention_entropy, lambda: {"att": _att()}),
+        Entry("lenses.mean_attention_distance", LN.mean_attention_distance,
+              lambda: {"att": _att(), "positions": np.arange(8.0).reshape(4, 2)}),
+        Entry("lenses.map_spectrum", LN.map_spectrum, lambda: {"att": _att()}),
     ]
 
 

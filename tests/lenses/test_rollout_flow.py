@@ -73,3 +73,11 @@ def test_bad_attention_is_refused(bad, match):
     for fn in (attention_rollout, attention_flow):
         with pytest.raises(InvalidParameterError, match=match):
             fn(bad)
+
+
+def test_flow_of_selected_outputs_equals_those_rows():
+    att = _random_attention(np.random.default_rng(7), 3, 2, 7)
+    full = attention_flow(att)
+    np.testing.assert_allclose(attention_flow(att, outputs=[0, 5]), full[[0, 5]], atol=1e-14)
+    with pytest.raises(InvalidParameterError, match="outputs"):
+        attention_flow(att, outputs=[7])

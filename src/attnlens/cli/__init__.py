@@ -11,6 +11,7 @@ import typer
 
 from attnlens import __version__
 from attnlens.cli.convex import app as convex_app
+from attnlens.cli.inspect import inspect as inspect_command
 from attnlens.cli.kernel import app as kernel_app
 from attnlens.cli.retrieval import imf as imf_command
 from attnlens.cli.retrieval import rerank as rerank_command
@@ -34,6 +35,7 @@ app.add_typer(tabular_app, name="tabular", help="NPT, the lookup probe, the OT l
 app.command(name="transfer")(transfer_command)
 app.command(name="rerank")(rerank_command)
 app.command(name="imf")(imf_command)
+app.command(name="inspect")(inspect_command)
 
 
 def _version(value: bool) -> None:

@@ -8,6 +8,7 @@ threshold, :mod:`attnlens.lenses.depth`); Mehta 2025 (distributional projection,
 here: :mod:`attnlens.backbones.capture` records what these functions read.
 """
 
+from attnlens.lenses.attsvm import HeadSVM, head_attsvm
 from attnlens.lenses.depth import (
     COMMON_MODELS,
     DepthComparison,
@@ -20,6 +21,12 @@ from attnlens.lenses.depth import (
     width_for_params,
 )
 from attnlens.lenses.flow import attention_flow, raw_attention_flow
+from attnlens.lenses.heads import (
+    HeadImportance,
+    attention_entropy,
+    head_importance,
+    mean_attention_distance,
+)
 from attnlens.lenses.projection import (
     Correlation,
     GloveEmbeddings,
@@ -36,14 +43,20 @@ from attnlens.lenses.projection import (
     svd_embeddings,
 )
 from attnlens.lenses.rollout import attention_rollout
+from attnlens.lenses.spectrum import ENERGY_LEVELS, MapSpectrum, map_spectrum
 
 __all__ = [
     "COMMON_MODELS",
     "Correlation",
     "DepthComparison",
+    "ENERGY_LEVELS",
     "GloveEmbeddings",
+    "HeadImportance",
+    "HeadSVM",
+    "MapSpectrum",
     "ModelShape",
     "Projection",
+    "attention_entropy",
     "attention_flow",
     "attention_rollout",
     "compare_depths",
@@ -55,6 +68,10 @@ __all__ = [
     "double_center",
     "fit_bilinear",
     "glove_embeddings",
+    "head_attsvm",
+    "head_importance",
+    "map_spectrum",
+    "mean_attention_distance",
     "pair_correlation",
     "pmi_matrix",
     "raw_attention_flow",

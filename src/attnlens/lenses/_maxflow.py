@@ -124,12 +124,13 @@ def max_flow(cap, F, level, ptr, ql, qu, pl, pu, pa, j, i, eps):  # pragma: no c
 
 
 @nb.njit(cache=True, parallel=True)
-def all_pairs_max_flow(cap, eps):  # pragma: no cover - compiled
-    """(n, n) max-flow values from every last-layer node ``j`` to every input node ``i``."""
+def all_pairs_max_flow(cap, sources, eps):  # pragma: no cover - compiled
+    """(len(sources), n) max-flow values from last-layer nodes ``sources`` to every input."""
     L, n = cap.shape[0], cap.shape[1]
-    out = np.zeros((n, n))
+    out = np.zeros((sources.shape[0], n))
     nodes = (L + 1) * n
-    for j in nb.prange(n):
+    for r in nb.prange(sources.shape[0]):
+        j = sources[r]
         F = np.zeros((L, n, n))
         level = np.empty((L + 1, n), dtype=np.int64)
         ptr = np.empty((L + 1, n), dtype=np.int64)
@@ -139,5 +140,5 @@ def all_pairs_max_flow(cap, eps):  # pragma: no cover - compiled
         pu = np.empty(nodes + 1, dtype=np.int64)
         pa = np.empty(nodes + 1, dtype=np.int64)
         for i in range(n):
-            out[j, i] = max_flow(cap, F, level, ptr, ql, qu, pl, pu, pa, j, i, eps)
+            out[r, i] = max_flow(cap, F, level, ptr, ql, qu, pl, pu, pa, j, i, eps)
     return out

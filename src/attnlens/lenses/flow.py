@@ -28,34 +28,48 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnlens._validation import Array, validate_params
+from attnlens._validation import Array, raise_invalid, validate_params
 from attnlens.lenses._attention import check_attention, residual_attention
 
 __all__ = ["attention_flow", "raw_attention_flow"]
 
 
+def _outputs(outputs, n: int) -> np.ndarray:
+    if outputs is None:
+        return np.arange(n, dtype=np.int64)
+    idx = np.atleast_1d(np.asarray(outputs))
+    if idx.size == 0 or idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n:
+        raise_invalid("outputs", f"output positions in [0, {n - 1}]", outputs,
+                      "Pass None (every position) or a list of token indices.",
+                      "attention_flow")
+    return idx.astype(np.int64)
+
+
 @validate_params({"att": [Array(ndim=4)]})
-def raw_attention_flow(att) -> np.ndarray:
-    """Unnormalized max-flow values ``F`` (n, n) of one sequence (see the module docstring)."""
+def raw_attention_flow(att, outputs=None) -> np.ndarray:
+    """Unnormalized max-flow values ``F`` (rows ``outputs``, n) of one sequence."""
     from attnlens.lenses._maxflow import FLOW_EPS, all_pairs_max_flow
 
     aug = residual_attention(check_attention(att, caller="attention_flow"))  # (L, n, n)
-    return all_pairs_max_flow(np.ascontiguousarray(aug), FLOW_EPS)
+    return all_pairs_max_flow(np.ascontiguousarray(aug), _outputs(outputs, aug.shape[-1]),
+                              FLOW_EPS)
 
 
 @validate_params({"att": [Array(ndim=4)]})
-def attention_flow(att) -> np.ndarray:
+def attention_flow(att, outputs=None) -> np.ndarray:
     """Attention flow of one sequence.
 
     Parameters
     ----------
     att : (layers, heads, n, n) attention probabilities, rows = queries, layer 0 first (the
         real-token block of one sequence).
+    outputs : output positions whose rows are computed (None: all ``n``; ``[0]``: the CLS
+        token of a ViT, ``n`` max-flows instead of ``n^2``).
 
     Returns
     -------
-    (n, n) float64: row ``i`` = output position ``i`` at the last layer over input tokens,
-    rows summing to 1.
+    (len(outputs), n) float64, (n, n) by default: row ``i`` = output position ``i`` at the
+    last layer over input tokens, rows summing to 1.
     """
-    flows = raw_attention_flow(att)
+    flows = raw_attention_flow(att, outputs)
     return flows / flows.sum(axis=1, keepdims=True)
