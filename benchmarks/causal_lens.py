@@ -36,21 +36,15 @@ from attnlens.experiments.causal_faithfulness import (  # noqa: E402
     plot,
     run_causal_faithfulness,
 )
-from attnlens.lenses.causal import attention_covariance, pc_skeleton  # noqa: E402
+from attnlens.lenses.causal import (  # noqa: E402
+    attention_covariance,
+    pc_skeleton,
+    samples_with_correlation,
+)
 
 HIDDEN = 384
 ALPHA = 0.01
 DATA_SEED = 20261205
-
-
-def data_with_correlation(corr: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n samples whose sample correlation is exactly ``corr``."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, corr.shape[0]))
-    z -= z.mean(0)
-    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
-    w, v = np.linalg.eigh(corr)
-    return z @ (v * np.sqrt(np.clip(w, 0, None)) @ v.T)
 
 
 def bench_pc(sizes: list[int], per_size: int) -> list[dict]:
@@ -67,8 +61,8 @@ def bench_pc(sizes: list[int], per_size: int) -> list[dict]:
         for i in range(len(picks)):
             m = feats.mask[i]
             att = feats.attentions[-1, i][:, m][:, :, m].astype(np.float64).mean(0)
-            x = data_with_correlation(attention_covariance(att).correlation, HIDDEN,
-                                      DATA_SEED + i)
+            x = samples_with_correlation(attention_covariance(att).correlation, HIDDEN,
+                                         DATA_SEED + i)
             ours, t_ours = timed(lambda x=x: pc_skeleton(np.corrcoef(x, rowvar=False),
                                                          x.shape[0], ALPHA), repeat=3)
             ref, t_ref = timed(lambda x=x: pc(x, ALPHA, fisherz, stable=True,

@@ -188,6 +188,8 @@ def causal_entries() -> list[Entry]:
     return [
         Entry("lenses.causal.attention_covariance", C.attention_covariance,
               lambda: {"attention": att()}),
+        Entry("lenses.causal.samples_with_correlation", C.samples_with_correlation,
+              lambda: {"corr": corr(), "n_samples": 20, "seed": 0}),
         Entry("lenses.causal.partial_correlations", C.partial_correlations,
               lambda: {"corr": corr()}),
         Entry("lenses.causal.fisher_z_test", C.fisher_z_test,

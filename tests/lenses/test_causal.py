@@ -22,6 +22,7 @@ from attnlens.lenses.causal import (
     partial_correlations,
     pc_search,
     pc_skeleton,
+    samples_with_correlation,
 )
 from attnlens.lenses.causal.pds import build_pds_tree, legal_subsets
 
@@ -50,16 +51,6 @@ def attentions():
     return out
 
 
-def _data_with_correlation(corr: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """n samples whose sample correlation is exactly ``corr`` (whitened noise, then coloured)."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, corr.shape[0]))
-    z -= z.mean(0)
-    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
-    w, v = np.linalg.eigh(corr)
-    return z @ (v * np.sqrt(np.clip(w, 0, None)) @ v.T)
-
-
 def test_covariance_is_the_correlation_of_attention_times_white_values(attentions):
     """Z = A V with V of zero-mean orthonormal rows (Cov V = I exactly): corrcoef(Z) = corr(AA^T)."""
     att = attentions[0][3]
@@ -73,9 +64,16 @@ def test_covariance_is_the_correlation_of_attention_times_white_values(attention
     np.testing.assert_allclose(res.correlation, np.corrcoef(z), atol=1e-12)
 
 
+def test_samples_have_exactly_the_correlation(attentions):
+    corr = attention_covariance(attentions[0].mean(0)).correlation
+    x = samples_with_correlation(corr, HIDDEN, SEED)
+    assert x.shape == (HIDDEN, len(corr))
+    np.testing.assert_allclose(np.corrcoef(x, rowvar=False), corr, atol=1e-12)
+
+
 def test_partial_correlations_equal_residual_correlations(attentions):
     corr = attention_covariance(attentions[1].mean(0)).correlation
-    x = _data_with_correlation(corr, HIDDEN, SEED)
+    x = samples_with_correlation(corr, HIDDEN, SEED)
     got = partial_correlations(corr)
     n = corr.shape[0]
     for i, j in [(0, 1), (1, n - 1), (2, 5)]:
@@ -88,7 +86,7 @@ def test_partial_correlations_equal_residual_correlations(attentions):
 
 def test_fisher_z_equals_causal_learn(attentions):
     corr = attention_covariance(attentions[2].mean(0)).correlation
-    x = _data_with_correlation(corr, HIDDEN, SEED + 1)
+    x = samples_with_correlation(corr, HIDDEN, SEED + 1)
     cit = CIT(x, "fisherz")
     sample_corr = np.corrcoef(x, rowvar=False)
     for a, b, cond in [(0, 1, ()), (1, 3, (2,)), (0, 4, (1, 2, 5)), (2, 6, (0, 1, 3, 4))]:
@@ -107,8 +105,8 @@ def test_pc_skeleton_equals_causal_learn_on_real_attention(attentions, alpha):
         corr = attention_covariance(att.mean(0)).correlation
         head = attention_covariance(att[k % att.shape[0]]).correlation
         drawn = rng.multivariate_normal(np.zeros(len(corr)), corr, size=HIDDEN)
-        for x in (_data_with_correlation(corr, HIDDEN, SEED + k),
-                  _data_with_correlation(head, HIDDEN, SEED + k), drawn):
+        for x in (samples_with_correlation(corr, HIDDEN, SEED + k),
+                  samples_with_correlation(head, HIDDEN, SEED + k), drawn):
             ref = pc(x, alpha, fisherz, stable=True, show_progress=False).G.graph != 0
             ours = pc_skeleton(np.corrcoef(x, rowvar=False), x.shape[0], alpha)
             np.testing.assert_array_equal(ours, ref)
@@ -118,7 +116,7 @@ def test_pc_skeleton_equals_causal_learn_on_real_attention(attentions, alpha):
 
 def test_pc_depth_limit_equals_causal_learn_max_k(attentions):
     corr = attention_covariance(attentions[0].mean(0)).correlation
-    x = _data_with_correlation(corr, 60, SEED)  # few samples: a denser graph, deeper search
+    x = samples_with_correlation(corr, 60, SEED)  # few samples: a denser graph, deeper search
     for k in (0, 1):
         ref = pc(x, 0.05, fisherz, stable=True, show_progress=False, max_k=k).G.graph != 0
         ours = pc_search(np.corrcoef(x, rowvar=False), 60, 0.05, max_depth=k)

@@ -14,6 +14,7 @@ from attnlens.lenses.causal.covariance import (
     AttentionCovariance,
     attention_covariance,
     partial_correlations,
+    samples_with_correlation,
 )
 from attnlens.lenses.causal.explain import CausalExplanation, causal_explanation
 from attnlens.lenses.causal.icd import ICDResult, icd_search
@@ -32,4 +33,5 @@ __all__ = [
     "partial_correlations",
     "pc_search",
     "pc_skeleton",
+    "samples_with_correlation",
 ]

@@ -22,13 +22,20 @@ the number of samples of the tests (see :mod:`attnlens.lenses.causal.citest`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
-from attnlens._validation import Array, raise_invalid, validate_params
+from attnlens._validation import (
+    Array,
+    Interval,
+    check_random_state,
+    raise_invalid,
+    validate_params,
+)
 
 __all__ = ["AttentionCovariance", "attention_covariance", "check_correlation",
-           "partial_correlation", "partial_correlations"]
+           "partial_correlation", "partial_correlations", "samples_with_correlation"]
 
 #: smallest variance of an output embedding the correlation accepts (the official code's 1e-8,
 #: applied there to the standard deviation)
@@ -135,3 +142,30 @@ def partial_correlation(corr: np.ndarray, x: int, y: int, cond: tuple[int, ...])
     sub = corr[np.ix_(idx, idx)]
     inv = np.linalg.inv(sub)
     return float(-inv[0, 1] / np.sqrt(abs(inv[0, 0] * inv[1, 1])))
+
+
+@validate_params({
+    "corr": [Array(ndim=2)],
+    "n_samples": [Interval(Integral, 2, None)],
+    "seed": ["random_state"],
+})
+def samples_with_correlation(corr, n_samples: int, seed=None) -> np.ndarray:
+    r"""``(n_samples, n)`` data whose sample correlation is exactly ``corr`` (to rounding).
+
+    Gaussian noise is centred and whitened to an identity sample covariance, then coloured
+    with the symmetric square root of ``corr``: :math:`X = Z R^{1/2}`, so
+    ``np.corrcoef(X, rowvar=False) == corr``. It hands a correlation matrix (e.g. of attention)
+    with a chosen sample size to libraries that only take data (causal-learn's ``pc``).
+    Needs ``n_samples > n``.
+    """
+    arr = check_correlation(corr, caller="samples_with_correlation")
+    n = arr.shape[0]
+    if n_samples <= n:
+        raise_invalid("n_samples", f"> the number of variables ({n})", n_samples,
+                      "Whitening needs more samples than variables.", "samples_with_correlation")
+    rng = check_random_state(seed, "seed")
+    z = rng.standard_normal((n_samples, n))
+    z -= z.mean(axis=0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
+    w, v = np.linalg.eigh(arr)
+    return z @ (v * np.sqrt(np.clip(w, 0, None)) @ v.T)
