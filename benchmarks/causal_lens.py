@@ -8,7 +8,9 @@
    same run, ratio = causal-learn seconds / attnlens seconds; skeletons compared edge by edge.
 2. Faithfulness (:mod:`attnlens.experiments.causal_faithfulness`): prediction flip rates when
    removing CLEANN's explanation vs the same number of tokens by raw attention, rollout, random
-   and the classifier-free causal ranking; 3 seeds.
+   and the classifier-free causal ranking; 3 seeds, stable PC as the graph search. Then the
+   first ``--icd-n-eval`` sentences of the first seed again with the paper's ICD, next to PC's
+   records of the same sentences (``--icd-only`` adds just this part to an existing JSON).
 
 Run: ``python benchmarks/causal_lens.py [--n-eval 40] [--sizes 10 20 30 40]``; writes
 ``benchmarks/results/causal_lens.json`` and ``causal_lens.png`` (the run folder of the
@@ -29,12 +31,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np  # noqa: E402
 from _common import RESULTS, timed, write_result  # noqa: E402
 
+from attnlens._io import read_json  # noqa: E402
 from attnlens.backbones import load_backbone  # noqa: E402
 from attnlens.datasets.text import load_text  # noqa: E402
 from attnlens.experiments.causal_faithfulness import (  # noqa: E402
     FaithfulnessConfig,
     plot,
     run_causal_faithfulness,
+    summarize,
 )
 from attnlens.lenses.causal import (  # noqa: E402
     attention_covariance,
@@ -103,6 +107,21 @@ def figure(pc_rows: list[dict], metrics: dict, max_size: int) -> Path:
     return atomic_write_bytes(RESULTS / "causal_lens.png", buf.getvalue())
 
 
+def icd_subset(args) -> dict:
+    """The first ``--icd-n-eval`` sentences of the first seed explained with ICD, next to the
+    PC run's records of the same sentences (same split)."""
+    seed = args.seeds[0]
+    cfg_icd = FaithfulnessConfig(seeds=(seed,), n_eval=args.icd_n_eval, n_train=args.n_train,
+                                 search="icd")
+    run_causal_faithfulness(args.run_dir + "-icd", cfg_icd)
+    icd_records = read_json(Path(args.run_dir + "-icd") / "units" / f"seed-{seed}.json")
+    pc_records = read_json(Path(args.run_dir) / "units" / f"seed-{seed}.json")
+    n = len(icd_records["records"])
+    return {"seed": seed, "n_sentences": n,
+            "icd": summarize(icd_records["records"], cfg_icd.max_size),
+            "pc_same_sentences": summarize(pc_records["records"][:n], cfg_icd.max_size)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30, 40])
@@ -110,14 +129,26 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=FaithfulnessConfig.n_eval)
     ap.add_argument("--n-train", type=int, default=FaithfulnessConfig.n_train)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(FaithfulnessConfig.seeds))
+    ap.add_argument("--icd-n-eval", type=int, default=20,
+                    help="sentences of the first seed explained again with ICD (0: skip)")
+    ap.add_argument("--icd-only", action="store_true",
+                    help="add the ICD subset to an existing results/causal_lens.json")
     ap.add_argument("--run-dir", default=str(Path(tempfile.gettempdir())
                                              / "attnlens-causal-faithfulness"))
     args = ap.parse_args()
+    if args.icd_only:
+        payload = read_json(RESULTS / "causal_lens.json")
+        payload.pop("benchmark", None)
+        payload.pop("machine", None)
+        payload["faithfulness_icd_vs_pc_subset"] = icd_subset(args)
+        write_result("causal_lens", payload)
+        return
     load_before = os.getloadavg()
     pc_rows = bench_pc(args.sizes, args.per_size)
     cfg = FaithfulnessConfig(seeds=tuple(args.seeds), n_eval=args.n_eval, n_train=args.n_train)
     metrics = run_causal_faithfulness(args.run_dir, cfg)
     ratios = [r["ratio_causal_learn_over_attnlens"] for r in pc_rows]
+    icd = icd_subset(args) if args.icd_n_eval else None
     payload = {
         "notes": "CPU only (no GPU this session); shared 2-core machine, timings noisy. "
                  "The graph search is attnlens' own stable PC; causal-learn is the anchor. "
@@ -136,6 +167,7 @@ def main() -> None:
                                     "exhaustive_max_size": cfg.exhaustive_max_size,
                                     "search": cfg.search},
                          **metrics},
+        "faithfulness_icd_vs_pc_subset": icd,
     }
     write_result("causal_lens", payload)
     figure(pc_rows, metrics, cfg.max_size)
