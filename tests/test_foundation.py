@@ -113,3 +113,16 @@ def test_cli_version_and_help():
     for group in ("svm", "convex", "kernel", "demo"):
         assert group in result.output
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_check_array_refuses_values_that_do_not_fit_the_dtype():
+    import numpy as np
+    import pytest
+
+    from attnlens._validation import check_array
+    from attnlens.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="idx must be numeric array-like"):
+        check_array([1.0, float("inf")], "idx", dtype=np.int64)
+    with pytest.raises(InvalidParameterError, match="idx must be numeric array-like"):
+        check_array([10**40], "idx", dtype=np.int64)

@@ -398,7 +398,7 @@ def check_array(
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         _raise(name, "numeric array-like", value, f"It could not be converted ({exc}).", caller)
     if arr.dtype == object:
         _raise(name, "numeric array-like", value, "Pass a regular numeric array.", caller)
