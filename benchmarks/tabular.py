@@ -22,7 +22,7 @@ cancer; per-epoch optimality, Monge gap, Wasserstein distance and the path effic
 NPT timing: one training step split into forward/backward of the ABD blocks, the ABA blocks,
 and the rest (embeddings, masking, loss, optimizer), on breast cancer at the default size.
 
-    python benchmarks/tabular.py [--quick] [--seeds N]
+    python benchmarks/tabular.py [--quick] [--seeds N] [--lookup]
 """
 
 from __future__ import annotations
@@ -165,6 +165,28 @@ def ot_lens(quick: bool) -> dict:
     return out
 
 
+def lookup(seeds: int, quick: bool) -> dict:
+    """The lookup probe (attnlens.tabular.lookup) on breast-cancer rows, one run per seed."""
+    from attnlens.datasets.tabular import load_tabular
+    from attnlens.tabular import lookup_probe, make_lookup_table
+    from attnlens.tabular.lookup import PROBE_NPT, PROBE_TABLE, LookupNPTClassifier
+
+    data = load_tabular("breast_cancer")
+    runs = []
+    for seed in range(seeds):
+        table = make_lookup_table(data.X[:, : PROBE_TABLE["n_features"]],
+                                  n_pairs=PROBE_TABLE["n_pairs"], n_query=PROBE_TABLE["n_query"],
+                                  random_state=seed)
+        cfg = dict(PROBE_NPT, n_steps=50) if quick else PROBE_NPT
+        t0 = time.perf_counter()
+        res = lookup_probe(table, LookupNPTClassifier(random_state=seed, **cfg),
+                           random_state=seed).as_dict()
+        res["seconds"] = time.perf_counter() - t0
+        runs.append(res)
+        print(f"lookup seed {seed}: {res}", flush=True)
+    return {"table": PROBE_TABLE, "npt": PROBE_NPT, "runs": runs}
+
+
 def npt_timing(steps: int = 5) -> dict:
     """Split NPT's training step on breast cancer (80 % of the rows) by block type."""
     from sklearn.model_selection import train_test_split
@@ -262,6 +284,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--lookup", action="store_true", help="also run the lookup probe")
     args = parser.parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -269,10 +292,13 @@ def main(argv: list[str]) -> int:
     result = {"benchmark": NAME, "machine": machine(), "seeds": seeds, "quick": args.quick,
               "paper": PAPER_NOTE}
     result["npt_timing"] = npt_timing()
-    result["ot_lens"] = ot_lens(args.quick)
-    result["grid"] = run_grid(seeds, args.quick)
+    if args.lookup:
+        result["lookup"] = lookup(seeds, args.quick)
     out_dir = RESULTS if not args.quick else RESULTS.parent / "results_quick"
     out_dir.mkdir(exist_ok=True)
+    result["ot_lens"] = ot_lens(args.quick)
+    atomic_write_json(out_dir / f"{NAME}.json", result)  # partial results survive an interrupt
+    result["grid"] = run_grid(seeds, args.quick)
     atomic_write_json(out_dir / f"{NAME}.json", result)
     plot(result, out_dir / f"{NAME}.png")
     print(f"wrote {out_dir / (NAME + '.json')}")
