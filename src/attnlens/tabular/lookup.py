@@ -14,6 +14,10 @@ target inside each training minibatch; here the pairs are drawn from a small rea
 targets are random classes, so chance level is known exactly (1 / n_classes). The query rows'
 duplicates are context only: a pointwise model trained on them could memorize them, which is a
 different question (lookup of training data, which 1-NN solves).
+
+Status (docs/tabular.md): on 2 CPU cores, with ``PROBE_NPT`` (1500 steps), NPT stayed at chance;
+the lookup appears in a bare NPTNet loop on fresh rows only after a ~700-step plateau. The probe
+is the instrument; the paper's near-perfect lookup is not reproduced here.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sklearn.neural_network import MLPClassifier
 
 from attnlens._validation import (
     Array,
+    InstanceOf,
     Integral,
     Interval,
     RandomState,
@@ -120,6 +125,8 @@ def _predict_each(npt, table: LookupTable, y_context: np.ndarray) -> np.ndarray:
         for i in range(len(table.X_query))])
 
 
+@validate_params({"table": [InstanceOf(LookupTable)], "npt": [InstanceOf(NPTClassifier)],
+                  "random_state": [RandomState()]})
 def lookup_probe(table: LookupTable, npt, random_state=None) -> LookupProbeResult:
     """Fit ``npt`` (an unfitted NPTClassifier) and the pointwise baselines; score the queries.
 

@@ -134,6 +134,7 @@ def wasserstein(source: np.ndarray, target: np.ndarray, metric: str = "sqeuclide
     return float(ot.emd2(a, b, cost_matrix(source, target, metric), numItermax=1_000_000))
 
 
+@validate_params({"states": [list, tuple], "metric": [Options(*METRICS)]})
 def path_efficiency(states: Sequence[np.ndarray], metric: str = "euclidean") -> float:
     r"""Straightness of a trajectory of point clouds :math:`S_0, \dots, S_T`.
 
@@ -145,9 +146,6 @@ def path_efficiency(states: Sequence[np.ndarray], metric: str = "euclidean") -> 
     if len(states) < 2:
         raise_invalid("states", "at least two point clouds", f"got {len(states)}",
                       "Record the trajectory at two epochs or more.", "path_efficiency")
-    check_param_metric = Options(*METRICS)
-    if not check_param_metric.satisfied(metric):
-        raise_invalid("metric", str(check_param_metric), metric, "", "path_efficiency")
 
     def dist(u, v):
         w = wasserstein(u, v, metric)
