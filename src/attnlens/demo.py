@@ -100,7 +100,7 @@ def run_demo(
     if inspect:
         from attnlens.inspect import run_inspect
 
-        console.print(f"[0/3] attnlens inspect on {len(DEMO_SENTENCES)} Rotten Tomatoes "
+        console.print(f"[1/4] attnlens inspect on {len(DEMO_SENTENCES)} Rotten Tomatoes "
                       "sentences: rollout, exact flow, head statistics and importance, "
                       "Att-SVM of all 72 heads, kernel spectra, causal lens")
         inspected = run_inspect(out / "inspect", texts=list(DEMO_SENTENCES),
@@ -110,7 +110,7 @@ def run_demo(
             console.print("      " + line)
         console.print(f"      report: {out / 'inspect' / 'report.html'}")
     console.print(
-        f"[1/3] token features of {'all 8,530' if n_items is None else n_items} sentences "
+        f"[2/4] token features of {'all 8,530' if n_items is None else n_items} sentences "
         f"(cached after the first run), then heads {', '.join(heads)}\n"
         f"      d={d} (average pooling 384 -> {d}), training capped at {max_train} sentences, "
         f"seeds {list(seeds)}, selection on validation, scored once on the fixed test split"
@@ -131,11 +131,11 @@ def run_demo(
     certified = _certified(rows)
     check: dict[str, Any] | None = None
     if svm_check:
-        console.print("[2/3] Att-SVM: normalized GD on W vs W^mm (n=6, T=8, d=10, seed 0)")
+        console.print("[3/4] Att-SVM: normalized GD on W vs W^mm (n=6, T=8, d=10, seed 0)")
         from attnlens.svm import convergence_check
 
         check = convergence_check(seed=0)
-    console.print("[3/3] report")
+    console.print("[4/4] report")
     n_test, n_train = rows[0].get("n_test"), rows[0].get("n_train")
     title = (f"MiniLM / Rotten Tomatoes, d={d}, {len(seeds)} seed(s), train n={n_train}, "
              f"test n={n_test}")
