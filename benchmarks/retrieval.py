@@ -140,7 +140,7 @@ def plot(result: dict) -> None:
 
 def main(argv: list[str]) -> None:
     """``--quick``: one seed, 3 CSA epochs. ``--section speed|quality|imf``: rerun one part
-    and keep the others from the stored JSON."""
+    and keep the others from the stored JSON; ``--imf-seeds N`` sets the IMF seeds."""
     import json
 
     quick = "--quick" in argv
@@ -160,7 +160,9 @@ def main(argv: list[str]) -> None:
         if "quality" in sections:
             result["quality"] = quality(seeds, epochs, work)
         if "imf" in sections:
-            result["imf"] = imf(seeds, work)
+            imf_seeds = int(argv[argv.index("--imf-seeds") + 1]) if "--imf-seeds" in argv \
+                else seeds
+            result["imf"] = imf(imf_seeds, work)
     result["paper"] = PAPER
     write_result("retrieval", result)
     plot(result)
