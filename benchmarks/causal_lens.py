@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=FaithfulnessConfig.n_eval)
     ap.add_argument("--n-train", type=int, default=FaithfulnessConfig.n_train)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(FaithfulnessConfig.seeds))
-    ap.add_argument("--icd-n-eval", type=int, default=20,
+    ap.add_argument("--icd-n-eval", type=int, default=0,
                     help="sentences of the first seed explained again with ICD (0: skip)")
     ap.add_argument("--icd-only", action="store_true",
                     help="add the ICD subset to an existing results/causal_lens.json")
