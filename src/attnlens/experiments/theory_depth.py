@@ -143,18 +143,23 @@ def _figure(folder: RunFolder, rows, cmp) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for d in cmp.depths:
+    for i, d in enumerate(cmp.depths):
         rs = sorted((r for r in rows if r["depth"] == d), key=lambda r: r["params"])
-        ax.plot([r["params"] for r in rs], [r["val_loss_mean"] for r in rs], "o-", label=f"L={d}")
-        for r in rs:
-            if r["regime"] == "depth-efficient":
-                ax.plot(r["params"], r["val_loss_mean"], "o", mfc="none", mec="k", ms=10)
+        ax.plot([r["params"] for r in rs], [r["val_loss_mean"] for r in rs], "o-", color=f"C{i}",
+                label=f"L={d}")
+        eff = [r for r in rs if r["regime"] == "depth-efficient"]
+        ax.plot([r["params"] for r in eff], [r["val_loss_mean"] for r in eff], "o", mfc="none",
+                mec="k", ms=10)
     ax.set(xscale="log", xlabel="non-embedding parameters", ylabel="validation loss (nats/char)",
            title="loss vs size per depth (circled: L < log3 width)")
     ax.legend(fontsize=8)
+    lo, hi = cmp.params.min(), cmp.params.max()
     for k in range(len(cmp.depths) - 1):
-        bx.plot(cmp.params, cmp.gain[k], label=f"L={cmp.depths[k]} -> {cmp.depths[k + 1]}")
-        bx.axvline(cmp.predicted_crossover[k], ls=":", color=bx.lines[-1].get_color())
+        bx.plot(cmp.params, cmp.gain[k], color=f"C{k + 1}",
+                label=f"L={cmp.depths[k]} -> {cmp.depths[k + 1]}")
+        if lo <= cmp.predicted_crossover[k] <= hi:
+            bx.axvline(cmp.predicted_crossover[k], ls=":", color=f"C{k + 1}")
+    bx.set_xlim(lo, hi)
     bx.axhline(0, color="k", lw=0.8)
     bx.set(xscale="log", xlabel="non-embedding parameters",
            ylabel="loss(shallower) - loss(deeper)",

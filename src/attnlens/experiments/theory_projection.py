@@ -245,6 +245,8 @@ def summarize(folder: RunFolder, corpus, stats) -> dict[str, Any]:
             "val loss": _mean_std([u["val_loss"] for u in rs]) if "val_loss" in rs[0] else "",
             "corr(sym B, PMI)": _mean_std([u["sym_vs_pmi"]["pearson"] for u in rs]),
             "spearman(sym B, PMI)": _mean_std([u["sym_vs_pmi"]["spearman"] for u in rs]),
+            "corr(double-centered sym B, PMI)": _mean_std(
+                [u["sym_centered_vs_pmi"]["pearson"] for u in rs]),
             "corr(anti B, direction)": _mean_std([u["anti_vs_direction"]["pearson"] for u in rs]),
             "antisym. share of ||B||^2": _mean_std([u["antisymmetric_energy_share"] for u in rs]),
             "corr(logits, Q PMI Q^T) per sequence": _mean_std(
@@ -267,8 +269,11 @@ def summarize(folder: RunFolder, corpus, stats) -> dict[str, Any]:
             at = [r for r in hr if r["layer"] == layer]
             sp = [r["sym_vs_pmi"]["pearson"] for r in at]
             ap = [r["anti_vs_direction"]["pearson"] for r in at]
+            spc = [r["sym_centered_vs_pmi"]["pearson"] for r in at]
             per_layer.append({"layer": layer, "corr(sym, PMI) mean": round(float(np.mean(sp)), 3),
                               "max": round(float(np.max(sp)), 3),
+                              "centered: mean": round(float(np.mean(spc)), 3),
+                              "centered: max": round(float(np.max(spc)), 3),
                               "corr(anti, direction) mean": round(float(np.mean(ap)), 3),
                               "max |.|": round(float(np.max(np.abs(ap))), 3),
                               "antisym. share": round(float(np.mean(
