@@ -53,9 +53,6 @@ def describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-_describe = describe  # kept for callers of the old private name
-
-
 def raise_invalid(name: str, must: str, value: Any, hint: str = "", caller: str = "") -> NoReturn:
     """Raise :class:`InvalidParameterError` in the one message format.
 
@@ -68,8 +65,6 @@ def raise_invalid(name: str, must: str, value: Any, hint: str = "", caller: str 
         text += f" {hint}"
     raise InvalidParameterError(text)
 
-
-_raise = raise_invalid
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -260,22 +255,22 @@ class Tensor(Constraint):
 
     def check(self, value: Any, name: str, caller: str = "") -> Any:
         if not _is_tensor(value):
-            _raise(name, "a torch.Tensor", type(value).__name__,
+            raise_invalid(name, "a torch.Tensor", type(value).__name__,
                    "Convert with torch.as_tensor(...).", caller)
         if self.ndim is not None:
             allowed = (self.ndim,) if isinstance(self.ndim, int) else tuple(self.ndim)
             if value.ndim not in allowed:
-                _raise(name, f"a tensor with {' or '.join(map(str, allowed))} dimensions",
+                raise_invalid(name, f"a tensor with {' or '.join(map(str, allowed))} dimensions",
                        f"got shape {tuple(value.shape)}",
                        "Reshape the input (see the docstring for the axis order).", caller)
         if not self.allow_empty and value.numel() == 0:
-            _raise(name, "non-empty", f"got shape {tuple(value.shape)}",
+            raise_invalid(name, "non-empty", f"got shape {tuple(value.shape)}",
                    "Pass at least one element.", caller)
         if self.finite and value.is_floating_point():
             import torch  # only reached with a tensor, so torch is already imported
 
             if not bool(torch.isfinite(value.detach()).all()):
-                _raise(name, "finite", f"got NaN or inf values in a tensor of shape "
+                raise_invalid(name, "finite", f"got NaN or inf values in a tensor of shape "
                        f"{tuple(value.shape)}", "Clean or impute the input first.", caller)
         return value
 
@@ -315,7 +310,7 @@ def check_param(name: str, value: Any, allowed: Sequence[Any], caller: str = "")
     hint = hints[0] if hints else ""
     if not hint and any(isinstance(c, Interval) for c in constraints):
         hint = "Pass a value inside the range."
-    _raise(name, " or ".join(musts), value, hint, caller)
+    raise_invalid(name, " or ".join(musts), value, hint, caller)
 
 
 def validate(
@@ -391,21 +386,21 @@ def check_array(
     ``shape`` may hold ``None`` for free axes.
     """
     if value is None:
-        _raise(name, "an array", None, "Pass a numeric array.", caller)
+        raise_invalid(name, "an array", None, "Pass a numeric array.", caller)
     if isinstance(value, (str, bytes)):
-        _raise(name, "a numeric array", value, "Pass numbers, not text.", caller)
+        raise_invalid(name, "a numeric array", value, "Pass numbers, not text.", caller)
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensors
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
     except (TypeError, ValueError, OverflowError) as exc:
-        _raise(name, "numeric array-like", value, f"It could not be converted ({exc}).", caller)
+        raise_invalid(name, "numeric array-like", value, f"It could not be converted ({exc}).", caller)
     if arr.dtype == object:
-        _raise(name, "numeric array-like", value, "Pass a regular numeric array.", caller)
+        raise_invalid(name, "numeric array-like", value, "Pass a regular numeric array.", caller)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
-            _raise(
+            raise_invalid(
                 name,
                 f"an array with {' or '.join(map(str, allowed))} dimensions",
                 f"got shape {arr.shape}",
@@ -417,7 +412,7 @@ def check_array(
             s is not None and s != a for s, a in zip(shape, arr.shape, strict=False)
         ):
             want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-            _raise(
+            raise_invalid(
                 name,
                 f"an array of shape {want}",
                 f"got shape {arr.shape}",
@@ -425,10 +420,10 @@ def check_array(
                 caller,
             )
     if not allow_empty and arr.size == 0:
-        _raise(name, "non-empty", f"got shape {arr.shape}", "Pass at least one element.", caller)
+        raise_invalid(name, "non-empty", f"got shape {arr.shape}", "Pass at least one element.", caller)
     if finite and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        _raise(
+        raise_invalid(
             name,
             "finite",
             f"got {bad} NaN or inf value(s) in an array of shape {arr.shape}",
@@ -458,7 +453,7 @@ def check_scalar(
     """Check a scalar's type and range (bounds optional)."""
     if isinstance(value, bool) or not isinstance(value, kind):
         kname = getattr(kind, "__name__", str(kind))
-        _raise(name, f"a {kname}", value, "Pass a number.", caller)
+        raise_invalid(name, f"a {kname}", value, "Pass a number.", caller)
     closed = {(True, True): "both", (True, False): "left", (False, True): "right"}.get(
         (low_inclusive, high_inclusive), "neither"
     )
@@ -488,7 +483,7 @@ def check_random_state(seed: Any, name: str = "random_state") -> np.random.Gener
 def check_consistent_length(name_a: str, a: Any, name_b: str, b: Any, caller: str = "") -> None:
     """Two arrays share their first axis."""
     if len(a) != len(b):
-        _raise(
+        raise_invalid(
             name_b,
             f"as long as {name_a} ({len(a)})",
             f"got length {len(b)}",

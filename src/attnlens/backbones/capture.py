@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlens._validation import _raise, check_int, check_option
+from attnlens._validation import check_int, check_option, raise_invalid
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Encoder:
         full = self.tokenizer(text, truncation=False)["input_ids"]
         too_long = len(full) > self.max_positions
         if too_long and not truncate:
-            _raise("text", f"at most {self.max_positions} tokens (the model's positions)",
+            raise_invalid("text", f"at most {self.max_positions} tokens (the model's positions)",
                    f"got {len(full)} tokens",
                    "Shorten the text, or allow truncation (drop --no-truncate).",
                    "capture_text")
@@ -214,7 +214,7 @@ def load_encoder(model: str | os.PathLike = "minilm", *, attn_implementation: st
     else:
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
-            _raise("model", "'minilm', 'vit' or a local transformers encoder folder "
+            raise_invalid("model", "'minilm', 'vit' or a local transformers encoder folder "
                    "(with config.json)", name,
                    "attnlens never downloads models; point --model at a saved folder "
                    "(model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)).",
@@ -250,11 +250,11 @@ def capture_text(
         texts = [texts]
     texts = list(texts)
     if not texts:
-        _raise("texts", "a non-empty list of texts", texts, "Pass at least one text.",
+        raise_invalid("texts", "a non-empty list of texts", texts, "Pass at least one text.",
                "capture_text")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
-            _raise(f"texts[{i}]", "a non-empty string", t,
+            raise_invalid(f"texts[{i}]", "a non-empty string", t,
                    "Pass text with at least one word.", "capture_text")
     enc_model = model if isinstance(model, Encoder) else load_encoder(model, dtype=dtype)
     recorded: dict[int, dict[str, Any]] = {}

@@ -39,7 +39,6 @@ from attnlens._validation import (
     Interval,
     Options,
     Tensor,
-    check_option,
     raise_invalid,
     validate,
     validate_params,
@@ -374,7 +373,6 @@ def ksvd_objective(terms: KSVDTerms, form: Literal["sum", "mean"] = "sum") -> to
     Both use the token sums ``S^e = sum_i e_i**2`` of :class:`KSVDTerms`:
     ``sum_i e_i^T Lambda_h e_i = <lambda_h, S^e_h>``.
     """
-    check_option(form, "form", ("sum", "mean"))
     lam = terms.lam.to(terms.e_sq.dtype)  # (H, s)
     b, h, _ = terms.e_sq.shape
     if form == "sum":

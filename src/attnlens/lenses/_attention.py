@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnlens._validation import _raise, check_array
+from attnlens._validation import check_array, raise_invalid
 
 __all__ = ["check_attention", "residual_attention"]
 
@@ -30,15 +30,15 @@ def check_attention(att, name: str = "att", caller: str = "") -> np.ndarray:
     """
     arr = check_array(att, name, ndim=4, caller=caller)
     if arr.shape[2] != arr.shape[3]:
-        _raise(name, "an array of shape (layers, heads, n, n)", f"got shape {arr.shape}",
+        raise_invalid(name, "an array of shape (layers, heads, n, n)", f"got shape {arr.shape}",
                "The last two axes are queries and keys of one sequence.", caller)
     if arr.min() < 0:
-        _raise(name, "nonnegative (attention probabilities)", f"got minimum {arr.min():.3g}",
+        raise_invalid(name, "nonnegative (attention probabilities)", f"got minimum {arr.min():.3g}",
                "Pass softmax outputs, not logits.", caller)
     sums = arr.sum(axis=-1)
     worst = float(np.abs(sums - 1.0).max())
     if worst > ROW_SUM_TOL:
-        _raise(name, "row-stochastic (each query row sums to 1)",
+        raise_invalid(name, "row-stochastic (each query row sums to 1)",
                f"got a row sum off by {worst:.3g}",
                "Pass the real-token block of one sequence (padding rows and columns removed).",
                caller)
