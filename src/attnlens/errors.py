@@ -78,3 +78,20 @@ class CorpusTooSmallError(AttnLensError, ValueError):
 
 class UnsortedEventTimesError(AttnLensError, ValueError):
     """An event sequence has decreasing times (a negative time gap); sort each sequence by time."""
+
+
+class BackendUnavailableError(AttnLensError, RuntimeError):
+    """An execution backend cannot run here (Ray not installed, a Ray cluster unreachable); the
+    message names the fix (the install command, ``ray start --head``, or another ``--backend``)."""
+
+
+class SweepIncompleteError(AttnLensError, RuntimeError):
+    """Some units of a sweep did not finish (a worker died past its retries, or a unit raised).
+
+    The finished units are stored; ``pending`` lists the keys left to run, and the message says
+    that running the same command again resumes them.
+    """
+
+    def __init__(self, message: str, pending: list[str] | None = None):
+        super().__init__(message)
+        self.pending: list[str] = list(pending or [])

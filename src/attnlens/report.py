@@ -70,6 +70,9 @@ class RunFolder:
                 for unit in self.units_dir.glob("*.json"):
                     unit.unlink()
         atomic_write_json(cfg_path, self.config)
+        #: how this process ran the run's sweeps (backend, workers, units, seconds), or None;
+        #: set by :meth:`note_execution`, added to ``metrics.json`` and the markdown report
+        self.execution: dict[str, Any] | None = None
 
     @property
     def units_dir(self) -> Path:
@@ -96,8 +99,40 @@ class RunFolder:
             return {}
         return {p.stem: read_json(p) for p in sorted(self.units_dir.glob("*.json"))}
 
+    def note_execution(self, record: Mapping[str, Any]) -> None:
+        """Record one sweep's execution (backend, workers, units run and resumed, seconds).
+
+        Appended to ``execution.json`` (the history of every invocation on this folder) and
+        summed into :attr:`execution` (this process's sweeps), which :meth:`write_metrics`
+        and :meth:`write_markdown` report. The backend is not part of the config: a run
+        started on one backend resumes on another.
+        """
+        path = self.path / "execution.json"
+        history = read_json(path) if path.exists() else []
+        atomic_write_json(path, [*history, dict(record)])
+        if self.execution is None:
+            self.execution = {k: record[k] for k in ("backend", "address", "workers")}
+            self.execution.update(units=0, ran=0, resumed=0, failed=0, wall_seconds=0.0,
+                                  startup_seconds=0.0, task_seconds=0.0)
+        else:
+            self.execution.update({k: record[k] for k in ("backend", "address", "workers")})
+        for k in ("units", "ran", "resumed", "failed", "wall_seconds", "startup_seconds",
+                  "task_seconds"):
+            self.execution[k] += record.get(k, 0)
+
+    def execution_line(self) -> str:
+        """One sentence on how the sweeps of this process ran ("" when none ran)."""
+        e = self.execution
+        if not e:
+            return ""
+        return (f"Units: {e['ran']} run on the {e['backend']} backend ({e['workers']} workers, "
+                f"{e['wall_seconds']:.1f} s), {e['resumed']} resumed from the run folder.")
+
     def write_metrics(self, metrics: Mapping[str, Any], name: str = "metrics") -> Path:
-        return atomic_write_json(self.path / f"{name}.json", dict(metrics))
+        metrics = dict(metrics)
+        if self.execution is not None and "execution" not in metrics:
+            metrics["execution"] = dict(self.execution)
+        return atomic_write_json(self.path / f"{name}.json", metrics)
 
     def write_table(self, rows: Sequence[Mapping[str, Any]], name: str) -> Path:
         """Write rows (dicts sharing keys) as ``name.csv``."""
@@ -120,6 +155,9 @@ class RunFolder:
         return atomic_write_bytes(self.path / f"{name}.png", buf.getvalue())
 
     def write_markdown(self, text: str, name: str = "report") -> Path:
+        line = self.execution_line()
+        if line:
+            text = text.rstrip("\n") + f"\n\n_{line}_\n"
         return atomic_write_text(self.path / f"{name}.md", text)
 
 

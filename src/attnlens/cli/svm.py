@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 import typer
 
+from attnlens.cli.execution import ADDRESS, BACKEND, WORKERS, backend_options
+from attnlens.execution import Backend
+
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
@@ -307,11 +310,16 @@ def reproduce(
     seeds: int = typer.Option(100, "--seeds", min=1, help="Number of seeds (0..S-1)."),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<NAME>)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Training steps (experiment default)."),
+    chunk: int = typer.Option(None, "--chunk", min=1, help="Seeds per unit (experiment "
+                              "default); smaller chunks spread over more workers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Reproduce an Att-SVM dynamics experiment; writes config.json, metrics.json and PNGs and
-    resumes an interrupted sweep in the same folder."""
+    resumes an interrupted sweep in the same folder (on any --backend)."""
     from attnlens.experiments import accepts, get, load
     from attnlens.report import markdown_table
 
@@ -325,8 +333,14 @@ def reproduce(
             typer.echo(f"experiment {name!r} does not take --steps; drop it.", err=True)
             raise typer.Exit(2)
         kwargs["steps"] = steps
+    if chunk is not None:
+        if not accepts("svm", name, "chunk"):
+            typer.echo(f"experiment {name!r} does not take --chunk; drop it.", err=True)
+            raise typer.Exit(2)
+        kwargs["chunk"] = chunk
     folder = out or f"runs/{name}"
-    metrics = get("svm", name)(folder, **kwargs)
+    with backend_options(backend, address, workers):
+        metrics = get("svm", name)(folder, **kwargs)
     rows = [{"metric": k, "value": v} for k, v in _flatten(metrics)]
     typer.echo(markdown_table(rows))
     typer.echo(f"results written to {folder}")

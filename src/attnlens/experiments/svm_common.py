@@ -2,12 +2,13 @@
 
 Experiments train many seeds at once (vectorized, :mod:`attnlens.svm.dynamics`); a sweep is
 split into *units* (chunks of seeds, or one grid point), each stored in the run folder as soon
-as it is finished, so an interrupted sweep resumes without redoing finished units.
+as it is finished, so an interrupted sweep resumes without redoing finished units. The units
+run on the current backend of :mod:`attnlens.execution` (serial, processes or Ray), so each
+unit's callable is a :func:`functools.partial` of a module-level function (picklable).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,8 +16,6 @@ import numpy as np
 
 from attnlens._validation import check_int
 from attnlens.report import RunFolder
-
-logger = logging.getLogger(__name__)
 
 
 def seed_chunks(seeds: int, chunk: int, first: int = 0) -> list[list[int]]:
@@ -37,19 +36,12 @@ def sweep(
     desc: str,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Compute every unit not yet stored in ``run`` (saving each at once); return all units."""
-    todo = [(k, fn) for k, fn in units if not run.has_unit(k)]
-    if len(todo) < len(units):
-        logger.info("%s: resuming, %d of %d units already done", desc, len(units) - len(todo),
-                    len(units))
-    it: Any = todo
-    if progress and todo:
-        from tqdm.auto import tqdm
+    """Compute every unit not yet stored in ``run`` (saving each at once); return all units.
 
-        it = tqdm(todo, desc=desc)
-    for key, fn in it:
-        run.save_unit(key, fn())
-    return {k: run.load_unit(k) for k, _ in units}
+    Runs on the current backend (:func:`attnlens.execution.use_execution`)."""
+    from attnlens.execution import Unit, run_units
+
+    return run_units(run, [Unit(key, fn) for key, fn in units], desc=desc, progress=progress)
 
 
 def concat(units: dict[str, dict[str, Any]], field: str) -> np.ndarray:

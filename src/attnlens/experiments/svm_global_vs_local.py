@@ -9,6 +9,7 @@ typical. Neither paper's code contains this sweep. Score ``x_t^T W z``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def run(
     config = dict(experiment="global-vs-local", seeds=seeds, steps=steps, T=T, ns=ns, ds=ds,
                   lr=lr, init_scale=init_scale)
     run_ = RunFolder(out, config, overwrite=overwrite)
-    units = [(f"n={n},d={d}", lambda n=n, d=d: _unit(n, d, T, seeds, steps, lr, init_scale))
+    units = [(f"n={n},d={d}", partial(_unit, n, d, T, seeds, steps, lr, init_scale))
              for n in ns for d in ds]
     done = sweep(run_, units, "global-vs-local", progress)
     rows = []

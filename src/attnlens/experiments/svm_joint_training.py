@@ -9,6 +9,7 @@ the Att-SVM ``W^mm`` of the selection ``a``. Score ``x_t^T W z``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def run(
     config = dict(experiment="joint-training", seeds=seeds, steps=steps, n=n, T=T, d=d, lr=lr,
                   init_scale=init_scale, chunk=chunk, log_every=log_every)
     run_ = RunFolder(out, config, overwrite=overwrite)
-    units = [(chunk_key(c), lambda c=c: _unit(c, n, T, d, steps, lr, init_scale, log_every))
+    units = [(chunk_key(c), partial(_unit, c, n, T, d, steps, lr, init_scale, log_every))
              for c in seed_chunks(seeds, chunk)]
     done = sweep(run_, units, "joint-training", progress)
 

@@ -10,6 +10,7 @@ Reported: mean corr(W, W^mm) ~ 0.99 and corr((K,Q), W^mm_*) ~ 0.99 (own SVM), ~0
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,9 @@ def sweep_convergence(
                   init_scale=init_scale, chunk=chunk, log_every=log_every)
     run = RunFolder(out, config, overwrite=overwrite)
     units = [
-        (chunk_key(c), lambda c=c: convergence_unit(
-            c, n=n, T=T, d=d, steps=steps, lr=lr, ridge=ridge, init_scale=init_scale,
-            log_every=log_every))
+        (chunk_key(c), partial(
+            convergence_unit, c, n=n, T=T, d=d, steps=steps, lr=lr, ridge=ridge,
+            init_scale=init_scale, log_every=log_every))
         for c in seed_chunks(seeds, chunk)
     ]
     return run, sweep(run, units, name, progress)

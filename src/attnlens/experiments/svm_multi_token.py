@@ -18,6 +18,7 @@ papers' exact definition of each curve may differ from the one above).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def run(
                   log_every=log_every, head="tanh MLP (fixed, random)")
     run_ = RunFolder(out, config, overwrite=overwrite)
     units = [(f"d={d},{chunk_key(c)}",
-              lambda d=d, c=c: _unit(c, d, steps, lr, hidden, threshold, init_scale, log_every))
+              partial(_unit, c, d, steps, lr, hidden, threshold, init_scale, log_every))
              for d in ds for c in seed_chunks(seeds, chunk)]
     done = sweep(run_, units, "multi-token", progress)
     rows, metrics = [], {}

@@ -9,6 +9,7 @@ reference code reads cvxpy's ``None`` as rank 1). Score ``x_t^T W z``.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def run(
     nTs, ds = [int(x) for x in nTs], [int(x) for x in ds]
     config = dict(experiment="rank", seeds=seeds, nTs=nTs, ds=ds, rtol=rtol)
     run_ = RunFolder(out, config, overwrite=overwrite)
-    units = [(f"n={n},T={T},d={d}", lambda n=n, T=T, d=d: _unit(n, T, d, seeds, rtol))
+    units = [(f"n={n},T={T},d={d}", partial(_unit, n, T, d, seeds, rtol))
              for n in nTs for T in nTs for d in ds]
     done = sweep(run_, units, "rank", progress)
     rows = []

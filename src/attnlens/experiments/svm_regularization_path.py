@@ -7,6 +7,7 @@ paths; Tarzanagh, Li, Thrampoulidis, Oymak (arXiv 2308.16898). Score ``x_t^T W z
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def run(
     config = dict(experiment="regularization-path", seeds=seeds, inner_steps=steps, n=n, T=T,
                   d=d, radii=radii, chunk=chunk)
     run_ = RunFolder(out, config, overwrite=overwrite)
-    units = [(chunk_key(c), lambda c=c: _unit(c, n, T, d, radii, steps))
+    units = [(chunk_key(c), partial(_unit, c, n, T, d, radii, steps))
              for c in seed_chunks(seeds, chunk)]
     done = sweep(run_, units, "regularization-path", progress)
 

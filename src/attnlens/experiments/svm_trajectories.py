@@ -9,6 +9,7 @@ Thrampoulidis, Oymak, "Transformers as Support Vector Machines" (arXiv 2308.1689
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,7 @@ def run(
     config = dict(experiment="trajectories", seeds=seeds, steps=steps, lr=lr, ridge=ridge,
                   init_scale=init_scale, chunk=chunk, n=N, d=D, T=[3, 5])
     run_ = RunFolder(out, config, overwrite=overwrite)
-    units = [(f"T={T},{chunk_key(c)}", lambda T=T, c=c: _unit(c, T, steps, lr, ridge,
-                                                                init_scale))
+    units = [(f"T={T},{chunk_key(c)}", partial(_unit, c, T, steps, lr, ridge, init_scale))
              for T in (3, 5) for c in seed_chunks(seeds, chunk)]
     done = sweep(run_, units, "trajectories", progress)
     metrics: dict[str, Any] = {}

@@ -1,0 +1,101 @@
+"""The execution layer without Ray: processes vs serial, resuming across backends, faults, errors.
+
+The Ray backend has its own module (one shared local cluster): test_ray_backend.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import execution_units as eu
+import pytest
+from typer.testing import CliRunner
+
+from attnlens.cli import app
+from attnlens.errors import BackendUnavailableError, InvalidParameterError, SweepIncompleteError
+from attnlens.execution import Execution, Unit, run_units, use_execution
+from attnlens.report import RunFolder
+
+SWEEP, numbers = eu.SWEEP, eu.numbers
+
+def test_a_sweep_resumed_on_processes_gives_the_serial_numbers(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "lc"
+    first = runner.invoke(app, [*SWEEP, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    serial = numbers(out)
+    assert json.loads((out / "metrics.json").read_text())["execution"]["backend"] == "serial"
+    # two units lost, and a half-written unit file left by a killed writer
+    for key in ("seeds-0-1", "seeds-4-5"):
+        (out / "units" / f"{key}.json").unlink()
+    (out / "units" / ".seeds-0-1.json.x1y2.tmp").write_text('{"seeds": [0, 1], "W": {')
+
+    again = runner.invoke(app, [*SWEEP, "--out", str(out), "--backend", "processes",
+                                "--workers", "2"])
+    assert again.exit_code == 0, again.output
+    assert numbers(out) == serial
+    execution = json.loads((out / "metrics.json").read_text())["execution"]
+    assert (execution["backend"], execution["workers"]) == ("processes", 2)
+    assert (execution["ran"], execution["resumed"]) == (2, 1)
+    assert "processes backend (2 workers" in (out / "report.md").read_text()
+    history = json.loads((out / "execution.json").read_text())
+    assert [h["backend"] for h in history] == ["serial", "processes"]
+
+
+def test_a_killed_process_worker_leaves_its_unit_pending_until_a_rerun(tmp_path):
+    run = RunFolder(tmp_path / "run", {"test": "kill"})
+    marker_dir = tmp_path / "markers"
+    marker_dir.mkdir()
+    units = [Unit(f"seed-{s}", eu.die_on_first_try if s == 1 else eu.quick,
+                  {"seed": s, "marker_dir": str(marker_dir)}) for s in range(3)]
+    thread, killed = eu.start_killer(marker_dir)
+    with pytest.raises(SweepIncompleteError) as err:
+        run_units(run, units, desc="kill", progress=False,
+                  execution=Execution("processes", workers=2, max_retries=0))
+    thread.join()
+    assert killed, "the unit never started"
+    assert "seed-1" in err.value.pending
+    assert "run the same command again" in str(err.value).lower()
+    stored = {p.stem for p in run.units_dir.glob("*.json")}
+    assert "seed-1" not in stored and stored | set(err.value.pending) == {"seed-0", "seed-1",
+                                                                          "seed-2"}
+    # the rerun (here on the same backend, with a retry allowed) finishes the pending units
+    done = run_units(run, units, desc="kill", progress=False,
+                     execution=Execution("processes", workers=2))
+    assert done["seed-1"] == {"seed": 1, "killed": True}
+    assert {k: v["seed"] for k, v in done.items()} == {"seed-0": 0, "seed-1": 1, "seed-2": 2}
+
+
+def test_a_unit_error_is_raised_after_the_finished_units_are_stored(tmp_path):
+    run = RunFolder(tmp_path / "run", {"test": "error"})
+    units = [Unit("ok", eu.quick, {"seed": 0, "marker_dir": ""}), Unit("bad", eu.fails,
+                                                                        {"seed": 1})]
+    with pytest.raises(ArithmeticError, match="fails on purpose"):
+        run_units(run, units, desc="error", progress=False,
+                  execution=Execution("processes", workers=2))
+    assert run.has_unit("ok") and not run.has_unit("bad")
+
+
+def test_an_unknown_backend_lists_the_choices():
+    result = CliRunner().invoke(app, [*SWEEP, "--backend", "dask"])
+    assert result.exit_code == 2
+    for choice in ("serial", "processes", "ray"):
+        assert choice in result.output
+    with pytest.raises(InvalidParameterError, match="'serial', 'processes', 'ray'"):
+        Execution("dask")
+    with pytest.raises(InvalidParameterError, match="--backend ray"):
+        Execution("serial", address="auto")
+
+
+def test_a_missing_ray_install_names_the_fix(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = CliRunner().invoke(app, [*SWEEP, "--backend", "ray", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "pip install 'attnlens[ray]'" in result.output
+    assert not (tmp_path / "units").exists()  # failed before any work
+    with use_execution(Execution("ray")), pytest.raises(BackendUnavailableError,
+                                                        match="not installed"):
+        run_units(RunFolder(tmp_path / "r", {}), [Unit("a", eu.fails, {"seed": 0})], desc="x",
+                  progress=False)
