@@ -243,3 +243,21 @@ def test_bad_input_is_refused(attentions, call, name):
     corr = attention_covariance(att).correlation
     with pytest.raises(InvalidParameterError, match=name):
         call(att, corr)
+
+
+def test_pc_depth1_in_small_blocks_equals_causal_learn(attentions, monkeypatch):
+    """Depth 1 runs in blocks of pairs (bounded memory); tiny blocks give the same graph and
+    sepsets as one block, and causal-learn's skeleton."""
+    from attnlens.lenses.causal import pc as pc_module
+
+    corr = attention_covariance(attentions[0].mean(0)).correlation
+    x = samples_with_correlation(corr, 60, SEED)
+    whole = pc_search(np.corrcoef(x, rowvar=False), 60, 0.05, max_depth=1)
+    monkeypatch.setattr(pc_module, "DEPTH1_CHUNK", 3 * len(corr))  # 3 pairs per block
+    blocks = pc_search(np.corrcoef(x, rowvar=False), 60, 0.05, max_depth=1)
+    ref = pc(x, 0.05, fisherz, stable=True, show_progress=False, max_k=1).G.graph != 0
+    np.testing.assert_array_equal(blocks.adjacency, ref)
+    np.testing.assert_array_equal(blocks.adjacency, whole.adjacency)
+    assert blocks.sepsets == whole.sepsets
+    assert blocks.n_tests == whole.n_tests
+    assert any(len(s) == 1 for s in whole.sepsets.values())  # depth 1 removed edges

@@ -43,6 +43,8 @@ __all__ = ["PCResult", "pc_search", "pc_skeleton"]
 BOUNDARY_BAND = 1e-9
 #: conditioning sets inverted per batch at depth >= 2 (memory vs early exit)
 BATCH = 512
+#: (pair, z) entries per depth-1 block: ~8 float64 arrays of this size live at once (~130 MB)
+DEPTH1_CHUNK = 2 ** 21
 _EPS = np.finfo(float).eps
 
 
@@ -111,7 +113,19 @@ def _depth0(corr, adj, n, alpha):
 def _depth1(corr, adj, n, alpha):
     nv = corr.shape[0]
     iu = np.argwhere(np.triu(adj, 1))  # (m, 2)
-    x, y = iu[:, 0], iu[:, 1]
+    step = max(1, DEPTH1_CHUNK // max(nv, 1))
+    removed, n_tests = [], 0
+    for lo in range(0, len(iu), step):  # chunks of pairs: memory O(step * nv), not O(n^3)
+        part_removed, part_tests = _depth1_pairs(corr, adj, n, alpha, iu[lo:lo + step])
+        removed += part_removed
+        n_tests += part_tests
+    return removed, n_tests
+
+
+def _depth1_pairs(corr, adj, n, alpha, pairs):
+    """Depth-1 tests of the edges ``pairs`` (m, 2) against every z adjacent to x or y."""
+    nv = corr.shape[0]
+    x, y = pairs[:, 0], pairs[:, 1]
     rxy = corr[x, y][:, None]  # (m, 1)
     rxz, ryz = corr[x], corr[y]  # (m, nv)
     valid = (adj[x] | adj[y])  # z adjacent to x or to y (frozen adjacencies)
