@@ -263,6 +263,13 @@ def svm_entries() -> list[Entry]:
         Entry("svm.track_svm", S.track_svm, trajectory),
         Entry("svm.gen_svm_direction", S.gen_svm_direction,
               lambda: {"X": problem().X, "Z": problem().queries, "sets": sets}),
+        Entry("svm.log_ratio_fin", S.log_ratio_fin,
+              lambda: {"X": problem().X, "Z": problem().queries, "sets": sets,
+                       "probs": np.full((3, 4), 0.25)}),
+        Entry("svm.svm_eq", S.svm_eq,
+              lambda: {"W": np.eye(5), "X": problem().X, "Z": problem().queries,
+                       "probs": np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
+                                          [0.0, 0.0, 0.0, 1.0]])}),
         Entry("svm.convergence_check", S.convergence_check,
               lambda: {"seed": 0, "n": 3, "T": 4, "d": 5, "steps": 2}),
     ]

@@ -307,7 +307,9 @@ def solve(
 @app.command("reproduce")
 def reproduce(
     name: str = typer.Argument(..., help="Experiment name (see `--list`)."),
-    seeds: int = typer.Option(100, "--seeds", min=1, help="Number of seeds (0..S-1)."),
+    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Number of seeds or runs (experiment "
+                              "default: 100; multi-token 500 counted runs per d and rank 100 "
+                              "instances per cell, as the official notebooks)."),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<NAME>)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Training steps (experiment default)."),
     chunk: int = typer.Option(None, "--chunk", min=1, help="Seeds per unit (experiment "
@@ -327,7 +329,9 @@ def reproduce(
     if name not in known:
         typer.echo(f"unknown experiment {name!r}; known: {', '.join(known)}", err=True)
         raise typer.Exit(2)
-    kwargs: dict[str, Any] = {"seeds": seeds, "overwrite": overwrite}
+    kwargs: dict[str, Any] = {"overwrite": overwrite}
+    if seeds is not None:
+        kwargs["seeds"] = seeds
     if steps is not None:
         if not accepts("svm", name, "steps"):
             typer.echo(f"experiment {name!r} does not take --steps; drop it.", err=True)

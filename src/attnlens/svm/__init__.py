@@ -4,7 +4,8 @@ gradient dynamics that converge to them.
 Score convention: ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized).
 
 Layout: the public programs in :mod:`~attnlens.svm.attsvm`, :mod:`~attnlens.svm.gensvm`,
-:mod:`~attnlens.svm.optimality` and :mod:`~attnlens.svm.problems`; the dynamics
+:mod:`~attnlens.svm.svmeq` (``W^SVMeq`` of multi-token runs), :mod:`~attnlens.svm.optimality`
+and :mod:`~attnlens.svm.problems`; the dynamics
 (``train_attention``, trackers, regularization path) in :mod:`attnlens.svm.dynamics`; the
 private solvers in ``attnlens.svm._solvers``; the shared tolerances (support, rank) and
 ``matrix_norm`` in ``attnlens.svm._numerics``.
@@ -51,6 +52,7 @@ from attnlens.svm.problems import (
     planted_problem,
     random_problem,
 )
+from attnlens.svm.svmeq import SVMEqResult, log_ratio_fin, svm_eq
 
 __all__ = [
     "AttSVMResult",
@@ -62,6 +64,7 @@ __all__ = [
     "ProblemBatch",
     "RegPath",
     "SVMTrack",
+    "SVMEqResult",
     "SelectionSearch",
     "TokenSelectionProblem",
     "Trajectory",
@@ -77,6 +80,7 @@ __all__ = [
     "is_globally_optimal",
     "is_locally_optimal",
     "locally_optimal_selections",
+    "log_ratio_fin",
     "loss_and_grad",
     "paper_2d_example",
     "planted_problem",
@@ -85,6 +89,7 @@ __all__ = [
     "regularization_path",
     "support_sets",
     "svm_references",
+    "svm_eq",
     "svm_solution",
     "track_svm",
     "train_attention",

@@ -3,6 +3,11 @@
 ``h(r) = v^T r`` (linear) or ``h(r) = v2^T phi(V1 r)`` (a fixed two-layer MLP), applied to the
 attended token ``r = X^T softmax(X W z)`` (score ``x_t^T W z``). Arrays carry a leading seed
 axis ``S``.
+
+The multi-token head of the official Att-SVM code (umich-sota/TF-as-SVM,
+``multi_token_converge.ipynb``) is ``h(r) = 1^T ReLU(V^T r)`` with a Gaussian ``V`` (d, d)
+scaled to ``||V||_F = 1``: :func:`sum_relu_head`, or ``MLPHead.sum_relu(V)`` for the
+training loop (``V1 = V^T``, ``v2 = 1``, ReLU).
 """
 
 from __future__ import annotations
@@ -33,6 +38,24 @@ class MLPHead:
         V1 = rng.standard_normal((S, hidden, d)) / np.sqrt(d)
         v2 = rng.standard_normal((S, hidden)) / np.sqrt(hidden)
         return cls(V1, v2, activation)
+
+    @classmethod
+    def sum_relu(cls, V: np.ndarray) -> MLPHead:
+        """The official multi-token head ``h(r) = 1^T ReLU(V^T r)``; ``V`` (d, m) or (S, d, m)
+        (a leading seed axis is added when absent)."""
+        V = np.asarray(V, dtype=np.float64)
+        V = V[None] if V.ndim == 2 else V
+        return cls(np.ascontiguousarray(V.transpose(0, 2, 1)), np.ones(V.shape[::2]), "relu")
+
+
+def sum_relu_head(r: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``h(r) = 1^T ReLU(V^T r)`` for attended tokens ``r`` (..., d) and ``V`` (d, m): (...,).
+
+    The prediction head of the official multi-token experiment (Tarzanagh, Li, Thrampoulidis,
+    Oymak, arXiv 2308.16898; umich-sota/TF-as-SVM ``multi_token_converge.ipynb``).
+    """
+    return np.maximum(np.asarray(r, dtype=np.float64) @ np.asarray(V, dtype=np.float64),
+                      0.0).sum(axis=-1)
 
 
 def head_output(

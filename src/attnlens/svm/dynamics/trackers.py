@@ -266,7 +266,10 @@ def track_svm(
 def gen_svm_direction(
     X: np.ndarray, Z: np.ndarray, sets: list[list[int]], method: str = "auto"
 ) -> np.ndarray:
-    """``W^SVMeq`` (Gen-SVM, Frobenius) of selected sets: :func:`attnlens.svm.gensvm.gen_svm`.
+    """The Gen-SVM direction (Frobenius) of selected sets: :func:`attnlens.svm.gensvm.gen_svm`.
+
+    The official multi-token figure labels it ``W^mm``; its ``W^SVMeq`` is
+    ``W^fin + R W^dir`` (:func:`attnlens.svm.svm_eq`).
 
     Raises :class:`InfeasibleError` when no W separates the sets.
     """
