@@ -307,9 +307,10 @@ def solve(
 @app.command("reproduce")
 def reproduce(
     name: str = typer.Argument(..., help="Experiment name (see `--list`)."),
-    seeds: int | None = typer.Option(None, "--seeds", min=1, help="Number of seeds or runs (experiment "
-                              "default: 100; multi-token 500 counted runs per d and rank 100 "
-                              "instances per cell, as the official notebooks)."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, help="Number of seeds or runs (experiment default: 100; "
+        "multi-token 500 counted runs per d and rank 100 instances per cell, as the official "
+        "notebooks)."),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<NAME>)."),
     steps: int = typer.Option(None, "--steps", min=1, help="Training steps (experiment default)."),
     chunk: int = typer.Option(None, "--chunk", min=1, help="Seeds per unit (experiment "
