@@ -97,9 +97,30 @@ def test_bad_input_is_named():
     Xn[1, 1] = np.nan
     with pytest.raises(InvalidParameterError, match="NaN"):
         NPTClassifier(n_steps=1).fit(Xn, y)
-    with pytest.raises(InvalidParameterError, match="single class"):
+    with pytest.raises(InvalidParameterError, match="one class"):
         NPTClassifier(n_steps=1).fit(X, np.zeros(20))
     with pytest.raises(MemoryBudgetError, match="dim"):
         NPTClassifier(dim=64, memory_budget_gb=0.5).fit(rng.normal(size=(20, 400)), y)
     with pytest.raises(InvalidParameterError, match="target_mask_prob"):
         NPTClassifier(target_mask_prob=0.0).fit(X, y)
+
+
+def test_early_stopping_restores_the_best_validation_checkpoint():
+    """The returned weights are the best evaluated ones: the validation loss recomputed on the
+    fitted model equals the minimum of the recorded curve, and training stopped within
+    ``n_iter_no_change`` evaluations of that best step (or at n_steps)."""
+    data = load_tabular("breast_cancer")
+    X, y = data.X[:200, :6], data.y[:200]
+    clf = NPTClassifier(dim=8, depth=2, n_heads=4, n_steps=200, lr=2e-2, eval_every=5,
+                        n_iter_no_change=3, validation_fraction=0.2, random_state=0).fit(X, y)
+    val = clf.validation_rows_
+    assert len(val) == 40 and len(clf.validation_loss_curve_) >= 1
+    train = np.setdiff1d(np.arange(200), val)
+    # an independent path: the estimator's own predict with the training part as the table
+    clf_ctx = NPTClassifier(**clf.get_params())
+    clf_ctx.__dict__.update({k: v for k, v in clf.__dict__.items() if k.endswith("_")})
+    clf_ctx.X_train_, clf_ctx.t_train_ = X[train], clf.t_train_[train]
+    proba = clf_ctx.predict_proba(X[val])
+    nll = -np.mean(np.log(proba[np.arange(40), np.searchsorted(clf.classes_, y[val])]))
+    assert nll == pytest.approx(min(clf.validation_loss_curve_), rel=1e-4)
+    assert clf.n_iter_ == 200 or clf.n_iter_ == clf.best_step_ + 3 * 5

@@ -42,10 +42,11 @@ def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_hea
     def split(x):  # (B, T, W) -> (B, h, T, W/h)
         return x.reshape(B, x.shape[1], h, W // h).transpose(1, 2)
 
-    # scaled_dot_product_attention divides by sqrt(head width); rescale q to get 1/sqrt(scale_dim)
-    qs = split(q) * math.sqrt((W // h) / scale_dim)
+    # the official scaling 1/sqrt(scale_dim), not SDPA's default 1/sqrt(head width); without
+    # attention dropout torch picks its fused (flash) CPU kernel, which never forms the map
     out = nn.functional.scaled_dot_product_attention(
-        qs, split(k), split(v), dropout_p=dropout if training else 0.0)  # (B, h, T, W/h)
+        split(q), split(k), split(v), dropout_p=dropout if training else 0.0,
+        scale=1.0 / math.sqrt(scale_dim))  # (B, h, T, W/h)
     return out.transpose(1, 2).reshape(B, T, W)
 
 

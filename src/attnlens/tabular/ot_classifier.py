@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import ot
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
@@ -75,7 +75,7 @@ def class_centres(n_classes: int, dim: int, geometry: str, separation: float,
     return G * separation / np.sqrt(2.0 * dim)
 
 
-class OTDummyClassifier(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
+class OTDummyClassifier(ParamsValidatedMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     """OT alignment to class-specific dummy Gaussians, generalized by an MLP.
 
     Parameters
@@ -156,6 +156,7 @@ class OTDummyClassifier(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
                                  alpha=self.alpha, max_iter=self.max_iter, random_state=seed,
                                  early_stopping=False)
         self.map_.fit(Z, targets)
+        self.n_iter_ = self.map_.n_iter_
         return self
 
     def transform(self, X) -> np.ndarray:
@@ -165,17 +166,24 @@ class OTDummyClassifier(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
         out = self.map_.predict(self.scaler_.transform(X))
         return out.reshape(len(X), -1)
 
-    def decision_function(self, X) -> np.ndarray:
+    def _log_posterior(self, X) -> np.ndarray:
         """Log-posterior (up to a constant) of each class's Gaussian, (n, n_classes)."""
         T = self.transform(X)
         d2 = ((T[:, None, :] - self.centres_[None, :, :]) ** 2).sum(-1)
         return -d2 / (2.0 * self.spread**2)
 
+    def decision_function(self, X) -> np.ndarray:
+        """Log-posteriors (n, n_classes); for two classes the log-odds of ``classes_[1]``, (n,),
+        as scikit-learn's binary classifiers."""
+        s = self._log_posterior(X)
+        return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
+
     def predict_proba(self, X) -> np.ndarray:
-        s = self.decision_function(X)
+        s = self._log_posterior(X)
         s = s - s.max(axis=1, keepdims=True)
         e = np.exp(s)
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        s = self._log_posterior(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(s, axis=1)]
