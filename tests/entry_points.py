@@ -270,6 +270,13 @@ def svm_entries() -> list[Entry]:
               lambda: {"W": np.eye(5), "X": problem().X, "Z": problem().queries,
                        "probs": np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
                                           [0.0, 0.0, 0.0, 1.0]])}),
+        Entry("svm.official_problem", S.official_problem,
+              lambda: {"seed": 0, "n": 3, "T": 4, "d": 5}),
+        Entry("svm.reference_train", S.reference_train,
+              lambda: {"problem": batch(), "steps": 2, "W0": np.zeros((5, 5))}),
+        Entry("svm.reference_train (K, Q)", S.reference_train,
+              lambda: {"problem": batch(), "param": "KQ", "steps": 2, "K0": np.eye(5),
+                       "Q0": np.eye(5)}),
         Entry("svm.convergence_check", S.convergence_check,
               lambda: {"seed": 0, "n": 3, "T": 4, "d": 5, "steps": 2}),
     ]

@@ -54,6 +54,14 @@ class Variant(str, enum.Enum):
     causal = "causal"
 
 
+class Data(str, enum.Enum):
+    """``--data``: attnlens's numpy generator, or the official TF-as-SVM notebook's (torch,
+    seed = run, bit for bit)."""
+
+    attnlens = "attnlens"
+    official = "official"
+
+
 class Method(str, enum.Enum):
     """``--method``: the solver (``attnlens.svm.att_svm``'s ``method``)."""
 
@@ -320,6 +328,9 @@ def reproduce(
     backend: Backend = BACKEND,
     address: str = ADDRESS,
     workers: int = WORKERS,
+    data: Data = typer.Option(None, "--data", help="Problem generator: attnlens (default) or "
+                              "official (the TF-as-SVM notebook's, seed = run; "
+                              "local-convergence and nuclear-bias)."),
 ) -> None:
     """Reproduce an Att-SVM dynamics experiment; writes config.json, metrics.json and PNGs and
     resumes an interrupted sweep in the same folder (on any --backend)."""
@@ -343,6 +354,11 @@ def reproduce(
             typer.echo(f"experiment {name!r} does not take --chunk; drop it.", err=True)
             raise typer.Exit(2)
         kwargs["chunk"] = chunk
+    if data is not None:
+        if not accepts("svm", name, "data"):
+            typer.echo(f"experiment {name!r} does not take --data; drop it.", err=True)
+            raise typer.Exit(2)
+        kwargs["data"] = Data(data).value
     folder = out or f"runs/{name}"
     with backend_options(backend, address, workers):
         metrics = get("svm", name)(folder, **kwargs)

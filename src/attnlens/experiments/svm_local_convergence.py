@@ -5,6 +5,12 @@ Setting of Tarzanagh, Li, Thrampoulidis, Oymak, "Transformers as Support Vector 
 (arXiv 2308.16898): n=6, T=8, d=10, unit-norm Gaussian tokens and queries, unit v, Y=+-1,
 2000 normalized-GD steps with lr 0.1, logistic loss; score ``x_t^T W z`` with ``W = K Q^T``.
 Reported: mean corr(W, W^mm) ~ 0.99 and corr((K,Q), W^mm_*) ~ 0.99 (own SVM), ~0.86 across.
+
+``data="attnlens"`` draws the problems with :meth:`ProblemBatch.random` (numpy, seed = run);
+``data="official"`` with the official notebook's generator (torch, seed = run, bit for bit the
+data of ``local_converge.ipynb``'s runs 0-99: :func:`attnlens.svm.official_data.official_problem`).
+The model initialization is Gaussian with std ``init_scale`` from ``random_state`` = the
+chunk's first seed (the official notebook leaves it unseeded).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from attnlens._validation import check_option
 from attnlens.experiments import register
 from attnlens.experiments.svm_common import band, chunk_key, seed_chunks, summary, sweep
 from attnlens.report import RunFolder, markdown_table
@@ -23,6 +30,15 @@ from attnlens.svm.dynamics import ProblemBatch, train_attention
 from attnlens.svm.trackers import track_svm
 
 PAPER = {"W_vs_fro": 0.99, "KQ_vs_nuc": 0.99, "W_vs_nuc": 0.86}
+DATA = ("attnlens", "official")
+
+
+def problem_batch(seeds: list[int], n: int, T: int, d: int, data: str) -> ProblemBatch:
+    """The problems of ``seeds``: attnlens's numpy generator or the official torch one."""
+    check_option(data, "data", DATA)
+    if data == "official":
+        return ProblemBatch.official(seeds, n, T, d)
+    return ProblemBatch.random(seeds, n, T, d)
 
 
 def convergence_unit(
@@ -36,9 +52,10 @@ def convergence_unit(
     ridge: float,
     init_scale: float,
     log_every: int,
+    data: str = "attnlens",
 ) -> dict[str, Any]:
     """Train W and (K, Q) on the problems of ``seeds`` (batched) and correlate with both SVMs."""
-    batch = ProblemBatch.random(seeds, n, T, d)
+    batch = problem_batch(seeds, n, T, d, data)
     out: dict[str, Any] = {"seeds": list(seeds)}
     for param in ("W", "KQ"):
         start = time.perf_counter()
@@ -76,15 +93,18 @@ def collect(units: dict[str, dict[str, Any]], param: str, field: str) -> np.ndar
 def sweep_convergence(
     out: str | Path, name: str, *, seeds: int, overwrite: bool, steps: int, n: int, T: int,
     d: int, lr: float, ridge: float, init_scale: float, chunk: int, log_every: int,
-    progress: bool,
+    progress: bool, data: str = "attnlens",
 ) -> tuple[RunFolder, dict[str, dict[str, Any]]]:
+    check_option(data, "data", DATA)
     config = dict(experiment=name, seeds=seeds, steps=steps, n=n, T=T, d=d, lr=lr, ridge=ridge,
                   init_scale=init_scale, chunk=chunk, log_every=log_every)
+    if data != "attnlens":  # runs stored before the option existed keep their config
+        config["data"] = data
     run = RunFolder(out, config, overwrite=overwrite)
     units = [
         (chunk_key(c), partial(
             convergence_unit, c, n=n, T=T, d=d, steps=steps, lr=lr, ridge=ridge,
-            init_scale=init_scale, log_every=log_every))
+            init_scale=init_scale, log_every=log_every, data=data))
         for c in seed_chunks(seeds, chunk)
     ]
     return run, sweep(run, units, name, progress)
@@ -106,14 +126,16 @@ def run(
     chunk: int = 50,
     log_every: int = 20,
     progress: bool = True,
+    data: str = "attnlens",
 ) -> dict[str, Any]:
-    """Mean final correlation of W with W^mm and of (K, Q) with W^mm_* over ``seeds`` seeds."""
+    """Mean final correlation of W with W^mm and of (K, Q) with W^mm_* over ``seeds`` seeds
+    (``data``: ``"attnlens"`` or ``"official"``, see the module docstring)."""
     import matplotlib.pyplot as plt
 
     run_, units = sweep_convergence(
         out, "local-convergence", seeds=seeds, overwrite=overwrite, steps=steps, n=n, T=T, d=d,
         lr=lr, ridge=ridge, init_scale=init_scale, chunk=chunk, log_every=log_every,
-        progress=progress)
+        progress=progress, data=data)
     steps_axis = np.asarray(next(iter(units.values()))["steps"])
     w_fro = collect(units, "W", "corr_fro")
     kq_nuc = collect(units, "KQ", "corr_nuc")
@@ -132,6 +154,7 @@ def run(
                                    for p in ("W", "KQ"))),
         "seconds_svm": float(sum(u[p]["seconds_svm"] for u in units.values()
                                  for p in ("W", "KQ"))),
+        "data": data,
         "paper": {"corr_W_Wmm": PAPER["W_vs_fro"], "corr_KQ_Wmm_nuc": PAPER["KQ_vs_nuc"]},
     }
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -143,7 +166,7 @@ def run(
     axes[0].set_ylabel("correlation")
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(loc="lower right")
-    axes[0].set_title(f"n={n}, T={T}, d={d}, {seeds} seeds")
+    axes[0].set_title(f"n={n}, T={T}, d={d}, {seeds} seeds, {data} data")
     axes[1].hist([w_fro, kq_nuc], bins=20, label=["W", "(K,Q)"])
     axes[1].set_xlabel("final correlation with own SVM")
     axes[1].legend()

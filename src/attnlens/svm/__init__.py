@@ -6,7 +6,9 @@ Score convention: ``score_t = x_t^T W z`` (``W = K Q^T`` when factorized).
 Layout: the public programs in :mod:`~attnlens.svm.attsvm`, :mod:`~attnlens.svm.gensvm`,
 :mod:`~attnlens.svm.svmeq` (``W^SVMeq`` of multi-token runs), :mod:`~attnlens.svm.optimality`
 and :mod:`~attnlens.svm.problems`; the dynamics
-(``train_attention``, trackers, regularization path) in :mod:`attnlens.svm.dynamics`; the
+(``train_attention``, the official-style ``reference_train``, trackers, regularization path)
+in :mod:`attnlens.svm.dynamics`; the official notebooks' data in
+:mod:`~attnlens.svm.official_data`; the
 private solvers in ``attnlens.svm._solvers``; the shared tolerances (support, rank) and
 ``matrix_norm`` in ``attnlens.svm._numerics``.
 """
@@ -15,6 +17,7 @@ from attnlens.svm.attsvm import AttSVMResult, att_svm, att_svm_problem
 from attnlens.svm.dynamics import (
     MLPHead,
     ProblemBatch,
+    ReferenceRun,
     RegPath,
     SVMTrack,
     Trajectory,
@@ -23,6 +26,7 @@ from attnlens.svm.dynamics import (
     gen_svm_direction,
     loss_and_grad,
     project_out_fin,
+    reference_train,
     regularization_path,
     svm_references,
     svm_solution,
@@ -36,6 +40,7 @@ from attnlens.svm.gensvm import (
     finite_part,
     gen_svm,
 )
+from attnlens.svm.official_data import official_problem
 from attnlens.svm.optimality import (
     LocalOptimum,
     OptimalityReport,
@@ -62,6 +67,7 @@ __all__ = [
     "MLPHead",
     "OptimalityReport",
     "ProblemBatch",
+    "ReferenceRun",
     "RegPath",
     "SVMTrack",
     "SVMEqResult",
@@ -82,10 +88,12 @@ __all__ = [
     "locally_optimal_selections",
     "log_ratio_fin",
     "loss_and_grad",
+    "official_problem",
     "paper_2d_example",
     "planted_problem",
     "project_out_fin",
     "random_problem",
+    "reference_train",
     "regularization_path",
     "support_sets",
     "svm_references",

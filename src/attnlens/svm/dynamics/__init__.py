@@ -2,6 +2,8 @@
 
 * :mod:`~attnlens.svm.dynamics.training`: ``train_attention`` (normalized GD on ``W`` or
   ``(K, Q)``, batched over seeds), ``loss_and_grad``, ``ProblemBatch``, ``Trajectory``;
+* :mod:`~attnlens.svm.dynamics.reference_loop`: ``reference_train``, the official notebook's
+  per-seed torch-autograd loop (separate K/Q normalization), the like-for-like baseline;
 * :mod:`~attnlens.svm.dynamics.trackers`: the Att-SVM solutions of the selection a run
   converged to, and the correlation of the trajectory with them;
 * :mod:`~attnlens.svm.dynamics.regpath`: the regularization path ``argmin_{||W|| <= R} L(W)``;
@@ -15,6 +17,7 @@ Zhang, Oymak, NeurIPS 2023 (arXiv 2306.13596); Tarzanagh, Li, Thrampoulidis, Oym
 from attnlens.svm._heads import MLPHead
 from attnlens.svm._numerics import numerical_rank
 from attnlens.svm.dynamics.convergence import convergence_check
+from attnlens.svm.dynamics.reference_loop import ReferenceRun, reference_train
 from attnlens.svm.dynamics.regpath import RegPath, regularization_path
 from attnlens.svm.dynamics.trackers import (
     SOLVER_COUNTS,
@@ -37,6 +40,7 @@ from attnlens.svm.dynamics.training import (
 __all__ = [
     "MLPHead",
     "ProblemBatch",
+    "ReferenceRun",
     "RegPath",
     "SOLVER_COUNTS",
     "SVMTrack",
@@ -48,6 +52,7 @@ __all__ = [
     "loss_and_grad",
     "numerical_rank",
     "project_out_fin",
+    "reference_train",
     "regularization_path",
     "svm_references",
     "svm_solution",

@@ -49,6 +49,7 @@ from attnlens._validation import (
 )
 from attnlens.svm._heads import ACTIVATIONS, MLPHead, head_output
 from attnlens.svm._numerics import ITERATE_RANK_RTOL, numerical_rank
+from attnlens.svm.official_data import official_problem
 from attnlens.svm.problems import TokenSelectionProblem, random_problem
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,17 @@ class ProblemBatch:
         batch = cls.from_problems(probs)
         if self_attention:
             batch.Z = batch.X[:, :, 0, :].copy()
+        batch.seeds = list(seeds)
+        return batch
+
+    @classmethod
+    def official(cls, seeds: Sequence[int], n: int = 6, T: int = 8, d: int = 10) -> ProblemBatch:
+        """The official TF-as-SVM notebooks' data, one problem per seed (run ``r`` = seed
+        ``r``), bit for bit: :func:`attnlens.svm.official_data.official_problem`."""
+        seeds = [check_int(s, "seed", low=0) for s in seeds]
+        if not seeds:
+            raise_invalid("seeds", "at least one seed", "got none")
+        batch = cls.from_problems([official_problem(s, n, T, d) for s in seeds])
         batch.seeds = list(seeds)
         return batch
 
