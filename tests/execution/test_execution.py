@@ -99,3 +99,22 @@ def test_a_missing_ray_install_names_the_fix(tmp_path, monkeypatch):
                                                         match="not installed"):
         run_units(RunFolder(tmp_path / "r", {}), [Unit("a", eu.fails, {"seed": 0})], desc="x",
                   progress=False)
+
+
+def test_torch_heads_train_on_the_resolved_device():
+    import numpy as np
+    import torch
+
+    from attnlens.convex.estimators import NonConvexAttentionClassifier
+    from attnlens.execution import resolve_device
+
+    gpu = torch.cuda.is_available()
+    assert resolve_device() == ("cuda" if gpu else "cpu") and resolve_device("cpu") == "cpu"
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4, 3)), rng.integers(0, 2, 40)
+    head = NonConvexAttentionClassifier(max_epochs=2, random_state=0, device=resolve_device())
+    assert head.fit(X, y).predict(X).shape == (40,)
+    assert next(head.network_.parameters()).device.type == resolve_device()
+    if not gpu:  # asking for a GPU that is not there is a named parameter error
+        with pytest.raises(InvalidParameterError, match="device"):
+            NonConvexAttentionClassifier(max_epochs=1, device="cuda").fit(X, y)

@@ -6,6 +6,9 @@ from typing import Any
 
 import typer
 
+from attnlens.cli.execution import ADDRESS, BACKEND, WORKERS, backend_options
+from attnlens.execution import Backend
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 
@@ -24,6 +27,9 @@ def reproduce(
                                    "another config."),
     paper_size: bool = typer.Option(False, "--paper-size", help="uea: the official scripts' "
                                     "backbone (d_model 512, FF 2048, 8 heads, 2 layers)."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Reproduce a Primal-Attention / kernel-lens experiment into a resumable run folder."""
     from attnlens.experiments import get, load
@@ -54,7 +60,8 @@ def reproduce(
 
         kwargs.update(PAPER_SIZE)
     folder = out or f"runs/kernel-{name}"
-    metrics = get("kernel", name)(folder, **kwargs)
+    with backend_options(backend, address, workers):
+        metrics = get("kernel", name)(folder, **kwargs)
     table = metrics.get("table")
     if table:
         typer.echo(markdown_table(table))

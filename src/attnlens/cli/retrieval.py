@@ -6,6 +6,9 @@ from typing import Any
 
 import typer
 
+from attnlens.cli.execution import ADDRESS, BACKEND, WORKERS, backend_options
+from attnlens.execution import Backend
+
 
 def _echo_table(metrics: dict[str, Any], folder: str) -> None:
     from attnlens.report import markdown_table
@@ -31,6 +34,9 @@ def rerank(
                             "<backbone>-<dataset>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Re-rank a first-stage retrieval with CSA and the classic re-rankers; mAP, mP@10, time."""
     from attnlens.experiments import get, load
@@ -39,9 +45,10 @@ def rerank(
     methods = tuple(m.strip() for m in method.split(",") if m.strip())
     folder = out or f"runs/rerank-{backbone}-{dataset}"
     try:
-        metrics = get("retrieval", "rerank")(
-            folder, seeds=seeds, overwrite=overwrite, backbone=backbone, dataset=dataset,
-            methods=methods, k=k, l=l, epochs=epochs, n_queries=queries)
+        with backend_options(backend, address, workers):
+            metrics = get("retrieval", "rerank")(
+                folder, seeds=seeds, overwrite=overwrite, backbone=backbone, dataset=dataset,
+                methods=methods, k=k, l=l, epochs=epochs, n_queries=queries)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
@@ -58,15 +65,19 @@ def imf(
     out: str = typer.Option("runs/imf", "--out", help="Report folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Inter-modality flow per fusion layer: self-attention visual parsing vs a local encoder."""
     from attnlens.experiments import get, load
 
     load("retrieval")
     try:
-        metrics = get("retrieval", "imf")(out, seeds=seeds, overwrite=overwrite,
-                                          dataset=dataset, epochs=epochs, n_train=n_train,
-                                          n_test=n_test)
+        with backend_options(backend, address, workers):
+            metrics = get("retrieval", "imf")(out, seeds=seeds, overwrite=overwrite,
+                                              dataset=dataset, epochs=epochs,
+                                              n_train=n_train, n_test=n_test)
     except ValueError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc

@@ -6,6 +6,9 @@ from typing import Any
 
 import typer
 
+from attnlens.cli.execution import ADDRESS, BACKEND, WORKERS, backend_options
+from attnlens.execution import Backend
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 EXPERIMENTS = "depth (Levine et al. 2020), projection (Mehta 2025) or events (Xu et al. 2019)"
@@ -39,6 +42,9 @@ def reproduce(
     quick: bool = typer.Option(False, "--quick", help="A seconds-long run (smoke test)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
                                    "another config."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Reproduce a theory experiment into a resumable run folder (JSON + PNG + report.md)."""
     from attnlens.experiments import get, load
@@ -54,7 +60,8 @@ def reproduce(
     if steps is not None:
         kwargs["epochs"] = steps
     folder = out or f"runs/theory-{name}"
-    metrics = get("theory", name)(folder, **kwargs)
+    with backend_options(backend, address, workers):
+        metrics = get("theory", name)(folder, **kwargs)
     if metrics.get("table"):
         typer.echo(markdown_table(metrics["table"]))
     typer.echo(f"results written to {folder}")

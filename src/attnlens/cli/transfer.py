@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from attnlens.cli.execution import ADDRESS, BACKEND, WORKERS, backend_options
+from attnlens.execution import Backend
 from attnlens.transfer.heads import HEADS
 from attnlens.transfer.summary import print_rows
 
@@ -38,6 +40,11 @@ def transfer(
     out: str = typer.Option("runs/transfer", help="Run folder (resumed when it exists)."),
     overwrite: bool = typer.Option(False, help="Start over when the run folder's config differs."),
     cache_dir: str = typer.Option("", help="Feature cache root (default $ATTNLENS_CACHE or ~/.cache/attnlens)."),
+    device: str = typer.Option(None, "--device", help="Torch device of the trained heads "
+                               "(default: cuda when a GPU is visible, else cpu)."),
+    backend: Backend = BACKEND,
+    address: str = ADDRESS,
+    workers: int = WORKERS,
 ) -> None:
     """Fit heads on frozen token features; print per-head accuracy, parameters, certificates."""
     from attnlens.transfer.pipeline import run_benchmark
@@ -46,13 +53,14 @@ def transfer(
     unknown = [h for h in names if h not in HEADS]
     if unknown:
         raise typer.BadParameter(f"unknown head(s) {unknown}; {HEAD_HELP}")
-    metrics = run_benchmark(
-        out, backbone=backbone, dataset=dataset, heads=names, seeds=_ints(seeds, "seeds"),
-        dims=_ints(dims, "dims"), reduce=reduce, n_items=n_items or None,
-        max_train=max_train or None, max_tokens=max_tokens, token_grid=token_grid,
-        image_size=image_size,
-        overwrite=overwrite, cache_dir=cache_dir or None,
-    )
+    with backend_options(backend, address, workers):
+        metrics = run_benchmark(
+            out, backbone=backbone, dataset=dataset, heads=names, seeds=_ints(seeds, "seeds"),
+            dims=_ints(dims, "dims"), reduce=reduce, n_items=n_items or None,
+            max_train=max_train or None, max_tokens=max_tokens, token_grid=token_grid,
+            image_size=image_size, overwrite=overwrite, cache_dir=cache_dir or None,
+            device=device,
+        )
     for d, part in metrics["per_d"].items():
         print_rows(part["rows"], f"{backbone} / {metrics['features']['dataset']}, d={d}")
         typer.echo(part["verdict"])

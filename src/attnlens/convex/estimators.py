@@ -256,6 +256,20 @@ class ConvexAttentionClassifier(_HeadEstimator):
                                self.n_groups if self.head == "bfno" else 1)
 
 
+def _torch_device(name: str) -> torch.device:
+    """``torch.device(name)``, refusing a malformed name or a GPU that is not there."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise_invalid("device", "a torch device name such as 'cpu' or 'cuda'", name,
+                      caller="NonConvexAttentionClassifier")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise_invalid("device", "'cpu' on a machine without a visible GPU", name,
+                      "torch.cuda.is_available() is False here; use device='cpu'.",
+                      caller="NonConvexAttentionClassifier")
+    return device
+
+
 class NonConvexAttentionClassifier(_HeadEstimator):
     """The same head trained directly (Adam or SGD) with weight decay ``(beta/2) sum ||W||^2``.
 
@@ -265,14 +279,15 @@ class NonConvexAttentionClassifier(_HeadEstimator):
     Gated heads use ``n_heads`` random gates (unit k has gate k), drawn (except for bfno) with
     the sampler of :class:`ConvexAttentionClassifier`: with the same ``random_state`` and
     ``n_gates = n_heads`` both estimators use the same gates, so the convex optimum is a lower
-    bound on this objective.
+    bound on this objective. ``device`` is the torch device it trains on ("cpu", "cuda"); the
+    initialization is drawn on the CPU, so it is the same on every device.
     """
 
     def __init__(self, head: str = "self_attention", activation: str = "linear",
                  n_heads: int = 5, beta: float = 1e-3, loss: str = "squared",
                  optimizer: str = "adam", lr: float = 1e-2, max_epochs: int = 200,
                  batch_size: int | None = None, random_state=None, n_groups: int = 5,
-                 init_scale: float = 0.1, verbose: bool = False):
+                 init_scale: float = 0.1, verbose: bool = False, device: str = "cpu"):
         self.head = head
         self.activation = activation
         self.n_heads = n_heads
@@ -286,9 +301,11 @@ class NonConvexAttentionClassifier(_HeadEstimator):
         self.n_groups = n_groups
         self.init_scale = init_scale
         self.verbose = verbose
+        self.device = device
 
     _parameter_constraints = {
         **_SHARED_CONSTRAINTS,
+        "device": [str],
         "n_heads": [_COUNT],
         "optimizer": [Options("adam", "sgd")],
         "lr": [_POSITIVE],
@@ -326,14 +343,16 @@ class NonConvexAttentionClassifier(_HeadEstimator):
             gates = gates * mask[:, None, :]
         net = ConvexHead(self.head, self.activation, self.n_heads, s, d, c, gates=gates,
                          group_mask=mask, generator=gen, init_scale=self.init_scale)
-        Xt = torch.as_tensor(X)
-        Yt = torch.as_tensor(np.eye(c)[yi])
+        device = _torch_device(self.device)
+        net = net.to(device)
+        Xt = torch.as_tensor(X, device=device)
+        Yt = torch.as_tensor(np.eye(c)[yi], device=device)
         opt = (torch.optim.Adam(net.parameters(), lr=self.lr) if self.optimizer == "adam"
                else torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9))
         bar = progress_bar(self.verbose, self.max_epochs, "non-convex training")
         self.loss_curve_ = []
         for _ in range(self.max_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(device)
             for i in range(0, n, bs):
                 idx = perm[i : i + bs]
                 opt.zero_grad()
@@ -361,4 +380,5 @@ class NonConvexAttentionClassifier(_HeadEstimator):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X, y).")
         X = self._check_predict_input(X)
         with torch.no_grad():
-            return self.network_(torch.as_tensor(X)).numpy()
+            device = next(self.network_.parameters()).device
+            return self.network_(torch.as_tensor(X, device=device)).cpu().numpy()

@@ -15,10 +15,11 @@ from attnlens.execution.config import (
     Backend,
     Execution,
     current_execution,
+    resolve_device,
     use_execution,
 )
-from attnlens.execution.sweep import run_units
+from attnlens.execution.sweep import NOT_STORED, run_units
 from attnlens.execution.unit import Unit
 
-__all__ = ["MAX_RETRIES", "Backend", "Execution", "Unit", "current_execution", "run_units",
+__all__ = ["MAX_RETRIES", "NOT_STORED", "Backend", "Execution", "Unit", "current_execution", "resolve_device", "run_units",
            "use_execution"]

@@ -251,12 +251,15 @@ def run_causal_faithfulness(out_dir: str | Path, cfg: FaithfulnessConfig | None 
     backbone = load_backbone("minilm")
     data = load_text(cfg.dataset)
     lengths = np.array([len(ids) for ids in backbone.tokenizer(data.texts)["input_ids"]])
-    for seed in cfg.seeds:
-        key = f"seed-{seed}"
-        if not run.has_unit(key):
-            run.save_unit(key, run_seed(seed, cfg, backbone, data.texts, data.labels, lengths,
-                                        progress))
-    units = [run.load_unit(f"seed-{s}") for s in cfg.seeds]
+    from attnlens.execution import Unit, run_units
+
+    done = run_units(run, [Unit(f"seed-{s}", run_seed, {"seed": s, "cfg": cfg,
+                                                       "progress": progress})
+                           for s in cfg.seeds],
+                     desc="faithfulness seeds", progress=progress,
+                     shared={"backbone": backbone, "texts": data.texts, "labels": data.labels,
+                             "lengths": lengths})
+    units = list(done.values())
     metrics = aggregate(units, cfg.max_size)
     run.write_metrics(metrics)
     run.save_figure(plot(metrics, cfg.max_size), "faithfulness")

@@ -95,13 +95,11 @@ def run(out: str | Path, *, seeds: int = 5, overwrite: bool = False, steps: int 
     cfg = dict(seeds=seeds, steps=steps, dim=dim, n=n, batch=batch, horizon=horizon,
                noise=noise, lr=lr)
     folder = RunFolder(out, cfg, overwrite=overwrite)
-    from tqdm import tqdm
+    from attnlens.execution import Unit, run_units
 
-    units = [(e, s) for s in range(seeds) for e in ENCODERS]
-    for e, s in tqdm(units, desc="time kernels", disable=not progress):
-        key = f"{e}.seed={s}"
-        if not folder.has_unit(key):
-            folder.save_unit(key, train_unit(e, s, cfg))
+    run_units(folder, [Unit(f"{e}.seed={s}", train_unit, {"name": e, "seed": s, "cfg": cfg})
+                       for s in range(seeds) for e in ENCODERS],
+              desc="time kernels", progress=progress)
     res = folder.load_units()
     rows, metrics = [], {"encoders": {}}
     for e in ENCODERS:

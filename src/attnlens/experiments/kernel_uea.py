@@ -120,21 +120,18 @@ def run(
                model_hparams={k: dict(v) for k, v in model_hparams.items()})
     folder = RunFolder(out, cfg, overwrite=overwrite)
     cfg_run = dict(cfg, progress=progress)
-    units = [(d, m, s) for d in datasets for s in range(seeds) for m in MODEL_NAMES]
-    if reverse:
-        units = units[::-1]
-    try:
-        from tqdm import tqdm
+    from attnlens.execution import Unit, run_units
 
-        it = tqdm(units, desc="uea runs", disable=not progress)
-    except ImportError:  # pragma: no cover
-        it = units
-    for d, m, s in it:
-        key = f"{d}.{m.replace('+', 'plus')}.seed={s}"
-        if folder.has_unit(key):
-            continue
-        save = folder.path / "models" / f"{d}.{m.replace('+', 'plus')}.pt" if s == 0 else None
-        folder.save_unit(key, train_unit(d, m, s, cfg_run, save))
+    units = [
+        Unit(f"{d}.{m.replace('+', 'plus')}.seed={s}", train_unit,
+             {"dataset": d, "model_name": m, "seed": s, "cfg": cfg_run,
+              # seed 0's weights, for the spectrum experiment (written atomically by the
+              # worker: on a multi-node cluster the run folder must be a shared file system)
+              "save_model": (folder.path / "models" / f"{d}.{m.replace('+', 'plus')}.pt"
+                             if s == 0 else None)})
+        for d in datasets for s in range(seeds) for m in MODEL_NAMES
+    ]
+    run_units(folder, units[::-1] if reverse else units, desc="uea runs", progress=progress)
     return summarize(folder, datasets)
 
 

@@ -133,12 +133,17 @@ def plot(units: dict[str, Any], title: str):
     return fig
 
 
+def imf_unit(inputs: dict[str, Any], seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One seed: a seeded train/test draw of the pairs, then every encoder trained and probed."""
+    perm = np.random.default_rng(seed).permutation(len(inputs["labels"]))
+    train, test = perm[: cfg["n_train"]], perm[cfg["n_train"]: cfg["n_train"] + cfg["n_test"]]
+    return {enc: train_and_probe(inputs, enc, train, test, seed, cfg) for enc in ENCODERS}
+
+
 @register("retrieval", "imf")
 def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, dataset: str = "auto",
         progress: bool = True, **options: Any) -> dict[str, Any]:
     """Per seed and visual encoder: train ITM, probe IMF; writes the run folder."""
-    from tqdm.auto import tqdm
-
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(DEFAULTS)}.")
@@ -146,16 +151,11 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, dataset: st
     inputs = _inputs(dataset, progress)
     folder = RunFolder(out, {"dataset": inputs["name"], "seeds": seeds, **cfg},
                        overwrite=overwrite)
-    labels = inputs["labels"]
-    for seed in tqdm(range(seeds), desc="imf seeds", disable=not progress):
-        key = f"seed-{seed}"
-        if folder.has_unit(key):
-            continue
-        perm = np.random.default_rng(seed).permutation(len(labels))
-        train, test = perm[: cfg["n_train"]], perm[cfg["n_train"]: cfg["n_train"] + cfg["n_test"]]
-        folder.save_unit(key, {enc: train_and_probe(inputs, enc, train, test, seed, cfg)
-                               for enc in ENCODERS})
-    units = folder.load_units()
+    from attnlens.execution import Unit, run_units
+
+    units = run_units(folder, [Unit(f"seed-{seed}", imf_unit, {"seed": seed, "cfg": cfg})
+                               for seed in range(seeds)],
+                      desc="imf seeds", shared={"inputs": inputs}, progress=progress)
     rows = []
     for enc in ENCODERS:
         imf = np.array([u[enc]["imf"] for u in units.values()])

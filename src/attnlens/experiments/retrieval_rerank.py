@@ -129,8 +129,6 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, backbone: s
         dataset: str = "auto", methods: Sequence[str] = METHODS, progress: bool = True,
         **options: Any) -> dict[str, Any]:
     """Run every seed (resumable), write metrics.json, table.csv, rerank.png, report.md."""
-    from tqdm.auto import tqdm
-
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; known: {sorted(DEFAULTS)}.")
@@ -142,11 +140,13 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, backbone: s
     feats = _features(backbone, dataset, progress)
     folder = RunFolder(out, {"backbone": backbone, "dataset": feats.dataset, "seeds": seeds,
                              "methods": list(methods), **cfg}, overwrite=overwrite)
-    for seed in tqdm(range(seeds), desc="rerank seeds", disable=not progress):
-        key = f"seed-{seed}"
-        if not folder.has_unit(key):
-            folder.save_unit(key, run_seed(feats, seed, methods, {**cfg, "progress": progress}))
-    units = folder.load_units()
+    from attnlens.execution import Unit, run_units
+
+    units = run_units(folder, [Unit(f"seed-{seed}", run_seed,
+                                    {"seed": seed, "methods": list(methods),
+                                     "cfg": {**cfg, "progress": progress}})
+                               for seed in range(seeds)],
+                      desc="rerank seeds", shared={"feats": feats}, progress=progress)
     rows = summarize(units, methods)
     title = f"{feats.backbone} features, {feats.dataset}: K={cfg['k']}, L={cfg['l']}"
     folder.write_table(rows, "table")

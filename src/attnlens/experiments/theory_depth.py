@@ -75,13 +75,12 @@ def run(out: str | Path, *, seeds: int = 2, overwrite: bool = False, steps: int 
                context=context, lr=lr, eval_batches=eval_batches, heads=HEADS)
     folder = RunFolder(out, cfg, overwrite=overwrite)
     corpus = char_corpus()
-    from tqdm import tqdm
+    from attnlens.execution import Unit, run_units
 
-    units = [(s, d, b) for s in range(seeds) for b in budgets for d in depths]
-    for s, d, b in tqdm(units, desc="depth sweep", disable=not progress):
-        key = f"depth={d}.budget={b}.seed={s}"
-        if not folder.has_unit(key):
-            folder.save_unit(key, _unit(d, b, s, cfg, corpus))
+    units = [Unit(f"depth={d}.budget={b}.seed={s}", _unit,
+                  {"depth": d, "budget": b, "seed": s, "cfg": cfg})
+             for s in range(seeds) for b in budgets for d in depths]
+    run_units(folder, units, desc="depth sweep", shared={"corpus": corpus}, progress=progress)
     return summarize(folder, corpus)
 
 

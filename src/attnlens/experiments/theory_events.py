@@ -230,14 +230,12 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, epochs: int
     cfg = dict(seeds=seeds, epochs=epochs, eval_every=eval_every, batch=batch, lr=lr,
                max_len=max_len, encoders=list(encoders), users=users)
     folder = RunFolder(out, cfg, overwrite=overwrite)
-    from tqdm import tqdm
+    from attnlens.execution import Unit, run_units
 
-    units = [(e, s) for s in range(seeds) for e in encoders]
-    for e, s in tqdm(units[::-1] if reverse else units, desc="event sequences",
-                     disable=not progress):
-        key = f"{e}.seed={s}"
-        if not folder.has_unit(key):
-            folder.save_unit(key, train_unit(e, s, cfg, data))
+    units = [Unit(f"{e}.seed={s}", train_unit, {"encoder": e, "seed": s, "cfg": cfg})
+             for s in range(seeds) for e in encoders]
+    run_units(folder, units[::-1] if reverse else units, desc="event sequences",
+              shared={"data": data}, progress=progress)
     return summarize(folder, data, encoders)
 
 

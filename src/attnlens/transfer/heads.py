@@ -108,6 +108,8 @@ def _nonconvex(head: str, activation: str) -> Callable[[float, int, Mapping[str,
         for key in ("loss", "optimizer", "lr", "max_epochs", "batch_size"):
             if options.get(f"nonconvex_{key}") is not None:
                 kwargs[key] = options[f"nonconvex_{key}"]
+        if options.get("device") is not None:  # set by the transfer runner (GPU when visible)
+            kwargs["device"] = options["device"]
         if head == "bfno":
             kwargs["n_groups"] = int(options.get("n_groups", 4))
         return NonConvexAttentionClassifier(**kwargs)

@@ -10,6 +10,7 @@ from typing import Any
 
 from attnlens._validation import check_int, check_option, raise_invalid
 from attnlens.cache import ExtractionPaused
+from attnlens.execution import resolve_device
 from attnlens.report import RunFolder, markdown_table
 from attnlens.transfer.features import extract_features
 from attnlens.transfer.runner import run_transfer
@@ -80,6 +81,7 @@ def run_benchmark(
     progress: bool = True,
     stored_only: bool = False,
     time_budget_s: float | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Run the transfer benchmark and write ``out`` (config, units, metrics, CSV, PNG, markdown).
 
@@ -91,6 +93,8 @@ def run_benchmark(
     that many consecutive tokens (see :func:`attnlens.transfer.runner.prepare_inputs`).
     ``time_budget_s`` bounds one call: no extraction chunk or (head, seed, d) unit is started
     after it; ``metrics["complete"]`` says whether everything ran (call again to resume).
+    The (head, seed, d) units run on the current :mod:`attnlens.execution` backend; torch
+    heads train on ``device`` (default: the GPU when one is visible), named in the metrics.
     """
     check_option(reduce, "reduce", ("avgpool", "pca"), caller="run_benchmark")
     dims = check_dims(dims, reduce)
@@ -137,6 +141,7 @@ def run_benchmark(
             features, heads=heads, seeds=seeds, d=d, val_fraction=val_fraction,
             max_train=max_train, max_tokens=head_tokens, token_pool=token_pool, options=options,
             grids=grids, run=run, progress=progress, stored_only=stored_only, deadline=deadline,
+            device=device,
         )
         complete = complete and result.config["complete"]
         text = verdict(result.rows)
@@ -156,6 +161,7 @@ def run_benchmark(
         "feature_seconds": feature_seconds,
         "per_d": per_d,
         "total_seconds": time.perf_counter() - start,
+        "device": resolve_device(device),
     }
     if len(per_d) > 1:
         title = (f"{_NAMES.get(backbone, backbone)} / "

@@ -211,6 +211,49 @@ def _int_or_none(v: Any) -> int | None:
         return None
 
 
+#: the last inputs prepared in this process, with the features they came from (a worker runs
+#: the heads of one seed in a row; held by reference, so a hit is the very same features)
+_LAST_INPUTS: dict[str, Any] = {}
+
+
+def _inputs_for(features: TransferFeatures, d: int, seed: int,
+                prep: Mapping[str, Any]) -> SeedInputs:
+    key = (d, seed, tuple(sorted(prep.items())))
+    if _LAST_INPUTS.get("features") is not features or _LAST_INPUTS.get("key") != key:
+        _LAST_INPUTS.clear()
+        _LAST_INPUTS.update(features=features, key=key,
+                            inputs=prepare_inputs(features, d, seed, **prep))
+    return _LAST_INPUTS["inputs"]
+
+
+def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
+                  prep: Mapping[str, Any], options: Mapping[str, Any],
+                  grid: Sequence[float] | None, device: str) -> dict[str, Any]:
+    """One (head, seed, d) unit, on whatever worker: inputs, fit over the grid, test score.
+
+    ``features`` is shared (sent to each worker once). A head whose estimator cannot be
+    imported comes back unstored (:data:`attnlens.execution.NOT_STORED`) so a later run with
+    the package retries it; one over its memory budget is stored with that status.
+    """
+    from attnlens.execution import NOT_STORED
+
+    spec = get_head(name)
+    data = _inputs_for(features, d, seed, prep)
+    try:
+        unit = run_head(spec, data, seed, {**options, "device": device}, grid)
+    except ImportError as exc:
+        logger.warning("head %s unavailable: %s", name, exc)
+        return {"head": name, "kind": spec.kind, "seed": seed, "status": f"unavailable: {exc}",
+                NOT_STORED: True}
+    except MemoryError as exc:  # declared: the problem exceeds this machine's memory budget
+        logger.warning("head %s too large on seed %d: %s", name, seed, exc)
+        return {"head": name, "kind": spec.kind, "seed": seed, "d": d,
+                "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
+    unit["d"] = d
+    unit["device"] = device
+    return unit
+
+
 def run_transfer(
     features: TransferFeatures,
     *,
@@ -227,6 +270,7 @@ def run_transfer(
     progress: bool = True,
     stored_only: bool = False,
     deadline: float | None = None,
+    device: str | None = None,
 ) -> TransferResult:
     """Run ``heads`` over ``seeds`` on ``features`` and aggregate per head.
 
@@ -240,9 +284,12 @@ def run_transfer(
     and not stored (a later run with the package retries it); a head that fails (for example
     a convex program too large for its dense form) is stored with that status, so resumed and
     stored-only summaries keep the reason (delete its unit file to retry it).
-    """
-    from tqdm.auto import tqdm
 
+    The units run on the current backend of :mod:`attnlens.execution` (``--backend``), the
+    features sent to each worker once; torch heads train on ``device`` (default: ``"cuda"``
+    when a GPU is visible, else ``"cpu"``), recorded in each unit.
+    """
+    from attnlens.execution import Unit, resolve_device, run_units
     from attnlens.transfer.summary import aggregate
 
     heads = [check_option(h, "heads", HEADS) for h in heads]
@@ -260,46 +307,29 @@ def run_transfer(
             raise ValueError(f"grids[{name!r}] is empty; give at least one value.")
     # non-convex heads first, so a convex head's counterpart objective is there when it is read
     order = sorted(heads, key=lambda h: {"baseline": 0, "nonconvex": 1, "convex": 2}[HEADS[h].kind])
+    device = resolve_device(device)
+    prep = {"val_fraction": val_fraction, "max_train": max_train, "max_tokens": max_tokens,
+            "token_pool": token_pool}
+    todo = [
+        Unit(f"{name}-seed{seed}-d{d}", transfer_unit,
+             {"name": name, "seed": seed, "d": d, "prep": prep, "options": dict(options or {}),
+              "grid": grids.get(name), "device": device})
+        for seed in seeds for name in order
+    ]
+    if stored_only:
+        found = {u.key: run.load_unit(u.key) for u in todo
+                 if run is not None and run.has_unit(u.key)}
+    else:
+        found = run_units(run, todo, desc=f"transfer d={d}", shared={"features": features},
+                          progress=progress, deadline=deadline)
     units: dict[str, dict[str, Any]] = {}
-    todo = [(s, h) for s in seeds for h in order]
-    bar = tqdm(todo, desc=f"transfer d={d}", disable=not progress, leave=False)
-    cached_inputs: dict[int, SeedInputs] = {}
-    for seed, name in bar:
-        key = f"{name}-seed{seed}-d{d}"
-        bar.set_postfix_str(key)
-        if run is not None and run.has_unit(key):
-            units[key] = run.load_unit(key)
+    for u in todo:
+        if u.key in found:
+            units[u.key] = found[u.key]
             continue
-        if stored_only or (deadline is not None and time.monotonic() > deadline):
-            why = "stored_only: stopped for time" if stored_only else "time budget: run again"
-            units[key] = {"head": name, "kind": HEADS[name].kind, "seed": seed,
-                          "status": f"not run ({why})"}
-            continue
-        if seed not in cached_inputs:
-            cached_inputs.clear()
-            cached_inputs[seed] = prepare_inputs(
-                features, d, seed, val_fraction=val_fraction, max_train=max_train,
-                max_tokens=max_tokens, token_pool=token_pool,
-            )
-        spec = get_head(name)
-        try:
-            unit = run_head(spec, cached_inputs[seed], seed, options, grids.get(name))
-        except ImportError as exc:
-            logger.warning("head %s unavailable: %s", name, exc)
-            units[key] = {"head": name, "kind": spec.kind, "seed": seed,
-                          "status": f"unavailable: {exc}"}
-            continue
-        except MemoryError as exc:  # declared: the problem exceeds this machine's memory budget
-            logger.warning("head %s too large on seed %d: %s", name, seed, exc)
-            units[key] = {"head": name, "kind": spec.kind, "seed": seed, "d": d,
-                          "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
-            if run is not None:  # deterministic (e.g. too large): stored with its reason
-                run.save_unit(key, units[key])
-            continue
-        unit["d"] = d
-        units[key] = unit
-        if run is not None:
-            run.save_unit(key, unit)
+        why = "stored_only: stopped for time" if stored_only else "time budget: run again"
+        units[u.key] = {"head": u.kwargs["name"], "kind": HEADS[u.kwargs["name"]].kind,
+                        "seed": u.kwargs["seed"], "status": f"not run ({why})"}
     complete = all("test_acc" in u or str(u.get("status", "")).startswith("unavailable")
                    for u in units.values())
     config = {"heads": list(heads), "seeds": list(seeds), "d": d, "val_fraction": val_fraction,
