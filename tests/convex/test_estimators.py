@@ -112,15 +112,19 @@ def test_bad_data():
 
 
 def test_dense_features_over_the_memory_budget_are_refused(monkeypatch):
-    """A gated self-attention head whose n x m x d^3 features exceed the budget is refused with
-    the sizes and the alternatives, before anything large is allocated; linear still fits."""
+    """A gated head whose dense features exceed the budget is refused with the sizes and the
+    alternatives, before anything large is allocated; gated self-attention (matrix-free, issue
+    16.2) and linear heads still fit under that budget."""
     import attnlens.convex.operators as operators
 
     assert operators.dense_budget() >= operators.MAX_DENSE_ENTRIES
     X, y = _data()
-    n, _, d = X.shape
-    monkeypatch.setattr(operators, "dense_budget", lambda: n * d**3 * 2 - 1)
-    with pytest.raises(MemoryError, match=rf"{n * d**3 * 2:,} float64 entries.*activation='linear'"):
-        ConvexAttentionClassifier(activation="gated_relu", n_gates=2).fit(X, y)
-    ConvexAttentionClassifier(activation="gated_relu", n_gates=1).fit(X, y)  # fits the budget
+    n, s, d = X.shape
+    budget = n * s * s * d  # one mixer gate; below the n m d^3 of two dense attention gates
+    assert n * 2 * d**3 > budget
+    monkeypatch.setattr(operators, "dense_budget", lambda: budget)
+    with pytest.raises(MemoryError, match=rf"{2 * budget:,} float64 entries.*activation='linear'"):
+        ConvexAttentionClassifier(head="mixer", activation="gated_relu", n_gates=2).fit(X, y)
+    ConvexAttentionClassifier(head="mixer", activation="gated_relu", n_gates=1).fit(X, y)
+    ConvexAttentionClassifier(activation="gated_relu", n_gates=2).fit(X, y)  # matrix-free
     ConvexAttentionClassifier(activation="linear").fit(X, y)

@@ -17,6 +17,7 @@ import numpy as np
 
 from attnlens._results import Status
 from attnlens.convex.certificate import certificate
+from attnlens.convex.gated_attention import GatedAttentionBlock
 from attnlens.convex.losses import Loss, get_loss
 from attnlens.convex.operators import DenseBlock, KronBlock, Program
 from attnlens.convex.relu_program import ReluProgram, certify_relu
@@ -26,7 +27,7 @@ from attnlens.errors import InfeasibleError
 
 def dense_design(block) -> np.ndarray:
     """(n, p * q) explicit design of one block (row-major over (k, l))."""
-    if isinstance(block, DenseBlock):
+    if isinstance(block, DenseBlock | GatedAttentionBlock):  # gated attention: materialized
         return block.phi.reshape(block.n, -1)
     if not isinstance(block, KronBlock):
         raise TypeError(f"unknown block type {type(block).__name__}")

@@ -197,23 +197,23 @@ class MaskedGroup:
         self.X = np.ascontiguousarray(X, dtype=np.float64)  # (n, p)
         self.D = np.ascontiguousarray(D, dtype=np.float64)  # (n, m)
 
-    def forward(self, Zs: list[np.ndarray], c: int) -> np.ndarray:
+    def forward(self, Zs: list[np.ndarray], c: int, single: bool = False) -> np.ndarray:
         m, (n, p) = self.D.shape[1], self.X.shape
         Zst = np.stack(Zs).reshape(m, p, c).transpose(1, 0, 2).reshape(p, m * c)
         XZ = (self.X @ Zst).reshape(n, m, c)
         return np.einsum("nm,nmc->nc", self.D, XZ)
 
-    def adjoint(self, R: np.ndarray) -> list[np.ndarray]:
+    def adjoint(self, R: np.ndarray, single: bool = False) -> list[np.ndarray]:
         c = R.shape[1]
         return list(self.adjoint_flat(R).reshape(self.D.shape[1], -1, c))
 
-    def forward_flat(self, x: np.ndarray, c: int) -> np.ndarray:
-        """Same as :meth:`forward` on the concatenated blocks ``x`` (m p c,)."""
+    def forward_flat(self, x: np.ndarray, c: int, single: bool = False) -> np.ndarray:
+        """Same as :meth:`forward` on the concatenated blocks ``x`` (m p c,); float64 always."""
         m, (n, p) = self.D.shape[1], self.X.shape
         XZ = (self.X @ x.reshape(m, p, c).transpose(1, 0, 2).reshape(p, m * c))
         return np.einsum("nm,nmc->nc", self.D, XZ.reshape(n, m, c))
 
-    def adjoint_flat(self, R: np.ndarray) -> np.ndarray:
+    def adjoint_flat(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         n, c = R.shape
         m = self.D.shape[1]
         W = (self.D[:, :, None] * R[:, None, :]).reshape(n, m * c)
@@ -249,7 +249,7 @@ class Program:
     def forward(self, Zs: list[np.ndarray], single: bool = False) -> np.ndarray:
         """Outputs (n, c); ``single``: big products in float32 (float64 accumulation)."""
         if self.fused is not None:
-            return self.fused.forward(Zs, self.n_outputs)
+            return self.fused.forward(Zs, self.n_outputs, single)
         out = np.zeros((self.n, self.n_outputs))
         for b, Z in zip(self.blocks, Zs, strict=True):
             out += b.forward(Z, self.n_outputs, single)
@@ -257,7 +257,7 @@ class Program:
 
     def adjoint(self, R: np.ndarray, single: bool = False) -> list[np.ndarray]:
         if self.fused is not None:
-            return self.fused.adjoint(R)
+            return self.fused.adjoint(R, single)
         return [b.adjoint(R, single) for b in self.blocks]
 
     # flat representation (all blocks concatenated, row-major): used by the solvers
@@ -275,15 +275,19 @@ class Program:
 
     def forward_flat(self, x: np.ndarray, single: bool = False) -> np.ndarray:
         if self.fused is not None:
-            return self.fused.forward_flat(x, self.n_outputs)
+            return self.fused.forward_flat(x, self.n_outputs, single)
         return self.forward(self.unflatten(x), single)
 
     def adjoint_flat(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         if self.fused is not None:
-            return self.fused.adjoint_flat(R)
+            return self.fused.adjoint_flat(R, single)
         return self.flatten(self.adjoint(R, single))
 
     def take(self, idx: np.ndarray) -> Program:
+        if hasattr(self.fused, "blocks"):  # matrix-free group: its blocks are views of it
+            fused = self.fused.take(idx)
+            return Program(fused.blocks, self.n_outputs, self.head, self.activation,
+                           dict(self.meta), fused=fused)
         return Program([b.take(idx) for b in self.blocks], self.n_outputs, self.head,
                        self.activation, dict(self.meta))
 

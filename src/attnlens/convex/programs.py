@@ -6,8 +6,9 @@ ICML 2022 (arXiv 2205.08078). Training a head with weight decay equals
 .. math::  \min_{Z_1..Z_m}\ L\Big(\sum_j \mathcal{A}_j(Z_j),\, Y\Big) + \beta \sum_j \|Z_j\|_*
 
 with the operators :math:`\mathcal{A}_j` of :mod:`attnlens.convex.operators`: one Kronecker block
-for the linear self-attention and MLP-Mixer heads, dense per-gate blocks for gated heads, FNO and
-MLP (the gated MLP also fused), and for ``activation="relu"`` the
+for the linear self-attention and MLP-Mixer heads, the matrix-free
+:class:`~attnlens.convex.gated_attention.GatedAttention` for gated self-attention, dense per-gate
+blocks for the other gated heads, FNO and MLP (the gated MLP also fused), and for ``activation="relu"`` the
 :class:`~attnlens.convex.relu_program.ReluProgram` (gated blocks plus one cone per gate).
 
 Score convention (self-attention): ``score_{tu} = x_t^T W1 x_u``, i.e. ``W1 = K Q^T`` and
@@ -29,6 +30,7 @@ from attnlens._validation import (
     validate_params,
     warn_ignored,
 )
+from attnlens.convex.gated_attention import GatedAttention
 from attnlens.convex.heads import ACTIVATIONS, HEADS
 from attnlens.convex.operators import (
     DenseBlock,
@@ -123,11 +125,10 @@ def build_program(X: np.ndarray, head: str, activation: str, n_outputs: int,
         if not gated:
             G = np.einsum("nta,ntb->nab", X, X, optimize=True)  # (n, d, d)
             blocks.append(KronBlock(xbar, G))
-        else:
-            check_dense_size(n * d**3 * len(gates), "a gated self-attention head")
-            for H in gates:
-                S = np.einsum("nta,ab,nub->ntu", X, H, X, optimize=True)  # (n, s, s) scores
-                blocks.append(pattern_block(X, head, (S >= 0).astype(np.float64)))
+        else:  # matrix-free: tokens and gated token means, never the n x m x d^3 features
+            fused = GatedAttention(X, gates)
+            return Program(fused.blocks, n_outputs, head, activation,
+                           {"groups": groups, "s": s, "d": d}, fused=fused)
     elif head == "mixer":
         if not gated:
             blocks.append(KronBlock(np.full((n, s), 1.0 / s), X))

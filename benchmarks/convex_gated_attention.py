@@ -1,0 +1,141 @@
+"""Convex gated-ReLU self-attention on Rotten Tomatoes: dense per-gate features vs matrix-free.
+
+Issue 16 point 2. The fit of the transfer benchmark (benchmarks/transfer_minilm_rt.py): frozen
+MiniLM tokens reduced to d channels (first 32 tokens), seed 0's 3,000 training sentences,
+m = 5 gates, beta = 1e-2 (the value the transfer runs select), squared loss on one-hot labels,
+certificate (relative duality gap) <= 1e-3, solver "auto", the estimator's gates and rng.
+
+* ``dense`` (before): the previous operator, one materialized (n, d^2, d) feature tensor per
+  gate (``pattern_block``), refused at d = 64 (the ``n x m x d^3`` size check);
+* ``matrix_free`` (after): :class:`attnlens.convex.gated_attention.GatedAttention`.
+
+Each fit runs in its own process (peak RSS by ``resource.getrusage`` is per process), one
+after the other, so the d = 32 pair is measured in the same run under the same load; the load
+average is recorded (2 shared cores: timings are noisy, ratios are the robust figure).
+Writes benchmarks/results/convex_gated_attention.json. ``--quick`` runs d = 8 and 16 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from _common import write_result
+
+NAME = "convex_gated_attention"
+SEED = 0
+BETA = 1e-2
+TOL = 1e-3
+N_GATES = 5
+MAX_ITER = 3000
+MAX_TRAIN = 3000
+HEAD_TOKENS = 32
+#: (d, operator) pairs of the default run; d = 64 dense is not run (refused: 31 GB)
+CASES = [(32, "dense"), (32, "matrix_free"), (64, "matrix_free")]
+QUICK_CASES = [(8, "dense"), (8, "matrix_free"), (16, "dense"), (16, "matrix_free")]
+
+
+def _inputs(d: int):
+    from attnlens.transfer.features import extract_features
+    from attnlens.transfer.pipeline import AVGPOOL_STORE_DIM
+    from attnlens.transfer.runner import prepare_inputs
+
+    feats = extract_features("minilm", "rotten_tomatoes", max_tokens=64,
+                             store_dim=AVGPOOL_STORE_DIM, progress=False)
+    data = prepare_inputs(feats, d, SEED, max_train=MAX_TRAIN, max_tokens=HEAD_TOKENS)
+    return data.tokens[data.train], data.labels[data.train]
+
+
+def _dense_program(X, gates, c: int):
+    import numpy as np
+
+    from attnlens.convex.operators import Program, pattern_block
+
+    blocks = []
+    for H in gates:
+        S = np.einsum("nta,ab,nub->ntu", X, H, X, optimize=True)
+        blocks.append(pattern_block(X, "self_attention", (S >= 0).astype(np.float64)))
+    return Program(blocks, c, "self_attention", "gated_relu", {"groups": 1})
+
+
+def one(d: int, operator: str) -> dict:
+    """One certified fit (run in a child process)."""
+    import numpy as np
+
+    from attnlens._validation import check_random_state
+    from attnlens.convex.programs import build_program, sample_gates
+    from attnlens.convex.solvers import solve
+
+    X, y = _inputs(d)
+    n, s, _ = X.shape
+    classes, yi = np.unique(y, return_inverse=True)
+    Y = np.eye(len(classes))[yi]
+    rng = check_random_state(SEED)  # as ConvexAttentionClassifier(random_state=SEED).fit
+    gates = sample_gates("self_attention", N_GATES, s, d, rng)
+    t0 = time.perf_counter()
+    if operator == "dense":
+        program = _dense_program(X, gates, len(classes))
+    else:
+        program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
+    build = time.perf_counter() - t0
+    res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=MAX_ITER, rng=rng, warn=False)
+    total = time.perf_counter() - t0
+    pred = program.forward(res.Z).argmax(axis=1)
+    fused = program.fused
+    return {
+        "d": d, "operator": operator, "n": n, "s": s, "m": N_GATES,
+        "tokens": int(getattr(fused, "T", int(np.count_nonzero(np.any(X != 0, axis=2))))),
+        "build_seconds": build, "fit_seconds": total, "solve_seconds": res.seconds,
+        "iterations": res.iterations, "seconds_per_iteration": res.seconds / res.iterations,
+        "objective": res.objective, "certificate": res.certificate,
+        "status": str(res.status), "method": res.method,
+        "train_accuracy": float(np.mean(pred == yi)),
+        "ranks": [int(np.linalg.matrix_rank(Z, tol=1e-6 * max(np.abs(Z).max(), 1e-300)))
+                  for Z in res.Z],
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def main(quick: bool = False) -> dict:
+    rows = []
+    for d, operator in QUICK_CASES if quick else CASES:
+        out = subprocess.run([sys.executable, __file__, "--one", str(d), operator],
+                             check=True, capture_output=True, text=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    by = {(r["d"], r["operator"]): r for r in rows}
+    ratios = {}
+    for d in sorted({r["d"] for r in rows}):
+        if (d, "dense") in by and (d, "matrix_free") in by:
+            a, b = by[(d, "dense")], by[(d, "matrix_free")]
+            ratios[str(d)] = {
+                "fit_speedup": a["fit_seconds"] / b["fit_seconds"],
+                "per_iteration_speedup": a["seconds_per_iteration"] / b["seconds_per_iteration"],
+                "objective_rel_diff": abs(a["objective"] - b["objective"]) / abs(a["objective"]),
+                "rss_ratio": a["peak_rss_gb"] / b["peak_rss_gb"],
+            }
+    payload = {
+        "settings": {"dataset": "rotten_tomatoes", "backbone": "minilm", "seed": SEED,
+                     "beta": BETA, "tol": TOL, "n_gates": N_GATES, "max_iter": MAX_ITER,
+                     "max_train": MAX_TRAIN, "head_tokens": HEAD_TOKENS, "loss": "squared",
+                     "solver": "auto"},
+        "rows": rows, "ratios": ratios,
+        "dense_refused_at_64": "n x m x d^3 = 3000 x 5 x 64^3 = 3.93e9 float64 entries (31 GB)",
+        "previous_figure": "312 s per fit at d=32 (transfer_minilm_rt, dense), refused at d=64",
+        "note": "CPU only (no GPU), 2 cores shared with other sessions: see loadavg per row",
+    }
+    if not quick:
+        write_result(NAME, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "--one":
+        print(json.dumps(one(int(sys.argv[2]), sys.argv[3])))
+    else:
+        main(quick="--quick" in sys.argv)

@@ -1,0 +1,83 @@
+"""The matrix-free gated self-attention operator vs the dense per-gate features (issue 16.2)."""
+
+import numpy as np
+import pytest
+
+from attnlens.convex import solve
+from attnlens.convex.gated_attention import low_rank
+from attnlens.convex.operators import Program, pattern_block
+from attnlens.convex.programs import build_program, sample_gates
+
+
+def _data(n=40, s=6, d=4, c=3, m=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, s, d))
+    X[: n // 4, s - 2:] = 0.0  # padded sentences: all-zero tokens at the end
+    gates = sample_gates("self_attention", m, s, d, rng)
+    return X, gates, rng
+
+
+def _dense(X, gates, c):
+    """The previous operator: one materialized (n, d^2, d) tensor per gate (pattern_block)."""
+    blocks = []
+    for H in gates:
+        S = np.einsum("nta,ab,nub->ntu", X, H, X)  # (n, s, s) scores x_t^T H x_u
+        blocks.append(pattern_block(X, "self_attention", (S >= 0).astype(np.float64)))
+    return Program(blocks, c, "self_attention", "gated_relu")
+
+
+def test_matrix_free_products_equal_dense_features_and_are_adjoint():
+    X, gates, rng = _data()
+    c = 3
+    prog = build_program(X, "self_attention", "gated_relu", c, gates=gates)
+    dense = _dense(X, gates, c)
+    assert prog.zshapes() == dense.zshapes()
+    Zs = [rng.standard_normal(sh) for sh in prog.zshapes()]
+    R = rng.standard_normal((len(X), c))
+    ref_f = dense.forward(Zs)
+    np.testing.assert_allclose(prog.forward(Zs), ref_f, rtol=1e-12, atol=1e-12 * abs(ref_f).max())
+    for got, ref in zip(prog.adjoint(R), dense.adjoint(R), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
+    # float32 products (float64 accumulation) to float32 tolerance
+    np.testing.assert_allclose(prog.forward(Zs, single=True), ref_f, atol=1e-5 * abs(ref_f).max())
+    for got, ref in zip(prog.adjoint(R, single=True), dense.adjoint(R), strict=True):
+        np.testing.assert_allclose(got, ref, atol=1e-5 * abs(ref).max())
+    # <A x, y> = <x, A^T y> on the flat vectors the solvers use
+    x = prog.flatten(Zs)
+    lhs = float(np.sum(prog.forward_flat(x) * R))
+    rhs = float(np.dot(x, prog.adjoint_flat(R)))
+    assert abs(lhs - rhs) <= 1e-11 * abs(lhs)
+    # a low-rank point (what the iterates are) gives the same products as its dense matrix
+    Zlow = [rng.standard_normal((sh[0], 2)) @ rng.standard_normal((2, sh[1])) for sh in
+            prog.zshapes()]
+    assert [low_rank(Z)[0].shape[1] for Z in Zlow] == [2] * len(Zlow)  # factored path taken
+    assert low_rank(Zs[0])[0].shape[1] == min(Zs[0].shape)  # full rank: the dense product
+    np.testing.assert_allclose(prog.forward(Zlow), dense.forward(Zlow), rtol=1e-11,
+                               atol=1e-11 * abs(dense.forward(Zlow)).max())
+    np.testing.assert_allclose(prog.forward(Zlow, single=True), dense.forward(Zlow),
+                               atol=1e-5 * abs(dense.forward(Zlow)).max())
+    # per-gate views (cvxpy reference, Burer-Monteiro) and sample subsets
+    for j, (blk, ref) in enumerate(zip(prog.blocks, dense.blocks, strict=True)):
+        np.testing.assert_allclose(blk.phi, ref.phi, rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(blk.forward(Zs[j], c), ref.forward(Zs[j], c), rtol=1e-11,
+                                   atol=1e-12 * abs(ref_f).max())
+    idx = np.array([5, 0, 39, 5, 12])
+    np.testing.assert_allclose(prog.take(idx).forward(Zs), ref_f[idx], rtol=1e-12,
+                               atol=1e-12 * abs(ref_f).max())
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_matrix_free_program_has_the_dense_optimum(loss):
+    X, gates, _ = _data(n=60, s=5, d=3, m=3)
+    rng = np.random.default_rng(1)
+    Y = np.eye(2)[rng.integers(0, 2, len(X))]
+    beta, tol = 0.01, 1e-7
+    free = solve(build_program(X, "self_attention", "gated_relu", 2, gates=gates), Y, beta,
+                 loss, tol=tol, max_iter=20000)
+    ref = solve(_dense(X, gates, 2), Y, beta, loss, tol=tol, max_iter=20000)
+    assert free.certificate <= tol and ref.certificate <= tol
+    assert abs(free.objective - ref.objective) <= 2 * tol * ref.objective
+    dense = _dense(X, gates, 2)
+    pf, pr = dense.forward(free.Z), dense.forward(ref.Z)  # both optima through one operator
+    np.testing.assert_allclose(pf, pr, atol=1e-2 * abs(pr).max())
+    assert np.mean(pf.argmax(1) == pr.argmax(1)) >= 0.95  # same predictions (ties aside)
