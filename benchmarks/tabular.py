@@ -22,7 +22,11 @@ cancer; per-epoch optimality, Monge gap, Wasserstein distance and the path effic
 NPT timing: one training step split into forward/backward of the ABD blocks, the ABA blocks,
 and the rest (embeddings, masking, loss, optimizer), on breast cancer at the default size.
 
-    python benchmarks/tabular.py [--quick] [--seeds N] [--lookup]
+    python benchmarks/tabular.py [--quick] [--seeds N] [--parts ot_lens,npt_fit_time,...]
+
+NPT fit time: the settings before the speed-up (attention dropout 0.1, all 300 steps) and the
+current defaults (no attention dropout, early stopping on a validation split), same split, same
+seed, same process, 2 torch threads.
 """
 
 from __future__ import annotations
@@ -187,6 +191,45 @@ def lookup(seeds: int, quick: bool) -> dict:
     return {"table": PROBE_TABLE, "npt": PROBE_NPT, "runs": runs}
 
 
+#: the NPT settings before the speed-up (the previous defaults): attention dropout 0.1 (the
+#: official value; forces the materialized attention path), all 300 steps, no validation split
+NPT_BEFORE = {"attention_dropout": 0.1, "early_stopping": False}
+#: torch threads for the fit-time comparison (the issue's "2 cores")
+TIMING_THREADS = 2
+
+
+def npt_fit_time(quick: bool) -> dict:
+    """NPT on breast cancer (seed-0 stratified 80/20 split), the settings before the speed-up and
+    the current defaults, one after the other in the same process: wall and CPU seconds of
+    ``fit``, steps run, test accuracy. 2 torch threads; the machine is shared, so the CPU time
+    (process time, both threads summed) is the steadier of the two numbers."""
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from attnlens.datasets.tabular import load_tabular
+    from attnlens.tabular import NPTClassifier
+
+    torch.set_num_threads(TIMING_THREADS)
+    data = load_tabular("breast_cancer")
+    Xtr, Xte, ytr, yte = train_test_split(data.X, data.y, test_size=TEST_SIZE, random_state=0,
+                                          stratify=data.y)
+    out = {"rows": int(len(Xtr)), "columns": int(Xtr.shape[1] + 1), "threads": TIMING_THREADS,
+           "load_avg_before": os.getloadavg()[0]}
+    for label, params in (("before", NPT_BEFORE), ("after", {})):
+        clf = NPTClassifier(random_state=0, **params)
+        if quick:
+            clf.set_params(n_steps=20)
+        t0, c0 = time.perf_counter(), time.process_time()
+        clf.fit(Xtr, ytr)
+        out[label] = {"params": params, "wall_s": time.perf_counter() - t0,
+                      "cpu_s": time.process_time() - c0, "steps": int(clf.n_iter_),
+                      "best_step": int(clf.best_step_), "test_accuracy": float(clf.score(Xte, yte))}
+        print(f"NPT fit {label}: {out[label]}", flush=True)
+    out["load_avg_after"] = os.getloadavg()[0]
+    torch.set_num_threads(TORCH_THREADS)
+    return out
+
+
 def npt_timing(steps: int = 5) -> dict:
     """Split NPT's training step on breast cancer (80 % of the rows) by block type."""
     from sklearn.model_selection import train_test_split
@@ -197,7 +240,7 @@ def npt_timing(steps: int = 5) -> dict:
     data = load_tabular("breast_cancer")
     Xtr, _, ytr, _ = train_test_split(data.X, data.y, test_size=TEST_SIZE, random_state=0,
                                       stratify=data.y)
-    clf = NPTClassifier(n_steps=steps, random_state=0)
+    clf = NPTClassifier(n_steps=steps, early_stopping=False, random_state=0)
     acc = {"abd": 0.0, "aba": 0.0}
     marks: dict = {}
 
@@ -248,21 +291,22 @@ def npt_timing(steps: int = 5) -> dict:
 def plot(result: dict, path) -> None:
     import matplotlib.pyplot as plt
 
-    lens = result["ot_lens"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for name, traj in lens.items():
-        axes[0].plot(traj["epochs"], traj["optimality"], label=name)
-        axes[1].plot(traj["epochs"], traj["monge_gap"], label=name)
-        axes[2].plot(traj["epochs"], traj["wasserstein"], label=name)
-    axes[0].set_title("optimality W / cost of the SA map")
-    axes[1].set_title("Monge gap")
-    axes[2].set_title("W_2^2(tokens, SA output)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    lens = result.get("ot_lens")
+    if lens:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        for name, traj in lens.items():
+            axes[0].plot(traj["epochs"], traj["optimality"], label=name)
+            axes[1].plot(traj["epochs"], traj["monge_gap"], label=name)
+            axes[2].plot(traj["epochs"], traj["wasserstein"], label=name)
+        axes[0].set_title("optimality W / cost of the SA map")
+        axes[1].set_title("Monge gap")
+        axes[2].set_title("W_2^2(tokens, SA output)")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
     grid = result.get("grid")
     if not grid:
         return
@@ -280,33 +324,46 @@ def plot(result: dict, path) -> None:
     plt.close(fig)
 
 
+PARTS = ("ot_lens", "npt_fit_time", "npt_timing", "grid", "lookup")
+
+
 def main(argv: list[str]) -> int:
+    import json
+
     import torch
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--lookup", action="store_true", help="also run the lookup probe")
+    parser.add_argument("--parts", default="ot_lens,npt_fit_time,npt_timing,grid",
+                        help=f"comma list of {PARTS}; parts not run keep their stored result")
     parser.add_argument("--datasets", default=",".join(CLASSIFICATION + REGRESSION),
                         help="comma list of the grid's datasets")
     args = parser.parse_args(argv)
     torch.set_num_threads(TORCH_THREADS)
     warnings.filterwarnings("ignore", category=UserWarning)
     seeds = 1 if args.quick else args.seeds
-    result = {"benchmark": NAME, "machine": machine(), "seeds": seeds, "quick": args.quick,
-              "paper": PAPER_NOTE}
-    if args.lookup:
-        result["lookup"] = lookup(seeds, args.quick)
     out_dir = RESULTS if not args.quick else RESULTS.parent / "results_quick"
     out_dir.mkdir(exist_ok=True)
-    result["ot_lens"] = ot_lens(args.quick)
-    atomic_write_json(out_dir / f"{NAME}.json", result)  # partial results survive an interrupt
-    result["npt_timing"] = npt_timing()
-    atomic_write_json(out_dir / f"{NAME}.json", result)
-    result["grid"] = run_grid(seeds, args.quick, tuple(args.datasets.split(",")))
-    atomic_write_json(out_dir / f"{NAME}.json", result)
-    plot(result, out_dir / f"{NAME}.png")
-    print(f"wrote {out_dir / (NAME + '.json')}")
+    path = out_dir / f"{NAME}.json"
+
+    def save(part: str, value) -> None:  # re-read before writing: parts may run in parallel
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        stored.update({"benchmark": NAME, "paper": PAPER_NOTE, part: value})
+        stored.setdefault("machine_by_part", {})[part] = machine()
+        if part == "grid":
+            stored["seeds"] = seeds
+        atomic_write_json(path, stored)
+
+    runners = {"ot_lens": lambda: ot_lens(args.quick),
+               "npt_fit_time": lambda: npt_fit_time(args.quick),
+               "npt_timing": npt_timing,
+               "grid": lambda: run_grid(seeds, args.quick, tuple(args.datasets.split(","))),
+               "lookup": lambda: lookup(seeds, args.quick)}
+    for part in args.parts.split(","):
+        save(part, runners[part]())
+    plot(json.loads(path.read_text()), out_dir / f"{NAME}.png")
+    print(f"wrote {path}")
     return 0
 
 

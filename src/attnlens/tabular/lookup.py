@@ -15,14 +15,16 @@ targets are random classes, so chance level is known exactly (1 / n_classes). Th
 duplicates are context only: a pointwise model trained on them could memorize them, which is a
 different question (lookup of training data, which 1-NN solves).
 
-Status (docs/tabular.md): on 2 CPU cores, with ``PROBE_NPT`` (1500 steps), NPT stayed at chance;
-the lookup appears in a bare NPTNet loop on fresh rows only after a ~700-step plateau. The probe
-is the instrument; the paper's near-perfect lookup is not reproduced here.
+Status (docs/tabular.md): with :class:`LookupNPTClassifier` (official duplicate-mode training,
+pairs curriculum) NPT reached 0.97 on the queries with duplicates (0.59 without; MLP 0.53,
+gradient boosting 0.59) and followed a corrupted duplicate 88 % of the time (seed 0).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+import time
 
 import numpy as np
 import torch
@@ -39,29 +41,114 @@ from attnlens._validation import (
     raise_invalid,
     validate_params,
 )
+from attnlens.tabular._encoding import column_tensors
 from attnlens.tabular.npt import NPTClassifier
+from attnlens.tabular.optim import Lamb, Lookahead
+
+#: pairs per step at the start of the lookup curriculum
+CURRICULUM_START_PAIRS = 2
 
 
 class LookupNPTClassifier(NPTClassifier):
-    """NPT trained on a duplicated table whose targets are redrawn at every step.
+    """NPT trained for lookup as the official protein-duplicate mode does.
 
-    Identical rows share the draw, so a row's twin always carries its target, while the target
-    of a row is a fresh random class at each step: no function of the row's own features can
-    lower the loss, only reading the twin can. (On a fixed table a small NPT memorizes the
-    training targets long before it learns the lookup.) The official code does the same kind
-    of per-step batch rewriting in its protein-duplicate mode. Inference is plain NPT.
+    Every step draws ``k`` distinct rows of the training table and a fresh random class for each,
+    and feeds 2k rows: a *lookup copy* with features and targets visible and a *predict copy*
+    with the targets masked; the loss is the cross-entropy on the predict copy. The targets are
+    new at every step, so nothing but reading the twin lowers the loss (on a fixed table a
+    small NPT memorizes the targets instead). ``k`` grows from ``CURRICULUM_START_PAIRS`` to
+    ``pairs_per_step`` over the first ``curriculum_steps`` steps (with ``k = 8`` from the start
+    the loss sits at log 2 for thousands of steps), and the learning rate warms up linearly over
+    ``warmup_steps``. No feature masking (the official duplicate mode keeps its 15 % on the
+    predict copy), no early stopping. Inference is plain NPT.
+
+    The rows of ``X`` in ``fit`` are the pool (duplicate rows are merged); ``y`` only fixes the
+    classes. At prediction the context holds ``pairs_per_step - 1`` random labelled training
+    rows (plus any ``context`` passed), so a query with its duplicate sees as many labelled rows
+    as in training (the official code also evaluates in batches of its training size): a lookup
+    learned on 16-row batches blurs over a 400-row context (measured: 0.97 with 7 other rows,
+    0.72 with 62, 0.59 with 400).
     """
 
-    def fit(self, X, y):
-        X_arr = np.asarray(X, dtype=np.float64)
-        _, groups = np.unique(X_arr, axis=0, return_inverse=True)
-        self._groups = torch.as_tensor(groups.ravel(), dtype=torch.long)
-        self._n_groups = int(groups.max()) + 1
-        return super().fit(X, y)
+    _parameter_constraints = {
+        **NPTClassifier._parameter_constraints,
+        "pairs_per_step": [Interval(Integral, 1, None)],
+        "curriculum_steps": [Interval(Integral, 0, None)],
+        "warmup_steps": [Interval(Integral, 0, None)],
+    }
 
-    def _step_targets(self, rows, targets, gen):
-        draw = torch.randint(0, self.target_dim_, (self._n_groups,), generator=gen)
-        return draw[self._groups[rows]]
+    def __init__(self, dim=16, depth=2, n_heads=2, n_steps=4000, lr=3e-3, batch_size=1024,
+                 feature_mask_prob=0.0, target_mask_prob=1.0, tradeoff=0.0, flat_fraction=1.0,
+                 optimizer="adamw", lookahead_k=6, lookahead_alpha=0.5, clip=1.0, dropout=0.0,
+                 attention_dropout=0.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=5, eval_every=10, categorical_features=None,
+                 memory_budget_gb=4.0, random_state=None, verbose=False, pairs_per_step=8,
+                 curriculum_steps=3000, warmup_steps=100):
+        super().__init__(
+            dim=dim, depth=depth, n_heads=n_heads, n_steps=n_steps, lr=lr, batch_size=batch_size,
+            feature_mask_prob=feature_mask_prob, target_mask_prob=target_mask_prob,
+            tradeoff=tradeoff, flat_fraction=flat_fraction, optimizer=optimizer,
+            lookahead_k=lookahead_k, lookahead_alpha=lookahead_alpha, clip=clip, dropout=dropout,
+            attention_dropout=attention_dropout, early_stopping=early_stopping,
+            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
+            eval_every=eval_every, categorical_features=categorical_features,
+            memory_budget_gb=memory_budget_gb, random_state=random_state, verbose=verbose)
+        self.pairs_per_step = pairs_per_step
+        self.curriculum_steps = curriculum_steps
+        self.warmup_steps = warmup_steps
+
+    def _context_table(self) -> tuple[np.ndarray, np.ndarray]:
+        m = min(int(self.pairs_per_step) - 1, len(self.X_train_))
+        keep = np.random.default_rng(self._seed()).choice(len(self.X_train_), m, replace=False)
+        return self.X_train_[keep], self.t_train_[keep]
+
+    def _pairs_at(self, step: int) -> int:
+        k = int(self.pairs_per_step)
+        if not self.curriculum_steps:
+            return k
+        k0 = min(CURRICULUM_START_PAIRS, k)
+        return int(round(k0 + (k - k0) * min(1.0, step / self.curriculum_steps)))
+
+    def _train(self, X, t, is_cat, gen) -> None:
+        model = self.model_
+        params = list(model.parameters())
+        if self.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr)
+            step_opt = opt
+        else:
+            opt = Lamb(params, lr=self.lr)
+            step_opt = Lookahead(opt, k=self.lookahead_k, alpha=self.lookahead_alpha)
+        warm = max(int(self.warmup_steps), 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        pool = np.unique(X, axis=0)
+        Z = self.encoder_.codes(pool, type(self).__name__)
+        cols_pool = column_tensors(Z, self.encoder_.is_cat, self.encoder_.out_dims)
+        n_pool, n_classes = len(pool), self.target_dim_
+        model.train()
+        self.loss_curve_, self.validation_loss_curve_ = [], []
+        self.validation_rows_ = None
+        start = time.perf_counter()
+        for step in range(self.n_steps):
+            k = min(self._pairs_at(step), n_pool)
+            idx = torch.randperm(n_pool, generator=gen)[:k]
+            y = torch.randint(0, n_classes, (k,), generator=gen)
+            cols = [torch.cat([c[idx], c[idx]]) for c in cols_pool]  # lookup copy, predict copy
+            target = torch.zeros(2 * k, n_classes + 1)
+            target[torch.arange(k), y] = 1.0  # lookup copy: the target visible
+            target[k:, -1] = 1.0  # predict copy: the target masked
+            cols.append(target)
+            loss = torch.nn.functional.cross_entropy(model(cols)[-1][k:], y)
+            step_opt.zero_grad()
+            loss.backward()
+            if self.clip is not None:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.clamp_(-self.clip, self.clip)
+            step_opt.step()
+            sched.step()
+            self.loss_curve_.append(float(loss.detach()))
+        self.fit_seconds_ = time.perf_counter() - start
+        self.n_iter_ = self.best_step_ = int(self.n_steps)
 
 
 @dataclass(frozen=True)
@@ -130,9 +217,10 @@ def _predict_each(npt, table: LookupTable, y_context: np.ndarray) -> np.ndarray:
 def lookup_probe(table: LookupTable, npt, random_state=None) -> LookupProbeResult:
     """Fit ``npt`` (an unfitted NPTClassifier) and the pointwise baselines; score the queries.
 
-    Each query is predicted with the training rows and its own labelled duplicate in context
-    (the table NPT was trained on plus two rows: attention spread over many more rows than in
-    training blurs a lookup learned on a small table). The corruption replaces the duplicate's
+    Each query is predicted with its own labelled duplicate and the estimator's context rows
+    (all training rows for NPTClassifier, ``pairs_per_step - 1`` of them for
+    LookupNPTClassifier: attention spread over many more rows than in training blurs a lookup
+    learned on small batches). The corruption replaces the duplicate's
     target by the next class (``(y + 1) mod K``), so a prediction that follows the looked-up row
     changes class.
     """
@@ -156,9 +244,7 @@ def lookup_probe(table: LookupTable, npt, random_state=None) -> LookupProbeResul
 
 
 #: the probe's table: features of breast cancer (first columns), training pairs, queries
-PROBE_TABLE = {"n_features": 8, "n_pairs": 8, "n_query": 24}
-#: the probe's NPT: small, no feature masking (the lookup is the only task), AdamW at a constant
-#: rate (the lookup appears after a plateau of several hundred steps)
-PROBE_NPT = {"dim": 8, "depth": 2, "n_heads": 2, "n_steps": 1500, "lr": 3e-3,
-             "optimizer": "adamw", "feature_mask_prob": 0.0, "target_mask_prob": 0.5,
-             "tradeoff": 0.0, "dropout": 0.0, "flat_fraction": 1.0}
+PROBE_TABLE = {"n_features": 8, "n_pairs": 200, "n_query": 32}
+#: the probe's NPT: :class:`LookupNPTClassifier`'s defaults (duplicate-mode training, pairs
+#: curriculum 2 -> 8 over 3000 steps, AdamW 3e-3 with 100 warm-up steps)
+PROBE_NPT: dict = {}

@@ -392,6 +392,10 @@ class _NPTBase(ParamsValidatedMixin, BaseEstimator):
         return torch.cat(outs)
 
     # -- predict --------------------------------------------------------------------------------
+    def _context_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The labelled rows kept in context at prediction (the whole training table)."""
+        return self.X_train_, self.t_train_
+
     def _forward_queries(self, X, context=None) -> np.ndarray:
         """Raw outputs of the target column for query rows, training rows (+ ``context``) visible.
 
@@ -400,7 +404,7 @@ class _NPTBase(ParamsValidatedMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         caller = type(self).__name__
         X = check_X_finite(X, caller, n_features=self.n_features_in_)
-        Xc, tc = self.X_train_, self.t_train_
+        Xc, tc = self._context_table()
         if context is not None:
             X_extra = check_X_finite(context[0], caller, n_features=self.n_features_in_)
             t_extra, _ = self._encode_target(context[1], X_extra)
