@@ -31,8 +31,28 @@ def machine() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "device": device_name(),
+        "gpu_available": torch.cuda.is_available(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def device_name() -> str:
+    """``"cpu (<processor>)"``, or the GPU's name when torch sees one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def devices() -> list[str]:
+    """The torch devices a benchmark measures: always ``cpu``, plus ``cuda`` (a GPU column)
+    when ``torch.cuda.is_available()``."""
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
