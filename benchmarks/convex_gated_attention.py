@@ -34,9 +34,12 @@ N_GATES = 5
 MAX_ITER = 3000
 MAX_TRAIN = 3000
 HEAD_TOKENS = 32
-#: (d, operator) pairs of the default run; d = 64 dense is not run (refused: 31 GB)
-CASES = [(32, "dense"), (32, "matrix_free"), (64, "matrix_free")]
-QUICK_CASES = [(8, "dense"), (8, "matrix_free"), (16, "dense"), (16, "matrix_free")]
+#: (d, operator, max_iter) of the default run; d = 64 dense is not run (refused: 31 GB).
+#: ``--cases 32:dense,64:matrix_free:40`` picks others (a capped d = 64 row measures the
+#: per-iteration time and memory when a full fit does not fit the session)
+CASES = [(32, "dense", MAX_ITER), (32, "matrix_free", MAX_ITER), (64, "matrix_free", MAX_ITER)]
+QUICK_CASES = [(8, "dense", MAX_ITER), (8, "matrix_free", MAX_ITER), (16, "dense", MAX_ITER),
+               (16, "matrix_free", MAX_ITER)]
 
 
 def _inputs(d: int):
@@ -62,7 +65,7 @@ def _dense_program(X, gates, c: int):
     return Program(blocks, c, "self_attention", "gated_relu", {"groups": 1})
 
 
-def one(d: int, operator: str) -> dict:
+def one(d: int, operator: str, max_iter: int = MAX_ITER) -> dict:
     """One certified fit (run in a child process)."""
     import numpy as np
 
@@ -82,12 +85,12 @@ def one(d: int, operator: str) -> dict:
     else:
         program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
     build = time.perf_counter() - t0
-    res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=MAX_ITER, rng=rng, warn=False)
+    res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=max_iter, rng=rng, warn=False)
     total = time.perf_counter() - t0
     pred = program.forward(res.Z).argmax(axis=1)
     fused = program.fused
     return {
-        "d": d, "operator": operator, "n": n, "s": s, "m": N_GATES,
+        "d": d, "operator": operator, "n": n, "s": s, "m": N_GATES, "max_iter": max_iter,
         "tokens": int(getattr(fused, "T", int(np.count_nonzero(np.any(X != 0, axis=2))))),
         "build_seconds": build, "fit_seconds": total, "solve_seconds": res.seconds,
         "iterations": res.iterations, "seconds_per_iteration": res.seconds / res.iterations,
@@ -101,11 +104,19 @@ def one(d: int, operator: str) -> dict:
     }
 
 
-def main(quick: bool = False) -> dict:
+def _parse_cases(text: str) -> list[tuple[int, str, int]]:
+    out = []
+    for item in text.split(","):
+        parts = item.split(":")
+        out.append((int(parts[0]), parts[1], int(parts[2]) if len(parts) > 2 else MAX_ITER))
+    return out
+
+
+def main(quick: bool = False, cases: list | None = None) -> dict:
     rows = []
-    for d, operator in QUICK_CASES if quick else CASES:
-        out = subprocess.run([sys.executable, __file__, "--one", str(d), operator],
-                             check=True, capture_output=True, text=True)
+    for d, operator, max_iter in cases or (QUICK_CASES if quick else CASES):
+        out = subprocess.run([sys.executable, __file__, "--one", str(d), operator,
+                              str(max_iter)], check=True, capture_output=True, text=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     by = {(r["d"], r["operator"]): r for r in rows}
@@ -127,6 +138,7 @@ def main(quick: bool = False) -> dict:
         "rows": rows, "ratios": ratios,
         "dense_refused_at_64": "n x m x d^3 = 3000 x 5 x 64^3 = 3.93e9 float64 entries (31 GB)",
         "previous_figure": "312 s per fit at d=32 (transfer_minilm_rt, dense), refused at d=64",
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "note": "CPU only (no GPU), 2 cores shared with other sessions: see loadavg per row",
     }
     if not quick:
@@ -136,6 +148,7 @@ def main(quick: bool = False) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "--one":
-        print(json.dumps(one(int(sys.argv[2]), sys.argv[3])))
+        print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
     else:
-        main(quick="--quick" in sys.argv)
+        chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
+        main(quick="--quick" in sys.argv, cases=_parse_cases(chosen) if chosen else None)

@@ -36,7 +36,7 @@ from attnlens.convex.operators import check_dense_size, dense_budget
 
 #: bytes of the token products ``Q`` (float32 and float64 copies together) kept between
 #: applications (at most a quarter of the available memory, see :func:`cache_budget`)
-CACHE_BYTES = 2 * 2**30
+CACHE_BYTES = 2**30
 #: elements of one chunk's temporaries (``Q`` rows or ``W`` rows): 8M floats = 64 MB in float64
 CHUNK_ELEMENTS = 2**23
 #: a block ``Z_j`` is applied through its factors when ``||Z_j - U V^T||_F <= rtol ||Z_j||_F``
