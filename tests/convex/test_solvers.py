@@ -81,6 +81,24 @@ def test_large_block_svt_and_spectral_norm_match_lapack():
     assert sv[0] <= spectral_norm(Z) <= sv[0] * (1 + 1e-10)
 
 
+def test_mid_block_gram_svt_matches_lapack_on_a_wide_spectrum():
+    """The (2000,16,12,10) self-attention block shape (144 x 120), singular values spread over
+    seven decades and a small threshold: the Gram route equals LAPACK's SVD thresholding."""
+    from attnlens.convex._linalg import SVT_GRAM_MIN, svt
+
+    rng = np.random.default_rng(4)
+    Q1, _ = np.linalg.qr(rng.standard_normal((144, 120)))
+    Q2, _ = np.linalg.qr(rng.standard_normal((120, 120)))
+    sv = np.logspace(-6, 1, 120)[::-1]
+    Z = (Q1 * sv) @ Q2.T
+    assert min(Z.shape) >= SVT_GRAM_MIN
+    for tau in (1e-4, 1e-1):
+        U, s, Vt = np.linalg.svd(Z, full_matrices=False)
+        ref = (U * np.maximum(s - tau, 0)) @ Vt
+        np.testing.assert_allclose(svt(Z, tau), ref, atol=1e-11 * sv[0])
+        np.testing.assert_allclose(svt(Z.T, tau), ref.T, atol=1e-11 * sv[0])
+
+
 def test_float32_products_and_fused_gated_mlp_match_reference():
     X, Y, rng = _data(n=50, s=6, d=4)
     prog = build_program(X, "self_attention", "linear", 3)

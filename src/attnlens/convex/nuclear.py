@@ -131,9 +131,15 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     prev_obj = np.inf
     misses = 0
     bar = progress_bar(progress, max_iter, "fista")
+    # squared loss: grad = (A^*A y - A^*Y) / n, with A^*A through the Gram where it is cheaper
+    gram = loss.name == "squared" and program.has_normal()
+    AtY = program.adjoint_flat(Y) if gram else None
     for it in range(1, max_iter + 1):
-        yhat = program.forward_flat(Yx, single)
-        g = program.adjoint_flat(loss.gradient(yhat, Y), single)
+        if gram:
+            g = (program.normal_flat(Yx) - AtY) / n
+        else:
+            yhat = program.forward_flat(Yx, single)
+            g = program.adjoint_flat(loss.gradient(yhat, Y), single)
         Znew = svt_flat(program, Yx - g / L, beta / L)
         # gradient-based adaptive restart
         if np.dot(Yx - Znew, Znew - Z) > 0:

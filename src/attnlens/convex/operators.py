@@ -32,6 +32,11 @@ import numpy as np
 from attnlens._validation import check_array
 from attnlens.convex._linalg import bmm
 
+#: :meth:`Program.normal_flat` (``A^* A`` through a Gram) is used up to this Gram side
+#: (2,500: 50 MB; the (2000,16,12,10) self-attention head has 936) and while the side is at
+#: most ``n`` (then one Gram product costs at most half of a forward + adjoint pair)
+MAX_GRAM_SIDE = 2500
+
 #: Dense feature tensors (float64 entries) up to this size are always built (~1.6 GB); larger
 #: ones while they fit in a third of the memory available now (:func:`dense_budget`).
 MAX_DENSE_ENTRIES = 200_000_000
@@ -77,6 +82,7 @@ class KronBlock:
         else:
             self._Bc = self._B2
         self._Bc32 = None
+        self._gram = None
 
     @property
     def p(self) -> int:
@@ -96,15 +102,34 @@ class KronBlock:
             self._Bc32 = self._Bc.astype(np.float32)
         return self._Bc32
 
-    def forward(self, Z: np.ndarray, c: int, single: bool = False) -> np.ndarray:
-        """(p, qc) -> (n, c)."""
+    def _reduce(self, Z: np.ndarray, c: int) -> np.ndarray:
+        """(p, qc) -> (P, p1 c): the coordinates the operator sees (symmetric pairs summed)."""
         Z4 = Z.reshape(self.p1, self.p2, self.q, c)
         Zt = Z4.transpose(1, 2, 0, 3).reshape(self.p2 * self.q, self.p1 * c)  # (p2 q, p1 c)
         if self.symmetric:
             Zt = Zt[self._up] + self._off * Zt[self._lo]  # (P, p1 c)
+        return Zt
+
+    def forward(self, Z: np.ndarray, c: int, single: bool = False) -> np.ndarray:
+        """(p, qc) -> (n, c)."""
+        Zt = self._reduce(Z, c)
         B = self._mat(single)
         T = (B @ Zt.astype(B.dtype)).reshape(self.n, self.p1, c)  # (n, p1, c)
         return np.einsum("nk,nkc->nc", self.a, T.astype(np.float64))
+
+    def gram_size(self) -> int:
+        """Side of the Gram :meth:`normal` uses: ``P p1`` (``P`` reduced columns of ``B``)."""
+        return self._Bc.shape[1] * self.p1
+
+    def normal(self, Z: np.ndarray, c: int) -> np.ndarray:
+        """``A^* A Z`` (p, qc) through the Gram ``K = Phi^T Phi`` of the reduced features
+        ``Phi_i = B_i (x) a_i`` (built once, ``(P p1)^2`` entries): one (P p1)^2 x c product
+        instead of the two (n, P) x (P, p1 c) products of :meth:`forward` + :meth:`adjoint`."""
+        if self._gram is None:
+            Phi = (self._Bc[:, :, None] * self.a[:, None, :]).reshape(self.n, -1)  # (n, P p1)
+            self._gram = Phi.T @ Phi
+        Zr = self._reduce(Z, c).reshape(-1, c)  # rows (P, k)
+        return self._expand((self._gram @ Zr).reshape(-1, self.p1 * c), c)
 
     def adjoint(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         """(n, c) -> (p, qc): sum_i Phi_i (x) R_i."""
@@ -112,6 +137,10 @@ class KronBlock:
         aR = (self.a[:, :, None] * R[:, None, :]).reshape(self.n, self.p1 * c)  # (n, p1 c)
         B = self._mat(single)
         Mc = (B.T @ aR.astype(B.dtype)).astype(np.float64)  # (P or p2 q, p1 c)
+        return self._expand(Mc, c)
+
+    def _expand(self, Mc: np.ndarray, c: int) -> np.ndarray:
+        """(P, p1 c) -> (p, qc): the adjoint of :meth:`_reduce`."""
         if self.symmetric:
             M = np.empty((self.p2 * self.q, self.p1 * c))
             M[self._up] = Mc
@@ -282,6 +311,18 @@ class Program:
         if self.fused is not None:
             return self.fused.adjoint_flat(R, single)
         return self.flatten(self.adjoint(R, single))
+
+    def has_normal(self) -> bool:
+        """Whether :meth:`normal_flat` applies (one Kronecker block, Gram side <= n and
+        :data:`MAX_GRAM_SIDE`)."""
+        return (self.fused is None and len(self.blocks) == 1
+                and isinstance(self.blocks[0], KronBlock)
+                and self.blocks[0].gram_size() <= min(self.n, MAX_GRAM_SIDE))
+
+    def normal_flat(self, x: np.ndarray) -> np.ndarray:
+        """``A^* A x`` on the flat vector ``x`` (float64; only where :meth:`has_normal`)."""
+        (shape,) = self.zshapes()
+        return self.blocks[0].normal(x.reshape(shape), self.n_outputs).ravel()
 
     def take(self, idx: np.ndarray) -> Program:
         if hasattr(self.fused, "blocks"):  # matrix-free group: its blocks are views of it
