@@ -73,3 +73,20 @@ def test_kron_operator_matches_dense_design_and_adjoint():
     G = b.adjoint(R)
     np.testing.assert_allclose(gU, G @ V, rtol=1e-11)
     np.testing.assert_allclose(gV, G.T @ U, rtol=1e-11)
+
+
+@pytest.mark.parametrize("head", ["self_attention", "mixer"])
+def test_kron_gram_normal_matches_dense_design(head):
+    """``A^* A Z`` through the Gram of the reduced features (symmetric pairs summed for
+    self-attention) equals ``Phi^T Phi vec(Z)`` with the explicit design."""
+    from attnlens.convex._reference import dense_design
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 5, 3))
+    prog = build_program(X, head, "linear", 2)
+    b = prog.blocks[0]
+    Phi = dense_design(b)  # (n, p q), independent of the Gram
+    Z = rng.standard_normal(b.zshape(2))
+    ref = (Phi.T @ (Phi @ Z.reshape(-1, 2))).reshape(Z.shape)
+    np.testing.assert_allclose(b.normal(Z, 2), ref, rtol=1e-11, atol=1e-11 * np.abs(ref).max())
+    assert prog.has_normal() == (b.gram_size() <= 40)
