@@ -16,8 +16,8 @@ from attnlens.cli.kernel import app as kernel_app
 from attnlens.cli.retrieval import imf as imf_command
 from attnlens.cli.retrieval import rerank as rerank_command
 from attnlens.cli.svm import app as svm_app
-from attnlens.cli.theory import app as theory_app
 from attnlens.cli.tabular import app as tabular_app
+from attnlens.cli.theory import app as theory_app
 from attnlens.cli.transfer import transfer as transfer_command
 
 app = typer.Typer(
