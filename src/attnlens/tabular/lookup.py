@@ -113,12 +113,7 @@ class LookupNPTClassifier(NPTClassifier):
     def _train(self, X, t, is_cat, gen) -> None:
         model = self.model_
         params = list(model.parameters())
-        if self.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr)
-            step_opt = opt
-        else:
-            opt = Lamb(params, lr=self.lr)
-            step_opt = Lookahead(opt, k=self.lookahead_k, alpha=self.lookahead_alpha)
+        opt, step_opt = self._optimizers()
         warm = max(int(self.warmup_steps), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
         pool = np.unique(X, axis=0)

@@ -285,15 +285,20 @@ class _NPTBase(ParamsValidatedMixin, BaseEstimator):
             return float(torch.nn.functional.cross_entropy(out, val_targets))
         return float(((out[:, 0] - val_targets) ** 2).mean())
 
+    def _optimizers(self):
+        """(optimizer the scheduler drives, optimizer that steps): AdamW, or LAMB wrapped in
+        Lookahead as in the official code."""
+        params = list(self.model_.parameters())
+        if self.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr)
+            return opt, opt
+        opt = Lamb(params, lr=self.lr)
+        return opt, Lookahead(opt, k=self.lookahead_k, alpha=self.lookahead_alpha)
+
     def _train(self, X, t, is_cat, gen) -> None:
         model = self.model_
         params = list(model.parameters())
-        if self.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr)
-            step_opt = opt
-        else:
-            opt = Lamb(params, lr=self.lr)
-            step_opt = Lookahead(opt, k=self.lookahead_k, alpha=self.lookahead_alpha)
+        opt, step_opt = self._optimizers()
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: flat_and_anneal(s, self.n_steps, self.flat_fraction))
         Z = self.encoder_.codes(X, type(self).__name__)
