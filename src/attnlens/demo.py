@@ -134,7 +134,7 @@ def run_demo(
         console.print("[3/4] Att-SVM: normalized GD on W vs W^mm (n=6, T=8, d=10, seed 0)")
         from attnlens.svm import convergence_check
 
-        check = convergence_check(seed=0)
+        check = convergence_check(seed=0).to_dict()
     console.print("[4/4] report")
     n_test, n_train = rows[0].get("n_test"), rows[0].get("n_train")
     title = (f"MiniLM / Rotten Tomatoes, d={d}, {len(seeds)} seed(s), train n={n_train}, "

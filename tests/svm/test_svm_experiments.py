@@ -76,12 +76,13 @@ def test_cli_reproduce(tmp_path):
 
 def test_convergence_check():
     out = convergence_check(0, steps=1500)
-    assert out["correlation"] > 0.97
-    assert out["prob_selected"] > 0.99
-    assert len(out["selection"]) == 6 and out["seconds"] > 0
+    assert out.correlation > 0.97
+    assert out.prob_selected > 0.99
+    assert len(out.selection) == 6 and out.seconds > 0
     with pytest.raises(ValueError, match="seed"):
         convergence_check(-1)
-    assert np.isfinite(out["norm"])
+    assert np.isfinite(out.norm)
+    assert json.loads(json.dumps(out.to_dict()))["correlation"] == out.correlation
 
 
 def _run(name, tmp_path, **kw):

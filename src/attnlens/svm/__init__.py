@@ -15,6 +15,7 @@ private solvers in ``attnlens.svm._solvers``; the shared tolerances (support, ra
 
 from attnlens.svm.attsvm import AttSVMResult, att_svm, att_svm_problem
 from attnlens.svm.dynamics import (
+    ConvergenceCheck,
     MLPHead,
     ProblemBatch,
     ReferenceRun,
@@ -61,6 +62,7 @@ from attnlens.svm.svmeq import SVMEqResult, log_ratio_fin, svm_eq
 
 __all__ = [
     "AttSVMResult",
+    "ConvergenceCheck",
     "FinitePartResult",
     "GenSVMResult",
     "LocalOptimum",

@@ -16,7 +16,7 @@ Zhang, Oymak, NeurIPS 2023 (arXiv 2306.13596); Tarzanagh, Li, Thrampoulidis, Oym
 
 from attnlens.svm._heads import MLPHead
 from attnlens.svm._numerics import numerical_rank
-from attnlens.svm.dynamics.convergence import convergence_check
+from attnlens.svm.dynamics.convergence import ConvergenceCheck, convergence_check
 from attnlens.svm.dynamics.reference_loop import ReferenceRun, reference_train
 from attnlens.svm.dynamics.regpath import RegPath, regularization_path
 from attnlens.svm.dynamics.trackers import (
@@ -38,6 +38,7 @@ from attnlens.svm.dynamics.training import (
 )
 
 __all__ = [
+    "ConvergenceCheck",
     "MLPHead",
     "ProblemBatch",
     "ReferenceRun",

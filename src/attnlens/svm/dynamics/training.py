@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,12 +62,13 @@ HEADS = ("linear", "mlp")
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class ProblemBatch:
     """``S`` token-selection problems of one shape, stacked along a leading seed axis.
 
     X: (S, n, T, d) tokens; Y: (S, n) labels +-1; v: (S, d) linear head;
-    Z: (S, n, d) queries (score ``x_t^T W z``).
+    Z: (S, n, d) queries (score ``x_t^T W z``); seeds: the seed of each problem, if known.
+    Frozen: derive a changed batch with :func:`dataclasses.replace`.
     """
 
     X: np.ndarray
@@ -77,14 +78,17 @@ class ProblemBatch:
     seeds: list[int] | None = None
 
     def __post_init__(self) -> None:
-        self.X = check_array(self.X, "X", ndim=4)
-        S, n, T, d = self.X.shape
-        self.Y = check_array(self.Y, "Y", shape=(S, n))
-        if not np.all(np.isin(self.Y, (-1.0, 1.0))):
-            raise_invalid("Y", "labels -1 or +1", f"got values {np.unique(self.Y)}",
+        X = check_array(self.X, "X", ndim=4)
+        S, n, T, d = X.shape
+        Y = check_array(self.Y, "Y", shape=(S, n))
+        if not np.all(np.isin(Y, (-1.0, 1.0))):
+            raise_invalid("Y", "labels -1 or +1", f"got values {np.unique(Y)}",
                           "Map the classes to -1/+1.", "ProblemBatch")
-        self.v = check_array(self.v, "v", shape=(S, d))
-        self.Z = check_array(self.Z, "Z", shape=(S, n, d))
+        checked = {"X": X, "Y": Y, "v": check_array(self.v, "v", shape=(S, d)),
+                   "Z": check_array(self.Z, "Z", shape=(S, n, d)),
+                   "seeds": None if self.seeds is None else [int(s) for s in self.seeds]}
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -142,10 +146,8 @@ class ProblemBatch:
             raise_invalid("seeds", "at least one seed", "got none")
         probs = [random_problem(n, T, d, seed=s) for s in seeds]
         batch = cls.from_problems(probs)
-        if self_attention:
-            batch.Z = batch.X[:, :, 0, :].copy()
-        batch.seeds = list(seeds)
-        return batch
+        Z = batch.X[:, :, 0, :].copy() if self_attention else batch.Z
+        return replace(batch, Z=Z, seeds=list(seeds))
 
     @classmethod
     def official(cls, seeds: Sequence[int], n: int = 6, T: int = 8, d: int = 10) -> ProblemBatch:
@@ -155,8 +157,7 @@ class ProblemBatch:
         if not seeds:
             raise_invalid("seeds", "at least one seed", "got none")
         batch = cls.from_problems([official_problem(s, n, T, d) for s in seeds])
-        batch.seeds = list(seeds)
-        return batch
+        return replace(batch, seeds=list(seeds))
 
 
 def softmax(s: np.ndarray, axis: int = -1) -> np.ndarray:
