@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -65,6 +66,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write(path, boom)
     assert read_json(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
+
+
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # created through open(): 0o666 minus the process umask
+    atomic = atomic_write_json(tmp_path / "atomic.json", {"a": 1})
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
 
 def test_run_folder_resumes_and_refuses_other_config(tmp_path):

@@ -14,6 +14,12 @@ from typing import Any
 
 import numpy as np
 
+# mkstemp creates 0600 files; give the result the mode a plain ``open(path, "w")`` would.
+# The umask is read once at import (reading it means setting it, which is not thread safe).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
@@ -37,6 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
