@@ -4,7 +4,7 @@ the optimal selection, by the paper's procedure and certified.
 The official experiment (Tarzanagh, Li, Thrampoulidis, Oymak, arXiv 2308.16898;
 umich-sota/TF-as-SVM ``svm_rank.ipynb``), rebuilt:
 
-* data (``official_data``, torch generator): ``v`` unit, ``Y`` +-1, ``X`` (n, T, d) unit-norm
+* data (``official_data`` = :func:`attnlens.svm.official_problem`, torch generator): ``v`` unit, ``Y`` +-1, ``X`` (n, T, d) unit-norm
   tokens, ``Z`` (n, d) unit-norm queries (cross-attention), selection
   ``a_i = argmax_t Y_i v^T x_it``; seeds 0, 1, 2, ... (100 per cell), the next seed taken only
   when the solver raises;
@@ -39,7 +39,7 @@ from attnlens.errors import InfeasibleError
 from attnlens.experiments import register
 from attnlens.experiments.svm_common import sweep
 from attnlens.report import RunFolder, markdown_table
-from attnlens.svm import att_svm
+from attnlens.svm import att_svm, official_problem
 from attnlens.svm.attsvm import RANK_RTOL
 
 CELLS = ((5, 5), (5, 10), (5, 15), (10, 5), (15, 5))
@@ -56,25 +56,18 @@ INSTANCE_FIELDS = ("seed", "official_fro", "official_nuc", "certified_fro", "cer
 
 
 def official_data(seed: int, n: int, T: int, d: int) -> dict[str, np.ndarray]:
-    """The notebook's ``data_generator(seed)``: float32 torch draws, then float64.
+    """The notebook's ``data_generator(seed)``: :func:`attnlens.svm.official_problem`'s draws
+    (float32 torch, then float64) and the selection computed in float32 as the notebook does.
 
     Returns X (n, T, d), Y (n,), Z (n, d), v (d,), selection (n,) = argmax_t Y_i v^T x_it.
     """
     import torch
 
-    g = torch.Generator()
-    g.manual_seed(int(seed))
-    v = torch.randn((d,), generator=g)
-    v /= torch.norm(v)
-    Y = 2 * torch.ones(n) * (torch.randn(n, generator=g) > 0) - 1
-    X = torch.randn((n, T, d), generator=g)
-    X /= torch.norm(X, dim=-1, keepdim=True)
-    Z = torch.randn((n, d), generator=g)
-    Z /= torch.norm(Z, dim=-1, keepdim=True)
-    sel = ((X @ v) * Y.view(-1, 1)).argmax(dim=-1)
-    out = {k: t.double().numpy() for k, t in (("X", X), ("Y", Y), ("Z", Z), ("v", v))}
-    out["selection"] = sel.numpy().astype(np.int64)
-    return out
+    p = official_problem(seed, n, T, d)
+    # the float64 arrays hold float32 values exactly: float32 again gives the notebook's product
+    X32, v32, Y32 = (torch.from_numpy(a.astype(np.float32)) for a in (p.X, p.v, p.Y))
+    sel = ((X32 @ v32) * Y32.view(-1, 1)).argmax(dim=-1)
+    return {"X": p.X, "Y": p.Y, "Z": p.Z, "v": p.v, "selection": sel.numpy().astype(np.int64)}
 
 
 def official_solve(X: np.ndarray, Z: np.ndarray, selection: np.ndarray,
