@@ -85,3 +85,12 @@ def start_killer(marker_dir: Path) -> tuple[object, list[int]]:
                               daemon=True)
     thread.start()
     return thread, killed
+
+
+def timeless(unit: dict) -> dict:
+    """A stored unit without its wall-clock fields (any key naming seconds, at any depth)."""
+    if isinstance(unit, dict):
+        return {k: timeless(v) for k, v in unit.items() if "seconds" not in k}
+    if isinstance(unit, list):
+        return [timeless(v) for v in unit]
+    return unit

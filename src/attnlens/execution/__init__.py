@@ -4,7 +4,8 @@ A sweep is a list of :class:`Unit` (a key, a module-level function, its keyword 
 :func:`run_units` runs those not yet stored in the run folder on the current backend
 (:func:`use_execution`, the CLI's ``--backend``/``--address``/``--workers``) and stores each
 result atomically as it arrives, so any sweep resumes on any backend. Results do not depend
-on the backend: a unit's result depends on its arguments only (seeds included).
+on the backend: a unit's result depends on its arguments only (seeds included), and every
+unit computes with the same number of threads (``Unit.threads``) on every backend.
 
 This is an application-layer package: experiments and the transfer runner use it; pillars
 never do.
@@ -19,7 +20,7 @@ from attnlens.execution.config import (
     use_execution,
 )
 from attnlens.execution.sweep import NOT_STORED, run_units
-from attnlens.execution.unit import Unit
+from attnlens.execution.unit import UNIT_THREADS, Unit
 
-__all__ = ["MAX_RETRIES", "NOT_STORED", "Backend", "Execution", "Unit", "current_execution", "resolve_device", "run_units",
-           "use_execution"]
+__all__ = ["MAX_RETRIES", "NOT_STORED", "UNIT_THREADS", "Backend", "Execution", "Unit",
+           "current_execution", "resolve_device", "run_units", "use_execution"]

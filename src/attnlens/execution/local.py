@@ -49,7 +49,7 @@ class SerialBackend:
 
     def run(self, todo: Sequence[Unit]) -> Iterator[Outcome]:
         for unit in todo:
-            result, seconds = execute(unit.fn, unit.kwargs, self.shared)
+            result, seconds = execute(unit.fn, unit.kwargs, self.shared, unit.threads)
             yield Outcome(unit.key, result, seconds)
 
 
@@ -74,7 +74,7 @@ def _init_worker(shared: Mapping[str, Any], threads: int) -> None:
 
 
 def _work(unit: Unit) -> tuple[dict[str, Any], float]:
-    return execute(unit.fn, unit.kwargs, _SHARED)
+    return execute(unit.fn, unit.kwargs, _SHARED, unit.threads)
 
 
 # ----------------------------------------------------------------------------- driver side

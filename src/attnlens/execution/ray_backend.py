@@ -66,12 +66,13 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from exc
 
 
-def _task(fn: Any, kwargs: Mapping[str, Any], **shared: Any) -> tuple[dict[str, Any], float]:
-    return execute(fn, kwargs, shared)
+def _task(fn: Any, kwargs: Mapping[str, Any], threads: int,
+          **shared: Any) -> tuple[dict[str, Any], float]:
+    return execute(fn, kwargs, shared, threads)
 
 
 class RayBackend:
-    """Units run as Ray tasks (one CPU each) on a local or a running cluster."""
+    """Units run as Ray tasks (``Unit.threads`` CPUs each) on a local or a running cluster."""
 
     name = "ray"
 
@@ -103,8 +104,7 @@ class RayBackend:
             self._owned = True
         self.workers = int(ray.cluster_resources().get("CPU", 0))
         self._refs = {name: ray.put(obj) for name, obj in self.shared.items()}
-        self._remote = ray.remote(_task).options(
-            num_cpus=1, max_retries=self.execution.max_retries, retry_exceptions=False)
+        self._remote = ray.remote(_task)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -120,7 +120,11 @@ class RayBackend:
         ray = self._ray
         from ray.exceptions import RayError, RayTaskError
 
-        keys = {self._remote.remote(u.fn, u.kwargs, **self._refs): u.key for u in todo}
+        options = {"max_retries": self.execution.max_retries, "retry_exceptions": False}
+        # a task reserves its unit's threads as CPUs (at most the cluster's: never unschedulable)
+        keys = {self._remote.options(num_cpus=min(u.threads, max(self.workers, 1)),
+                                     **options).remote(
+                    u.fn, u.kwargs, u.threads, **self._refs): u.key for u in todo}
         self._inflight = list(keys)
         while self._inflight:
             done, self._inflight = ray.wait(self._inflight, num_returns=1)

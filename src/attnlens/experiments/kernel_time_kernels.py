@@ -97,7 +97,8 @@ def run(out: str | Path, *, seeds: int = 5, overwrite: bool = False, steps: int 
     folder = RunFolder(out, cfg, overwrite=overwrite)
     from attnlens.execution import Unit, run_units
 
-    run_units(folder, [Unit(f"{e}.seed={s}", train_unit, {"name": e, "seed": s, "cfg": cfg})
+    run_units(folder, [Unit(f"{e}.seed={s}", train_unit, {"name": e, "seed": s, "cfg": cfg},
+                            threads=threads)
                        for s in range(seeds) for e in ENCODERS],
               desc="time kernels", progress=progress)
     res = folder.load_units()

@@ -128,7 +128,7 @@ def run(
               # seed 0's weights, for the spectrum experiment (written atomically by the
               # worker: on a multi-node cluster the run folder must be a shared file system)
               "save_model": (folder.path / "models" / f"{d}.{m.replace('+', 'plus')}.pt"
-                             if s == 0 else None)})
+                             if s == 0 else None)}, threads=threads)
         for d in datasets for s in range(seeds) for m in MODEL_NAMES
     ]
     run_units(folder, units[::-1] if reverse else units, desc="uea runs", progress=progress)

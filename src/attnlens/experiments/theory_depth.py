@@ -78,7 +78,7 @@ def run(out: str | Path, *, seeds: int = 2, overwrite: bool = False, steps: int 
     from attnlens.execution import Unit, run_units
 
     units = [Unit(f"depth={d}.budget={b}.seed={s}", _unit,
-                  {"depth": d, "budget": b, "seed": s, "cfg": cfg})
+                  {"depth": d, "budget": b, "seed": s, "cfg": cfg}, threads=threads)
              for s in range(seeds) for b in budgets for d in depths]
     run_units(folder, units, desc="depth sweep", shared={"corpus": corpus}, progress=progress)
     return summarize(folder, corpus)

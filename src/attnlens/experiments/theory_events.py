@@ -232,7 +232,8 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, epochs: int
     folder = RunFolder(out, cfg, overwrite=overwrite)
     from attnlens.execution import Unit, run_units
 
-    units = [Unit(f"{e}.seed={s}", train_unit, {"encoder": e, "seed": s, "cfg": cfg})
+    units = [Unit(f"{e}.seed={s}", train_unit, {"encoder": e, "seed": s, "cfg": cfg},
+                  threads=threads)
              for s in range(seeds) for e in encoders]
     run_units(folder, units[::-1] if reverse else units, desc="event sequences",
               shared={"data": data}, progress=progress)
