@@ -19,9 +19,9 @@ def test_lookup_table_defeats_pointwise_models_and_npt_reads_the_context_rows():
     """The probe's table is unpredictable row by row (MLP, gradient boosting at chance), and NPT's
     prediction for a query depends on the target carried by another row in context.
 
-    (That NPT *learns* to copy the duplicate is not asserted here: on 2 CPU cores it did not
-    within the probe's 1500 steps; see the benchmark and docs. This test pins the mechanism:
-    changing only the duplicate's target changes the query's predicted probabilities.)
+    (An untrained-for-lookup NPT, 5 steps: this pins the mechanism, changing only the
+    duplicate's target changes the query's predicted probabilities. That NPT *learns* to copy
+    the duplicate is pinned in test_lookup.py.)
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.neural_network import MLPClassifier
