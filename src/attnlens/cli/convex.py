@@ -33,6 +33,7 @@ class Solver(str, Enum):
     auto = "auto"
     fista = "fista"
     bm = "bm"
+    ssnal = "ssnal"
     cvxpy = "cvxpy"
 
 

@@ -148,7 +148,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
     n_gates : number of random gates for gated activations (ignored, with a warning, for
         "linear").
     solver : "auto" (FISTA with continuation in beta), "fista", "bm" (Burer-Monteiro; refused
-        for "relu") or "cvxpy" (reference).
+        for "relu"), "ssnal" (FISTA warm start, then a semismooth Newton augmented Lagrangian;
+        squared loss, linear and gated heads) or "cvxpy" (reference).
     tol : tolerance on the certificate (relative duality gap).
     max_iter : iteration budget of the solver.
     random_state : seed for the gates and the solver's randomness.

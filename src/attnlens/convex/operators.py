@@ -121,15 +121,33 @@ class KronBlock:
         """Side of the Gram :meth:`normal` uses: ``P p1`` (``P`` reduced columns of ``B``)."""
         return self._Bc.shape[1] * self.p1
 
+    def gram(self) -> np.ndarray:
+        """``K = Phi^T Phi`` ((P p1, P p1)) of the reduced features ``Phi_i = B_i (x) a_i``
+        (built once): ``A Z = Phi W`` with ``W = reduce(Z)`` (P p1, c), see :meth:`reduce`."""
+        if self._gram is None:
+            Phi = (self._Bc[:, :, None] * self.a[:, None, :]).reshape(self.n, -1)  # (n, P p1)
+            self._gram = Phi.T @ Phi
+        return self._gram
+
+    def reduce(self, Z: np.ndarray, c: int) -> np.ndarray:
+        """(p, qc) -> (P p1, c): the coordinates ``W`` the operator sees, ``A Z = Phi W``."""
+        return self._reduce(Z, c).reshape(-1, c)
+
+    def expand(self, M: np.ndarray, c: int) -> np.ndarray:
+        """(P p1, c) -> (p, qc): the adjoint of :meth:`reduce`."""
+        return self._expand(M.reshape(-1, self.p1 * c), c)
+
+    def reduced_adjoint(self, R: np.ndarray) -> np.ndarray:
+        """``Phi^T R`` (P p1, c) for ``R`` (n, c): ``A^* R = expand(Phi^T R)``."""
+        c = R.shape[1]
+        aR = (self.a[:, :, None] * R[:, None, :]).reshape(self.n, self.p1 * c)  # (n, p1 c)
+        return (self._Bc.T @ aR).reshape(-1, c)
+
     def normal(self, Z: np.ndarray, c: int) -> np.ndarray:
         """``A^* A Z`` (p, qc) through the Gram ``K = Phi^T Phi`` of the reduced features
         ``Phi_i = B_i (x) a_i`` (built once, ``(P p1)^2`` entries): one (P p1)^2 x c product
         instead of the two (n, P) x (P, p1 c) products of :meth:`forward` + :meth:`adjoint`."""
-        if self._gram is None:
-            Phi = (self._Bc[:, :, None] * self.a[:, None, :]).reshape(self.n, -1)  # (n, P p1)
-            self._gram = Phi.T @ Phi
-        Zr = self._reduce(Z, c).reshape(-1, c)  # rows (P, k)
-        return self._expand((self._gram @ Zr).reshape(-1, self.p1 * c), c)
+        return self.expand(self.gram() @ self.reduce(Z, c), c)
 
     def adjoint(self, R: np.ndarray, single: bool = False) -> np.ndarray:
         """(n, c) -> (p, qc): sum_i Phi_i (x) R_i."""
