@@ -103,6 +103,15 @@ def test_bad_input_is_named():
         NPTClassifier(dim=64, memory_budget_gb=0.5).fit(rng.normal(size=(20, 400)), y)
     with pytest.raises(InvalidParameterError, match="target_mask_prob"):
         NPTClassifier(target_mask_prob=0.0).fit(X, y)
+    clf = NPTClassifier(dim=4, depth=2, n_heads=2, n_steps=1, random_state=0).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="NaN"):  # at prediction too
+        clf.predict(Xn)
+    with pytest.raises(InvalidParameterError, match="NaN"):  # in extra context rows
+        clf.predict(X[:2], context=(Xn, y))
+    y_nan = rng.normal(size=20)
+    y_nan[3] = np.nan
+    with pytest.raises(InvalidParameterError, match="finite"):
+        NPTRegressor(n_steps=1).fit(X, y_nan)
 
 
 def test_early_stopping_restores_the_best_validation_checkpoint():

@@ -81,8 +81,8 @@ class LookupNPTClassifier(NPTClassifier):
 
     def __init__(self, dim=16, depth=2, n_heads=2, n_steps=4000, lr=1e-3, batch_size=1024,
                  feature_mask_prob=0.0, target_mask_prob=1.0, tradeoff=0.0, flat_fraction=1.0,
-                 optimizer="lamb_lookahead", lookahead_k=6, lookahead_alpha=0.5, clip=1.0, dropout=0.0,
-                 attention_dropout=0.0, early_stopping=False, validation_fraction=0.1,
+                 optimizer="lamb_lookahead", lookahead_k=6, lookahead_alpha=0.5, clip=1.0,
+                 dropout=0.0, attention_dropout=0.0, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=5, eval_every=10, categorical_features=None,
                  memory_budget_gb=4.0, random_state=None, verbose=False, pairs_per_step=8,
                  curriculum_steps=3000, warmup_steps=100):
