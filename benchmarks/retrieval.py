@@ -19,6 +19,7 @@ Writes benchmarks/results/retrieval.json and .png. ``--quick`` runs one seed, fe
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -54,7 +55,8 @@ def quality(seeds: int, epochs: int, work: Path) -> dict:
         metrics = run(work / name, seeds=seeds, backbone=backbone, epochs=epochs,
                       progress=False, overwrite=True)
         out[name] = {"dataset": metrics["dataset"], "table": metrics["table"],
-                     "wall_seconds": time.perf_counter() - start}
+                     "units": metrics["units"], "wall_seconds": time.perf_counter() - start,
+                     "loadavg_after": os.getloadavg()}
         print(name, metrics["dataset"], flush=True)
         for row in metrics["table"]:
             print(f"  {row['method']:<30} mAP {100 * row['mAP']:.2f} +- "
@@ -90,8 +92,11 @@ def speed() -> dict:
     for name, size in (("csa_rerank", {"l": 64, "dim": 128}),
                        ("csa_rerank_benchmark_size", {"l": 32, "dim": 64})):
         csa = R.CSAReranker(k=100, epochs=1, n_threads=2, **size).fit(X, y)
+        cpu0 = time.process_time()
         _, t_csa = timed(lambda csa=csa: csa.rerank(Qc, Gc, ranking), repeat=2)
-        out[name] = {"n_q": 1000, "K": 100, **size, "seconds": t_csa, "target_s": 10.0}
+        out[name] = {"n_q": 1000, "K": 100, **size, "seconds": t_csa, "target_s": 10.0,
+                     "cpu_seconds_per_call": (time.process_time() - cpu0) / 2,
+                     "n_threads": 2, "loadavg": os.getloadavg()}
     for k, v in out.items():
         print(k, {a: (float(f"{b:.4g}") if isinstance(b, float) else b) for a, b in v.items()},
               flush=True)

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from attnlens.cli import app
-from attnlens.datasets.captions import caption_bank, matching_pairs
+from attnlens.datasets.captions import caption_bank, masked_templates, matching_pairs
 from attnlens.experiments.retrieval_common import make_split
 
 SEED = 2
@@ -65,9 +65,26 @@ def test_imf_training_on_real_captions():
     caps = load_backbone("minilm").encode(texts, layer=-1, progress=False)
     inputs = {"labels": digits.target, "parsing": patches / 16.0, "local": patches / 16.0,
               "cap_tokens": caps.tokens, "cap_mask": caps.mask, "cap_labels": cap_labels}
-    cfg = {"dim": 16, "depth": 2, "heads": 2, "epochs": 1, "batch_size": 32, "lr": 1e-3,
-           "n_threads": 1}
-    res = train_and_probe(inputs, "local", np.arange(200), np.arange(200, 300), SEED, cfg)
+    minilm = load_backbone("minilm")
+    masked = masked_templates("digits", minilm.tokenizer.mask_token)
+    enc = minilm.encode(masked, layer=-1, progress=False)
+    ids = minilm.tokenizer(masked)["input_ids"]
+    inputs.update(mlm_tokens=enc.tokens, mlm_mask=enc.mask, mlm_positions=np.array(
+        [row.index(minilm.tokenizer.mask_token_id) for row in ids]))
+    cfg = {"dim": 16, "depth": 2, "heads": 2, "epochs": 2, "batch_size": 32, "lr": 1e-3,
+           "n_threads": 1, "pool": 2, "mlm": True, "target_acc": 1.01}
+    res = train_and_probe(inputs, "local", np.arange(200), np.arange(200, 300), SEED, cfg,
+                          val=np.arange(300, 340))
     assert len(res["imf"]) == 2 and all(0 < v < 1 for v in res["imf"])
+    assert res["epochs_run"] == 2 and len(res["val_accuracy_history"]) == 2
+    assert 0 <= res["mlm_accuracy"] <= 1
     np.testing.assert_allclose(np.add(res["vision_to_language"], res["language_to_vision"]),
                                res["imf"], atol=1e-12)
+
+
+def test_masked_templates_hide_the_class_word():
+    texts, _ = caption_bank("mnist")
+    masked = masked_templates("mnist", "[MASK]")
+    assert len(masked) == len(texts) // 10 and all(t.count("[MASK]") == 1 for t in masked)
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    assert not any(name in t.split() for t in masked for name in names)

@@ -67,3 +67,24 @@ def test_fusion_model_maps_are_row_stochastic_and_ignore_padding():
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 2, 14))
     assert float(maps[:, 1, :, :, 3:5].abs().max()) == 0.0  # padded text keys get nothing
     assert modality.tolist() == [1] * 5 + [0] * 9
+
+
+def test_pooled_visual_encoders_against_a_direct_computation():
+    """parsing: LayerNorm, 2 x 2 mean over the grid, linear; local: a strided conv halves the
+    grid side; the MLM head reads the fused state at the masked language position."""
+    torch.manual_seed(SEED)
+    model = FusionTransformer(6, 5, dim=8, depth=1, heads=2, pool=2, n_words=3).eval()
+    vis = torch.randn(2, 16, 6)  # a 4 x 4 grid
+    emb = model.visual[0]
+    x = torch.nn.functional.layer_norm(vis, (6,), emb.norm.weight, emb.norm.bias)
+    grid = x.reshape(2, 4, 4, 6)
+    pooled = grid.reshape(2, 2, 2, 2, 2, 6).mean(dim=(2, 4)).reshape(2, 4, 6)  # (B, 4, d)
+    torch.testing.assert_close(emb(vis), emb.proj(pooled))
+    local = FusionTransformer(6, 5, dim=8, depth=1, heads=2, visual_encoder="local", pool=2)
+    assert local.visual(vis).shape == (2, 4, 8)
+    text, mask = torch.randn(2, 3, 5), torch.ones(2, 3, dtype=torch.bool)
+    pos = torch.tensor([0, 2])
+    with torch.no_grad():
+        states = model.fuse(vis, text, mask)[0]
+        want = torch.stack([model.mlm_head(states[b, 1 + pos[b]]) for b in range(2)])
+        torch.testing.assert_close(model.mlm_logits(vis, text, mask, pos), want)

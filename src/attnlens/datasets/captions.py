@@ -61,3 +61,12 @@ def matching_pairs(image_labels: np.ndarray, caption_labels: np.ndarray,
         pool = np.flatnonzero((caption_labels == label) == bool(m))
         out[i] = rng.choice(pool)
     return out, match
+
+
+def masked_templates(dataset: str, mask_token: str) -> list[str]:
+    """The dataset's caption templates with the class name replaced by ``mask_token``
+    (one text per template): the inputs of masked language modelling, where the class word
+    can only be recovered from the image."""
+    check_option(dataset, "dataset", tuple(CLASS_NAMES))
+    templates = FASHION_TEMPLATES if dataset == "fashion_mnist" else DIGIT_TEMPLATES
+    return [template.format(name=mask_token) for template in templates]

@@ -29,9 +29,13 @@ METHODS = ("first_stage", "qe", "alpha_qe", "kreciprocal", "diffusion", "csa")
 LABELS = {"first_stage": "no re-ranking", "qe": "average QE (n=10)",
           "alpha_qe": "alpha-QE (n=10, alpha=3)", "kreciprocal": "k-reciprocal (20, 6, 0.3)",
           "diffusion": "diffusion (k=50, alpha=0.99)", "csa": "CSA (ours, trained)"}
-# CPU-sized CSA (official: D=768, L=512, 100 epochs on 4 GPUs); docs/retrieval.md
+# CPU-sized CSA (official: D=768, L=512, 100 epochs on 4 GPUs); docs/retrieval.md.
+# ``train_k``: length of the training lists (None = k); the official code trains on lists of
+# K = L = 512 and re-ranks K = 1024 with L = 512 anchors.
 DEFAULTS = {"k": 100, "l": 32, "gallery_per_class": 60, "n_queries": 1000,
-            "train_per_class": 100, "epochs": 10, "dim": 64, "n_threads": 1}
+            "train_per_class": 100, "epochs": 10, "dim": 64, "heads": 4, "train_k": None,
+            "optimizer": "adamw", "lr": 1e-3, "center": True, "n_threads": 1}
+CSA_KEYS = ("l", "dim", "heads", "epochs", "optimizer", "lr", "center", "n_threads")
 
 
 def _features(backbone: str, dataset: str, progress: bool):
@@ -63,31 +67,33 @@ def run_seed(feats, seed: int, methods: Sequence[str], cfg: dict[str, Any]) -> d
                        cfg["train_per_class"])
     X, y = feats.X.astype(np.float64), feats.labels
     Q, G, ql, gl = X[split.queries], X[split.gallery], y[split.queries], y[split.gallery]
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     full = R.first_stage_ranking(Q, G, len(G))
-    first_seconds = time.perf_counter() - start
+    first_seconds, first_cpu = time.perf_counter() - start, time.process_time() - cpu0
     shortlist = full[:, : cfg["k"]]
     out: dict[str, Any] = {"n_queries": len(Q), "n_gallery": len(G), "n_train": len(split.train),
                            "held_out_classes": split.held_out_classes, "methods": {}}
     for name in methods:
         fit_seconds = 0.0
+        cpu0 = time.process_time()
         if name == "first_stage":
             ranked, seconds = shortlist, first_seconds
         elif name == "csa":
-            model = R.CSAReranker(k=cfg["k"], l=cfg["l"], dim=cfg["dim"], epochs=cfg["epochs"],
-                                  random_state=seed, n_threads=cfg["n_threads"],
-                                  progress=cfg.get("progress", False))
+            model = R.CSAReranker(k=cfg["train_k"] or cfg["k"], random_state=seed,
+                                  progress=cfg.get("progress", False),
+                                  **{key: cfg[key] for key in CSA_KEYS})
             model.fit(X[split.train], y[split.train])
             fit_seconds = model.fit_seconds_
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             ranked = model.rerank(Q, G, shortlist)
             seconds = time.perf_counter() - start
         else:
             start = time.perf_counter()
             ranked = _baselines()[name](Q, G, shortlist)
             seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu0 if name != "first_stage" else first_cpu
         metrics = R.evaluate_ranking(R.complete_ranking(ranked, full), ql, gl, ks=(1, 10))
-        out["methods"][name] = {**metrics.as_dict(), "seconds": seconds,
+        out["methods"][name] = {**metrics.as_dict(), "seconds": seconds, "cpu_seconds": cpu,
                                 "ms_per_query": 1e3 * seconds / len(Q),
                                 "fit_seconds": fit_seconds}
         logger.info("seed %d %s: mAP %.4f", seed, name, metrics.map)

@@ -104,6 +104,15 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only, none on biases and LayerNorm parameters (the official
+    ``create_optimizer``/``add_weight_decay``; its skip list names ``feature_align``, which
+    matches no parameter name, so the re-projection head is decayed there as here)."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay}]
+
+
 class CSAReranker(ParamsValidatedMixin):
     """Self-attention re-ranker over affinity features (see the module docstring).
 
@@ -220,13 +229,12 @@ class CSAReranker(ParamsValidatedMixin):
             torch.manual_seed(torch_seed)
             model = CSATransformer(self.l, self.dim, self.depth, self.heads, self.mlp_ratio,
                                    self.dropout)
+            groups = _decay_groups(model, self.weight_decay)
             if self.optimizer == "adamw":
-                opt: torch.optim.Optimizer = torch.optim.AdamW(
-                    model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+                opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=self.lr)
             else:
-                opt = torch.optim.SGD(model.parameters(),
-                                      lr=self.lr * self.batch_size / OFFICIAL_BATCH,
-                                      momentum=0.9, weight_decay=self.weight_decay)
+                opt = torch.optim.SGD(groups, lr=self.lr * self.batch_size / OFFICIAL_BATCH,
+                                      momentum=0.9)
             base = [g["lr"] for g in opt.param_groups]
             history: list[dict[str, float]] = []
             step = 0
