@@ -62,10 +62,14 @@ from _common import RESULTS, machine  # noqa: E402
 
 from attnlens._io import atomic_write_json  # noqa: E402
 from attnlens.convex import _pyscnn  # noqa: E402
-from attnlens.convex._linalg import spectral_norm  # noqa: E402
+from attnlens.convex._linalg import (
+    one_blas_thread,  # noqa: E402
+    spectral_norm,  # noqa: E402
+)
 from attnlens.convex._reference import solve_cvxpy  # noqa: E402
+from attnlens.convex.nuclear import fista_path  # noqa: E402
 from attnlens.convex.programs import build_program  # noqa: E402
-from attnlens.convex.solvers import solve  # noqa: E402
+from attnlens.convex.solvers import SMALL_OPERATOR, solve  # noqa: E402
 
 BETA = 1e-2  # weight decay of every case (see the module doc for beta_max per case)
 NAME = "convex_heads"
@@ -128,12 +132,15 @@ def case_self_attention(n, s, d, c, clarabel: bool) -> dict:
     X, Y = tokens(n, s, d, c)
     prog = build_program(X, "self_attention", "linear", c)
     res = solve(prog, Y, BETA, "squared", solver="auto", tol=1e-6, max_iter=20000)
+    with one_blas_thread():  # the previous "auto" (FISTA with continuation), as solve runs it
+        old = fista_path(prog, Y, BETA, "squared", tol=1e-6, max_iter=20000)
     case = {"case": "self_attention_linear", "n": n, "s": s, "d": d, "c": c, "beta": BETA,
             "data": "gaussian tokens N(0,1/d), class shift of feature 0",
             "attnlens_method": res.method, "attnlens_seconds": res.seconds,
             "attnlens_objective": res.objective, "attnlens_certificate": res.certificate,
             "attnlens_iterations": res.iterations, "attnlens_status": str(res.status),
-            "load_before": load()}
+            "fista_path_seconds": old.seconds, "fista_path_iterations": old.iterations,
+            "fista_path_certificate": old.certificate, "load_before": load()}
     default = _cvxpy_side(prog, Y, None, res)
     case.update({f"cvxpy_default_{k}": v for k, v in default.items()})
     if clarabel:
@@ -294,8 +301,10 @@ def minilm_tokens(n, s, d, seed=REALISTIC_SEED):
 
 
 def case_realistic(data, n, s, d, c, divisor, cvxpy, max_iter=20000) -> dict:
-    """attnlens ("auto", tol 1e-6) at ``beta = beta_max / divisor`` on planted or real data,
-    with cvxpy's default solver (SCS) on the same program when ``cvxpy``."""
+    """attnlens ("auto", tol 1e-6; SSNAL where the Gram is used) at ``beta = beta_max / divisor``
+    on planted or real data, then the previous "auto" (``fista_path``, FISTA with continuation)
+    on the same program (``fista_path_*``; wall and CPU seconds for both), then cvxpy's default
+    solver (SCS) on the same program when ``cvxpy``."""
     X, Y = planted_tokens(n, s, d, c) if data == "planted" else minilm_tokens(n, s, d)
     c = Y.shape[1]
     prog = build_program(X, "self_attention", "linear", c)
@@ -311,13 +320,31 @@ def case_realistic(data, n, s, d, c, divisor, cvxpy, max_iter=20000) -> dict:
             "loadavg_before": list(os.getloadavg())}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a max_iter stop is recorded in the result
+        cpu = time.process_time()
         res = solve(prog, Y, beta, "squared", solver="auto", tol=1e-6, max_iter=max_iter)
+        cpu = time.process_time() - cpu
+        # the previous "auto" (FISTA with continuation), same program, same threading as solve
+        if prog.cost() < SMALL_OPERATOR:
+            with one_blas_thread():
+                cpu_f = time.process_time()
+                old = fista_path(prog, Y, beta, "squared", tol=1e-6, max_iter=max_iter)
+        else:
+            cpu_f = time.process_time()
+            old = fista_path(prog, Y, beta, "squared", tol=1e-6, max_iter=max_iter)
+        cpu_f = time.process_time() - cpu_f
     sv = np.linalg.svd(res.Z[0], compute_uv=False)
     case.update({"attnlens_method": res.method, "attnlens_seconds": res.seconds,
+                 "attnlens_cpu_seconds": cpu,
                  "attnlens_iterations": res.iterations, "attnlens_objective": res.objective,
                  "attnlens_certificate": res.certificate, "attnlens_status": str(res.status),
                  "rank": int(np.count_nonzero(sv > 1e-6 * max(sv[0], 1e-300))),
-                 "rank_of": int(min(res.Z[0].shape))})
+                 "rank_of": int(min(res.Z[0].shape)),
+                 "fista_path_method": old.method, "fista_path_seconds": old.seconds,
+                 "fista_path_cpu_seconds": cpu_f, "fista_path_iterations": old.iterations,
+                 "fista_path_certificate": old.certificate,
+                 "fista_path_objective": old.objective,
+                 "speedup_vs_fista_path_cpu": cpu_f / max(cpu, 1e-12),
+                 "loadavg_mid": list(os.getloadavg())})
     if cvxpy:
         ref = _cvxpy_side(prog, Y, None, res, beta)
         case.update({f"cvxpy_default_{k}": v for k, v in ref.items()})
@@ -335,6 +362,12 @@ def realistic_median(cases: list[dict]) -> dict:
            "attnlens_iterations": float(np.median([c["attnlens_iterations"] for c in rows])),
            "max_attnlens_seconds": float(max(c["attnlens_seconds"] for c in rows)),
            "max_certificate": float(max(c["attnlens_certificate"] for c in rows))}
+    if all("fista_path_seconds" in c for c in rows):
+        out.update({"fista_path_seconds": float(np.median([c["fista_path_seconds"] for c in rows])),
+                    "attnlens_cpu_seconds": float(np.median([c["attnlens_cpu_seconds"]
+                                                             for c in rows])),
+                    "fista_path_cpu_seconds": float(np.median([c["fista_path_cpu_seconds"]
+                                                               for c in rows]))})
     speed = [c["cvxpy_default_speedup"] for c in rows if "cvxpy_default_speedup" in c]
     if speed:
         out.update({"cvxpy_default_speedup": float(np.median(speed)),

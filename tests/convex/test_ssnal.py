@@ -67,14 +67,20 @@ def test_ssnal_matches_cvxpy_and_fista(head, activation, beta):
     prog = build_program(X, head, activation, 3, gates=gates)
     ref = solve(prog, Y, beta, "squared", solver="cvxpy", tol=1e-4)
     fista = solve(prog, Y, beta, "squared", solver="fista", tol=1e-8, max_iter=50000)
-    cold = ssnal(prog, Y, beta, "squared", tol=1e-8)  # from Z = 0
-    warm = solve(prog, Y, beta, "squared", solver="ssnal", tol=1e-8)  # FISTA, then SSNAL
-    for res in (cold, warm):
+    loose = solve(prog, Y, beta, "squared", solver="fista", tol=1e-2, warn=False)
+    runs = [ssnal(prog, Y, beta, "squared", tol=1e-8),  # from Z = 0
+            ssnal(prog, Y, beta, "squared", tol=1e-8, Z0=loose.Z),  # warm start
+            solve(prog, Y, beta, "squared", solver="ssnal", tol=1e-8),
+            solve(prog, Y, beta, "squared", solver="auto", tol=1e-8)]
+    for res in runs:
         assert res.certificate <= 1e-8
         assert res.dual_objective <= res.objective + 1e-12
         assert abs(res.objective - fista.objective) <= 1e-7 * fista.objective
         assert abs(res.objective - ref.objective) <= 1e-5 * ref.objective
-    assert warm.method in ("fista-ssnal", "fista", "fista-path")
+    assert runs[2].method == "ssnal"
+    # "auto" picks SSNAL on one Kronecker block with a Gram at beta < beta_max / 30
+    bmax = np.linalg.norm(prog.adjoint(-Y / len(Y))[0], 2)
+    assert (runs[3].method == "ssnal") == (prog.has_normal() and beta < bmax / 30)
 
 
 def test_ssnal_refuses_cross_entropy():

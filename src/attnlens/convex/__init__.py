@@ -6,7 +6,7 @@ Self-attention score convention: ``score_t = x_t^T W z`` with ``W = W1 = K Q^T``
 Modules, bottom up (each imports only those above it): ``_linalg`` (SVD, SVT, norms, BLAS
 threads, seed, progress bar), ``losses``, ``heads`` (torch heads), ``operators`` (implicit
 linear operators, ``Program``), ``cones``, ``relu_program``, ``results``, ``certificate``,
-``_reference`` (cvxpy), ``nuclear`` (FISTA / continuation / Burer-Monteiro), ``relu``
+``_reference`` (cvxpy), ``ssnal`` (semismooth Newton augmented Lagrangian), ``nuclear`` (FISTA / continuation / Burer-Monteiro), ``relu``
 (projected FISTA), ``solvers`` (``solve``: the solver chosen by the program's type),
 ``programs`` (``build_program``), ``recover``, ``estimators``.
 """

@@ -9,7 +9,12 @@ Solves :math:`\min_{Z_1..Z_m} f\big(\sum_j \mathcal A_j(Z_j)\big) + \beta\sum_j 
   thresholding per block (Beck & Teboulle 2009; O'Donoghue & Candes 2015). Iterates are one
   flat float64 vector; operator products may run in float32 while the certificate is loose
   (``precision``); large blocks threshold through the eigendecomposition of the small Gram.
-* ``auto`` (default): :func:`fista_path`, FISTA with continuation in ``beta`` from
+* ``ssnal``: the semismooth Newton augmented Lagrangian of :mod:`attnlens.convex.ssnal`
+  (squared loss), :func:`ssnal_solver`.
+* ``auto`` (default): :func:`auto_solver` -- ``ssnal`` for the squared loss on one Kronecker
+  block with a Gram (measured 2-15x faster than FISTA on the realistic linear self-attention
+  cases of benchmarks/convex_heads.py), otherwise :func:`fista_path`.
+* :func:`fista_path`: FISTA with continuation in ``beta`` from
   ``beta_max`` (where ``Z = 0`` is optimal) -- on ill-conditioned data at small ``beta`` it
   needs about half the iterations of a cold start. (Measured: FISTA with continuation beats
   the Burer-Monteiro solver on every size tried, which stalls at too low a rank at small
@@ -325,37 +330,62 @@ def cvxpy_reference(program: Program, Y: np.ndarray, beta: float, loss: str | Lo
     return with_tolerance(solve_cvxpy(program, Y, beta, loss), tol)
 
 
-#: certificate of the FISTA warm start of :func:`fista_ssnal` (measured on the realistic cases of
-#: benchmarks/convex_heads.py: 3e-2 and 1e-1 within 10% of each other; 1e-2 slower)
-SSNAL_WARM_TOL = 3e-2
+def ssnal_solver(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
+                 tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
+                 progress: bool = False) -> ConvexResult:
+    """:func:`~attnlens.convex.ssnal.ssnal` from ``Z = 0`` (squared loss only; ``max_iter``
+    bounds its Newton steps); should it stop above ``tol``, FISTA continues from its point.
 
-
-def fista_ssnal(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
-                tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
-                progress: bool = False) -> ConvexResult:
-    """:func:`fista_path` to a loose certificate (:data:`SSNAL_WARM_TOL`), then
-    :func:`~attnlens.convex.ssnal.ssnal` (semismooth Newton augmented Lagrangian) to ``tol``.
-
-    Squared loss only. ``iterations`` counts FISTA iterations plus Newton steps.
+    (A FISTA warm start to a certificate of 3e-2 or 1e-1 was measured slower on the realistic
+    cases of benchmarks/convex_heads.py: 2.4 / 3.7 s instead of 2.0 / 1.7 s at beta_max/100,
+    /1000 on the planted (2000,16,12,10) head; see docs/convex.md.)
     """
     start = time.perf_counter()
     loss = check_ssnal_loss(loss, "solve")
-    warm = fista_path(program, Y, beta, loss, tol=max(tol, SSNAL_WARM_TOL), max_iter=max_iter,
-                      rng=rng)
-    if warm.certificate <= tol:
-        return warm
-    res = ssnal(program, Y, beta, loss, tol=tol, Z0=warm.Z, progress=progress,
-                max_iter=max(max_iter - warm.iterations, 1))
-    return dataclasses.replace(res, iterations=res.iterations + warm.iterations,
-                               seconds=time.perf_counter() - start, method="fista-ssnal")
+    res = ssnal(program, Y, beta, loss, tol=tol, max_iter=max_iter, progress=progress)
+    if res.certificate > tol:
+        logger.info("ssnal stopped at certificate %.2e: FISTA continues", res.certificate)
+        more = fista(program, Y, beta, loss, tol=tol, max_iter=max_iter, Z0=res.Z, rng=rng,
+                     progress=progress)
+        res = dataclasses.replace(more, iterations=more.iterations + res.iterations,
+                                  method="ssnal+fista")
+    return dataclasses.replace(res, seconds=time.perf_counter() - start)
+
+
+#: ``"auto"`` uses SSNAL below ``beta_max / SSNAL_MIN_RATIO`` (measured on the planted and
+#: MiniLM (2000,16,12,c) heads: at beta_max/10 FISTA took 0.71 / 0.30 s CPU against SSNAL's
+#: 0.91 / 0.5 s; at /100 and /1000 SSNAL was 3-15x faster; the same threshold as the
+#: continuation of :func:`fista_path`)
+SSNAL_MIN_RATIO = 30.0
+
+
+def auto_solver(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
+                tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
+                progress: bool = False) -> ConvexResult:
+    """``"auto"``: :func:`ssnal_solver` for the squared loss on one Kronecker block with a Gram
+    (:meth:`Program.has_normal`: linear self-attention / MLP-Mixer up to a Gram side of 2,500)
+    at ``beta < beta_max / SSNAL_MIN_RATIO``, where it was measured faster (docs/convex.md);
+    :func:`fista_path` otherwise."""
+    loss = get_loss(loss, "solve")
+    if loss.name == "squared" and program.has_normal():
+        bmax = spectral_norm(program.adjoint(loss.gradient(np.zeros((program.n,
+                                                                    program.n_outputs)), Y))[0])
+        use_ssnal = beta < bmax / SSNAL_MIN_RATIO
+    else:
+        use_ssnal = False
+    if use_ssnal:
+        return ssnal_solver(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                            progress=progress)
+    return fista_path(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                      progress=progress)
 
 
 #: the solvers of nuclear-norm programs by the name of the ``solver`` parameter
 NUCLEAR_SOLVERS: dict[str, Callable[..., ConvexResult]] = {
-    "auto": fista_path,
+    "auto": auto_solver,
     "fista": fista,
     "bm": burer_monteiro,
-    "ssnal": fista_ssnal,
+    "ssnal": ssnal_solver,
     "cvxpy": cvxpy_reference,
 }
 

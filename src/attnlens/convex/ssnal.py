@@ -49,7 +49,6 @@ BACKTRACK = 0.5
 #: growth of the penalty ``sigma`` per outer iteration, and its cap relative to the start
 SIGMA_GROWTH = 5.0
 SIGMA_MAX_RATIO = 1e6
-KAPPA = None
 #: once the certificate is below this multiple of ``tol``, every Newton step is certified
 CHECK_INNER_BELOW = 1e3
 
@@ -133,6 +132,10 @@ class LeastSquaresForm:
     const: float
     kind: str
     spectrum: np.ndarray | None = None
+    #: the products inside CG (float32 in the eigenbasis: the inexact Newton direction only
+    #: needs a relative accuracy of 1e-1..1e-3; halves the memory traffic of the (k, m) factor)
+    forward_cg: Callable[[list], np.ndarray] | None = None
+    adjoint_cg: Callable[[np.ndarray], list] | None = None
 
 
 #: eigenvalues of the scaled Gram below this fraction of the largest are dropped (null space)
@@ -161,14 +164,24 @@ def least_squares_form(program: Program, Y: np.ndarray) -> LeastSquaresForm:
         lam, Q = lam[keep], Q[:, keep]
         sl = np.sqrt(lam)
         F = np.ascontiguousarray((Q / dh[:, None]).T * sl[:, None])  # (k, m): B = F reduce
+        Ft = np.ascontiguousarray(F.T)
+        F32, Ft32 = F.astype(np.float32), Ft.astype(np.float32)
         b = (Q.T @ (dh[:, None] * block.reduced_adjoint(Y))) / sl[:, None]
+
+        def fwd32(Zs):
+            return (F32 @ block.reduce(Zs[0], c).astype(np.float32)).astype(np.float64)
+
+        def adj32(xi):
+            return [block.expand((Ft32 @ xi.astype(np.float32)).astype(np.float64), c)]
+
         return LeastSquaresForm(
             forward=lambda Zs: F @ block.reduce(Zs[0], c),
-            adjoint=lambda xi: [block.expand(F.T @ xi, c)],
+            adjoint=lambda xi: [block.expand(Ft @ xi, c)],
             b=b, const=float(np.sum(Y**2) - np.sum(b**2)), kind="gram-eigenbasis",
-            spectrum=lam)
+            spectrum=lam, forward_cg=fwd32, adjoint_cg=adj32)
     return LeastSquaresForm(forward=program.forward, adjoint=program.adjoint, b=Y, const=0.0,
-                            kind="operator")
+                            kind="operator", forward_cg=program.forward,
+                            adjoint_cg=program.adjoint)
 
 
 def _cg(matvec: Callable[[np.ndarray], np.ndarray], rhs: np.ndarray, tol: float,
@@ -222,6 +235,10 @@ def ssnal(program: Program, Y: np.ndarray, beta: float, loss: str | Loss = "squa
 
     ``max_iter`` bounds the Newton steps over all outer iterations; ``iterations`` of the result
     counts them. Squared loss only (``loss="cross_entropy"`` raises ``InvalidParameterError``).
+    ``sigma0``: the first penalty (default ``||Z0|| / ||B^* xi0||``, or ``1 / (n beta)`` from
+    zero); it grows by :data:`SIGMA_GROWTH` per outer iteration. Newton systems are solved by
+    CG preconditioned with ``(I + sigma kappa B B^*)^{-1}`` (diagonal in the Gram eigenbasis;
+    ``kappa = tr(J) / dim``), at most ``max_cg`` steps each. Deterministic (``rng`` unused).
     """
     start = time.perf_counter()
     loss = check_ssnal_loss(loss, "ssnal")
@@ -269,13 +286,13 @@ def ssnal(program: Program, Y: np.ndarray, beta: float, loss: str | Loss = "squa
                 break
             jac = [SvtJacobian(f, sigma * lam, t) for f, t in zip(pt.factors, trans, strict=True)]
 
-            def matvec(d, jac=jac):
-                H = ls.adjoint(d)
-                return d + sigma * ls.forward([J.apply(h) for J, h in zip(jac, H, strict=True)])
+            def matvec(d, jac=jac, sigma=sigma):
+                H = ls.adjoint_cg(d)
+                return d + sigma * ls.forward_cg([J.apply(h) for J, h in zip(jac, H, strict=True)])
 
             pre = None
             if ls.spectrum is not None:
-                kappa = KAPPA if KAPPA is not None else float(np.mean([J.mean_eigenvalue for J in jac]))
+                kappa = float(np.mean([J.mean_eigenvalue for J in jac]))  # J ~ kappa I
                 pre = (1.0 / (1.0 + sigma * kappa * ls.spectrum))[:, None]
             d, ncg = _cg(matvec, -grad, min(0.1, gnorm ** 0.2) * gnorm, max_cg, pre)
             cg_total += ncg
