@@ -81,3 +81,19 @@ def test_matrix_free_program_has_the_dense_optimum(loss):
     pf, pr = dense.forward(free.Z), dense.forward(ref.Z)  # both optima through one operator
     np.testing.assert_allclose(pf, pr, atol=1e-2 * abs(pr).max())
     assert np.mean(pf.argmax(1) == pr.argmax(1)) >= 0.95  # same predictions (ties aside)
+
+
+def test_token_cache_filled_in_chunks_equals_dense_features(monkeypatch):
+    """The (T, P) token products are filled chunk by chunk (memory peak, issue 16.2): with
+    chunks of 64 tokens (many chunks) the cached float64 products still give the dense
+    operator's outputs."""
+    import attnlens.convex.gated_attention as ga
+
+    monkeypatch.setattr(ga, "CHUNK_ELEMENTS", 1)  # _chunk() floors at 64 tokens per chunk
+    X, gates, rng = _data(n=60)
+    c = 2
+    prog = build_program(X, "self_attention", "gated_relu", c, gates=gates)
+    assert prog.fused.T > 64 and prog.fused._q(np.float64) is not None  # cached, several chunks
+    Zs = [rng.standard_normal(sh) for sh in prog.zshapes()]
+    ref = _dense(X, gates, c).forward(Zs)
+    np.testing.assert_allclose(prog.forward(Zs), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())

@@ -129,9 +129,18 @@ class GatedAttention:
         if key not in self._Q:
             used = sum(a.nbytes for a in self._Q.values() if a is not None)
             need = self.T * self.P * np.dtype(dtype).itemsize
-            self._Q[key] = (self._q_rows(0, self.T, dtype) if used + need <= cache_budget()
-                            else None)
+            self._Q[key] = self._q_fill(dtype) if used + need <= cache_budget() else None
         return self._Q[key]
+
+    def _q_fill(self, dtype) -> np.ndarray:
+        """All (T, P) products in ``dtype``, filled in token chunks (no float64 temporaries of
+        the full size: at d = 64 those were three 1.2 GB arrays, the process's memory peak)."""
+        Q = np.empty((self.T, self.P), dtype=dtype)
+        step = self._chunk(self.P)
+        for lo in range(0, self.T, step):
+            hi = min(lo + step, self.T)
+            Q[lo:hi] = self._q_rows(lo, hi, dtype)
+        return Q
 
     def _m(self, single: bool) -> np.ndarray:
         if not single:

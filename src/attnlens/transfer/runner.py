@@ -120,8 +120,8 @@ def prepare_inputs(
     )
 
 
-#: items per predict call: convex gated heads build an (n, d^3) feature tensor per gate, so
-#: scoring a large validation or test split in one call would need gigabytes
+#: items per predict call: keeps the per-call temporaries of every head bounded (the convex
+#: gated self-attention head is matrix-free, but its token products are (tokens, d^2) per call)
 PREDICT_CHUNK = 2048
 
 
