@@ -42,6 +42,7 @@ from attnlens.svm._solvers.certificate import (
 from attnlens.svm._solvers.constraints import VARIANTS, ConstraintSet, build_constraints
 from attnlens.svm._solvers.frobenius import solve_frobenius
 from attnlens.svm._solvers.nuclear import solve_nuclear
+from attnlens.svm._solvers.nuclear_ppa import solve_nuclear_ppa
 from attnlens.svm._solvers.output import SolverOutput
 from attnlens.svm._solvers.reference import solve_reference
 from attnlens.svm.problems import TokenSelectionProblem
@@ -51,8 +52,18 @@ log = logging.getLogger(__name__)
 __all__ = ["AttSVMResult", "att_svm", "att_svm_problem", "NORMS", "METHODS"]
 
 NORMS = ("fro", "nuc")
-METHODS = ("auto", "cvxpy", "active_set", "interior_point")
-_FAST = {"fro": "active_set", "nuc": "interior_point"}  # method="auto"
+METHODS = ("auto", "cvxpy", "active_set", "interior_point", "proximal_point")
+_FAST = {"fro": ("active_set",), "nuc": ("interior_point", "proximal_point")}
+# method="auto" for the nuclear norm: the interior-point method while every constraint fits its
+# Schur complement from the start (it is fastest and most accurate there), the proximal point
+# method beyond (its cost grows linearly with the constraints, not with their square)
+AUTO_IPM_MAX_CONSTRAINTS = 3000
+
+
+def _auto_method(norm: str, count: int) -> str:
+    if norm == "fro":
+        return "active_set"
+    return "interior_point" if count <= AUTO_IPM_MAX_CONSTRAINTS else "proximal_point"
 
 
 @dataclass(frozen=True)
@@ -208,16 +219,21 @@ def att_svm(
     selection : (n,) selected token per sequence, or (n, K) per output position
         (seq2seq/causal; causal needs ``selection[i, k] <= k``).
     norm : ``"fro"`` or ``"nuc"``.
-    method : ``"auto"`` (``"active_set"`` for fro, ``"interior_point"`` for nuc),
+    method : ``"auto"`` (``"active_set"`` for fro; for nuc ``"interior_point"`` up to
+        ``AUTO_IPM_MAX_CONSTRAINTS`` = 3000 constraints, ``"proximal_point"`` beyond),
         ``"cvxpy"`` (reference, Clarabel), ``"active_set"`` (Frobenius: augmented
         Lagrangian + semismooth Newton, finished by an exact active-set solve, see
         ``attnlens.svm._solvers.frobenius``), ``"interior_point"`` (nuclear: structured primal-dual
-        interior-point method on the semidefinite lift, see ``attnlens.svm._solvers.nuclear``).
+        interior-point method on the semidefinite lift, see ``attnlens.svm._solvers.nuclear``),
+        ``"proximal_point"`` (nuclear: proximal point method on ``W`` / augmented Lagrangian
+        on the dual with singular value thresholding and L-BFGS-B inner solves, started from
+        the Frobenius solution, see ``attnlens.svm._solvers.nuclear_ppa``).
     tol : target relative duality gap (``certificate``); ``status`` is ``"optimal"`` only when
         the certificate is at most ``tol``. The default 1e-7 holds for both norms: the
         interior-point method reaches about 1e-9 on the papers' settings.
     max_iter : iteration cap of the fast methods (Frobenius: Newton steps plus active-set
-        solves; nuclear: interior-point iterations summed over working-set rounds).
+        solves; interior point: iterations summed over working-set rounds; proximal point:
+        L-BFGS-B iterations summed over the proximal steps).
 
     Raises
     ------
@@ -227,23 +243,22 @@ def att_svm(
     start = time.perf_counter()
     tol, max_iter = float(tol), int(max_iter)
     cs = build_constraints(X, Z, selection, variant, query_index)
-    if method == "auto":
-        method = _FAST[norm]
     if cs.count == 0:
         raise_invalid("selection", "a selection that leaves a competing token",
                       "got one with no constraint", "Check the variant and the selection.",
                       "att_svm")
+    if method == "auto":
+        method = _auto_method(norm, cs.count)
     if method == "cvxpy":
         return _solve_cvxpy(cs, norm, tol, start)
-    if method != _FAST[norm]:
-        raise_invalid("method", f"{_FAST[norm]!r}, 'auto' or 'cvxpy' for norm={norm!r}", method,
+    if method not in _FAST[norm]:
+        allowed = ", ".join(repr(m) for m in _FAST[norm])
+        raise_invalid("method", f"{allowed}, 'auto' or 'cvxpy' for norm={norm!r}", method,
                       f"method={method!r} solves "
                       f"norm={'fro' if method == 'active_set' else 'nuc'!r} only.", "att_svm")
-    out: SolverOutput
-    if norm == "fro":
-        out = solve_frobenius(cs, tol=tol, max_iter=max_iter)
-    else:
-        out = solve_nuclear(cs, tol=tol, max_iter=max_iter)
+    solver = {"active_set": solve_frobenius, "interior_point": solve_nuclear,
+              "proximal_point": solve_nuclear_ppa}[method]
+    out: SolverOutput = solver(cs, tol=tol, max_iter=max_iter)
     if not out.solved:
         raise_infeasible(cs, method, out.ray)
     return _finish(

@@ -1,5 +1,5 @@
 """Private solvers of attnlens.svm: constraint layout, certificates, the cvxpy reference, the
-Frobenius active-set method, the nuclear-norm interior-point method and Gen-SVM by NNLS.
+Frobenius active-set method, the nuclear-norm interior-point and proximal point methods and Gen-SVM by NNLS.
 
 The public functions in attnlens.svm validate the parameters; ``constraints.build_constraints``
 checks how the arrays fit together (shapes, selection indices) for every Att-SVM method.
