@@ -25,6 +25,12 @@ Each (layer, N) runs in a fresh subprocess with the same settings:
   ``MALLOC_MMAP_THRESHOLD_`` of 64 KiB so freed tensors go back to the OS and RSS follows live
   memory; includes non-tensor scratch memory of the kernels).
 
+GPU column: when ``torch.cuda.is_available()`` (``_common.devices()``), every N is measured a
+second time with both layers on the GPU (``gpu_rows``: median wall seconds with
+``torch.cuda.synchronize()`` after each pass, peak ``torch.cuda.max_memory_allocated`` during
+one pass above what was allocated before it); without a GPU ``gpu_rows`` is empty and
+``gpu`` says so.
+
     python benchmarks/primal_attention.py [--quick] [--threads=1,2]
 """
 
@@ -35,7 +41,7 @@ import os
 import subprocess
 import sys
 
-from _common import HERE, write_result
+from _common import HERE, devices, write_result
 
 SIZES = [1024, 2048, 4096, 8192, 16384]
 DIM, HEADS, RANK, RANK_MULTI = 128, 4, 20, 10
@@ -50,8 +56,14 @@ from torch import nn
 import torch.nn.functional as F
 from attnlens.kernel import PrimalAttention, ksvd_loss
 
-impl, n, threads, mode = {impl!r}, {n}, {threads}, {mode!r}
+impl, n, threads, mode, device = {impl!r}, {n}, {threads}, {mode!r}, {device!r}
 torch.set_num_threads(threads)
+
+
+def sync():
+    if device == "cuda":
+        torch.cuda.synchronize()
+
 dim, heads = {dim}, {heads}
 torch.manual_seed(0)
 
@@ -78,8 +90,9 @@ else:
     def step():
         out, terms = layer(x, return_terms=True)
         torch.autograd.backward([out, 0.1 * ksvd_loss(terms)], [grad, None])
-x = torch.randn(1, n, dim, requires_grad=True)
-grad = torch.randn(1, n, dim)
+layer = layer.to(device)
+x = torch.randn(1, n, dim).to(device).requires_grad_(True)  # drawn on the CPU: same on every device
+grad = torch.randn(1, n, dim).to(device)
 
 
 def fresh():
@@ -94,6 +107,7 @@ def status_kb(key):
 
 t0 = time.perf_counter()
 step()
+sync()
 first = time.perf_counter() - t0
 if mode == "time":
     wall, cpu = [], []
@@ -102,6 +116,7 @@ if mode == "time":
         fresh()
         t0, c0 = time.perf_counter(), time.process_time()
         step()
+        sync()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     print(json.dumps(dict(impl=impl, n=n, threads=torch.get_num_threads(),
@@ -110,6 +125,15 @@ if mode == "time":
     sys.exit(0)
 
 fresh()
+if device == "cuda":
+    sync()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    sync()
+    print(json.dumps(dict(impl=impl, n=n, peak_alloc_mb=(torch.cuda.max_memory_allocated() - base)
+                          / 2**20, peak_rss_mb=float("nan"))))
+    sys.exit(0)
 rss_ok = True
 try:
     with open("/proc/self/clear_refs", "w") as f:
@@ -135,12 +159,13 @@ print(json.dumps(dict(impl=impl, n=n, peak_alloc_mb=max(totals + [0]) / 2**20,
 """
 
 
-def run_one(impl: str, n: int, threads: int) -> dict:
+def run_one(impl: str, n: int, threads: int, device: str = "cpu") -> dict:
     """Timing in one fresh subprocess (default allocator), memory in another."""
     result = {}
     for mode in ("time", "memory"):
         code = CHILD.format(src=str(HERE.parent / "src"), impl=impl, n=n, threads=threads,
-                            dim=DIM, heads=HEADS, rank=RANK, rank_multi=RANK_MULTI, mode=mode)
+                            dim=DIM, heads=HEADS, rank=RANK, rank_multi=RANK_MULTI, mode=mode,
+                            device=device)
         env = dict(os.environ)
         if mode == "memory":
             env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
@@ -187,12 +212,26 @@ def main(argv: list[str]) -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.endswith("all_s")}),
               flush=True)
         _write(rows, thread_counts, load, done=False)
+    gpu_rows: list[dict] = []
+    for device in [d for d in devices() if d != "cpu"]:  # the GPU column, when one is visible
+        for n in tqdm(sizes, desc=f"N on {device}"):
+            sd = run_one("sdpa", n, max(thread_counts), device)
+            pr = run_one("primal", n, max(thread_counts), device)
+            gpu_rows.append({
+                "N": n, "device": device, "sdpa_s": sd["wall_median"],
+                "primal_s": pr["wall_median"], "speedup": sd["wall_median"] / pr["wall_median"],
+                "sdpa_min_s": sd["wall_min"], "primal_min_s": pr["wall_min"],
+                "sdpa_peak_alloc_mb": sd["peak_alloc_mb"],
+                "primal_peak_alloc_mb": pr["peak_alloc_mb"], "loadavg": loadavg(),
+            })
+            print(json.dumps(gpu_rows[-1]), flush=True)
     load["end"] = loadavg()
-    path = _write(rows, thread_counts, load, done=True)
+    path = _write(rows, thread_counts, load, done=True, gpu_rows=gpu_rows)
     print(f"wrote {path}")
 
 
-def _write(rows: list[dict], thread_counts: list[int], load: dict, done: bool):
+def _write(rows: list[dict], thread_counts: list[int], load: dict, done: bool,
+           gpu_rows: list[dict] | None = None):
     threads = max(thread_counts)
     met = {str(n): next((r["speedup"] >= v for r in rows
                          if r["N"] == n and r["threads"] == threads), None)
@@ -224,7 +263,9 @@ def _write(rows: list[dict], thread_counts: list[int], load: dict, done: bool):
         "memory_no_higher_rss": all(r["primal_peak_rss_mb"] <= r["sdpa_peak_rss_mb"]
                                     for r in rows),
         "loadavg": load,
-        "gpu": "not measured: no GPU lent to this task",
+        "gpu_rows": gpu_rows or [],
+        "gpu": ("measured: gpu_rows (device in machine.device)" if gpu_rows else
+                "not measured: torch.cuda.is_available() was False (no GPU lent)"),
         "complete": done,
     }
     path = write_result("primal_attention", payload)

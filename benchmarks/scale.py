@@ -7,13 +7,16 @@ Workloads (the same seeds on every backend; the numbers must come out identical)
    the timings, and cached), heads linear, mlp, attention_linear (non-convex, torch) and
    convex_attention_linear (certified), 4 seeds, d=16, 1,000 training sentences: 16 units.
 
-Backends: serial (this process, torch's default threads), processes (2 spawned workers, one
-thread each) and a local 2-CPU Ray cluster started by the sweep (its start-up is reported on
-its own). Per backend: wall time of the sweep, start-up, the seconds spent inside the units,
-and the overhead per unit ``((wall - start-up) x workers - unit seconds) / units`` (worker
-time not spent computing: spawning, imports, shipping arguments and results, idle tail). The machine has 2
-cores shared with other sessions: the load average is recorded before and after each run, and
-timings are noisy. No GPU here: the device is recorded, no GPU number is measured.
+Backends: serial (this process), processes (2 spawned workers) and a local 2-CPU Ray cluster
+started by the sweep (its start-up is reported on its own); every unit computes with one
+thread on every backend (``Unit.threads``). Per backend: wall time of the sweep, start-up, the
+wall and CPU seconds spent inside the units, the overhead per unit
+``((wall - start-up) x workers - unit seconds) / units`` (worker time not spent computing:
+spawning, imports, shipping arguments and results, idle tail), the driver's CPU seconds and,
+for the process pool, its workers' whole CPU seconds (imports included; Ray's workers are not
+children of the driver, so only their in-unit CPU is known). The machine has 2 cores shared
+with other sessions: the load average is recorded before and after each run, and timings are
+noisy. No GPU here: the device is recorded, no GPU number is measured.
 
 Writes benchmarks/results/scale.json and .png. ``--quick`` runs a seconds-long version.
 """
@@ -54,6 +57,33 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+class _Clock:
+    """Wall, driver CPU and reaped-children CPU seconds of a block (with the load average)."""
+
+    def __enter__(self) -> _Clock:
+        self.load_before = _load()
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.children = _children_cpu()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.children = _children_cpu() - self.children
+        self.load_after = _load()
+
+    def fields(self) -> dict[str, Any]:
+        return {"driver_cpu_seconds": self.cpu, "children_cpu_seconds": self.children,
+                "load_before": self.load_before, "load_after": self.load_after}
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timing(execution: dict[str, Any], wall: float) -> dict[str, Any]:
     units, workers = max(execution["ran"], 1), max(execution["workers"], 1)
     sweep = execution["wall_seconds"]
@@ -62,6 +92,8 @@ def _timing(execution: dict[str, Any], wall: float) -> dict[str, Any]:
         "sweep_seconds": sweep, "startup_seconds": execution["startup_seconds"],
         "unit_seconds_total": execution["task_seconds"],
         "unit_seconds_mean": execution["task_seconds"] / units,
+        "unit_cpu_seconds_total": execution.get("task_cpu_seconds"),
+        "unit_cpu_seconds_mean": execution.get("task_cpu_seconds", 0.0) / units,
         "overhead_per_unit_s": ((sweep - execution["startup_seconds"]) * workers
                                 - execution["task_seconds"]) / units,
     }
@@ -71,11 +103,9 @@ def local_convergence(backend: str, out: Path, size: dict[str, int]) -> dict[str
     from attnlens.experiments import get, load
 
     load("svm")
-    before = _load()
-    start = time.perf_counter()
-    with use_execution(Execution(backend, workers=None if backend == "serial" else WORKERS)):
+    with _Clock() as clock, use_execution(
+            Execution(backend, workers=None if backend == "serial" else WORKERS)):
         metrics = get("svm", "local-convergence")(out, progress=False, **size)
-    wall = time.perf_counter() - start
     execution = json.loads((out / "metrics.json").read_text())["execution"]
     units = {}
     for path in sorted((out / "units").glob("*.json")):
@@ -84,8 +114,8 @@ def local_convergence(backend: str, out: Path, size: dict[str, int]) -> dict[str
                             for p in ("W", "KQ")}
     numbers = {k: v for k, v in metrics.items()
                if k not in ("execution", "seconds_train", "seconds_svm")}
-    return {"backend": backend, **_timing(execution, wall), "load_before": before,
-            "load_after": _load(), "corr_W_Wmm": metrics["corr_W_Wmm"]["mean"],
+    return {"backend": backend, **_timing(execution, clock.wall), **clock.fields(),
+            "corr_W_Wmm": metrics["corr_W_Wmm"]["mean"],
             "corr_KQ_Wmm_nuc": metrics["corr_KQ_Wmm_nuc"]["mean"],
             "_compare": {"metrics": numbers, "units": units}}
 
@@ -93,23 +123,39 @@ def local_convergence(backend: str, out: Path, size: dict[str, int]) -> dict[str
 def transfer(backend: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     from attnlens.transfer.pipeline import run_benchmark
 
-    before = _load()
-    start = time.perf_counter()
-    with use_execution(Execution(backend, workers=None if backend == "serial" else WORKERS)):
+    with _Clock() as clock, use_execution(
+            Execution(backend, workers=None if backend == "serial" else WORKERS)):
         metrics = run_benchmark(out, progress=False, **settings)
-    wall = time.perf_counter() - start
     execution = json.loads((out / "metrics.json").read_text())["execution"]
-    units = {}
-    for path in sorted((out / "units").glob("*.json")):
-        unit = json.loads(path.read_text())
-        units[path.stem] = {k: unit.get(k) for k in ("test_acc", "val_acc", "selected",
-                                                     "objective", "certificate")}
+    units = {path.stem: _timeless(json.loads(path.read_text()))
+             for path in sorted((out / "units").glob("*.json"))}
     rows = metrics["per_d"][str(settings["dims"][0])]["rows"]
-    return {"backend": backend, **_timing(execution, wall - metrics["feature_seconds"]),
+    return {"backend": backend, **_timing(execution, clock.wall - metrics["feature_seconds"]),
             "feature_seconds": metrics["feature_seconds"], "device": metrics["device"],
-            "load_before": before, "load_after": _load(),
+            **clock.fields(),
             "test_acc": {r["head"]: r.get("test_acc_mean") for r in rows},
             "_compare": units}
+
+
+def _timeless(unit: Any) -> Any:
+    """A stored unit without its wall-clock fields (keys naming seconds, at any depth)."""
+    if isinstance(unit, dict):
+        return {k: _timeless(v) for k, v in unit.items() if "seconds" not in k}
+    if isinstance(unit, list):
+        return [_timeless(v) for v in unit]
+    return unit
+
+
+def warm_features(settings: dict[str, Any]) -> float:
+    """Extract (or load) the transfer run's features once, before any backend is timed."""
+    from attnlens.transfer.features import extract_features
+    from attnlens.transfer.pipeline import AVGPOOL_STORE_DIM
+
+    start = time.perf_counter()
+    extract_features(settings["backbone"], settings["dataset"],
+                     max_tokens=settings["max_tokens"], store_dim=AVGPOOL_STORE_DIM,
+                     reduce="avgpool", n_items=settings["n_items"], progress=False)
+    return time.perf_counter() - start
 
 
 def _finish(rows: list[dict[str, Any]]) -> None:
@@ -168,8 +214,8 @@ def main() -> None:
     tr = TRANSFER_QUICK if args.quick else TRANSFER
     tmp = Path(tempfile.mkdtemp(prefix="attnlens-scale-"))
     result: dict[str, Any] = {"workers": WORKERS, "note": (
-        "2 CPU cores shared with other sessions (load average per run); serial uses torch's "
-        "default threads, each processes/Ray worker one thread. No GPU: GPU numbers not "
+        "2 CPU cores shared with other sessions (load average per run); every unit computes "
+        "with one thread on every backend (Unit.threads). No GPU was lent: GPU numbers not "
         "measured.")}
     try:
         rows = [local_convergence(b, tmp / f"lc-{b}", lc_size) for b in BACKENDS]
@@ -180,9 +226,11 @@ def main() -> None:
         for row in rows:
             print(f"local-convergence {row['backend']:9s} {row['sweep_seconds']:7.1f} s "
                   f"(start-up {row['startup_seconds']:.1f} s, overhead/unit "
-                  f"{row['overhead_per_unit_s']:.2f} s) identical={row['identical_to_serial']}",
+                  f"{row['overhead_per_unit_s']:.2f} s, unit CPU {row['unit_cpu_seconds_total']:.1f}"
+                  f" s, load {row['load_before'][0]}) identical={row['identical_to_serial']}",
                   flush=True)
         if not args.skip_transfer:
+            result["feature_warmup_seconds"] = warm_features(tr)
             rows = [transfer(b, tmp / f"tr-{b}", tr) for b in BACKENDS]
             _finish(rows)
             n_units = len(tr["heads"]) * len(tr["seeds"]) * len(tr["dims"])
@@ -191,7 +239,8 @@ def main() -> None:
             for row in rows:
                 print(f"transfer {row['backend']:9s} {row['sweep_seconds']:7.1f} s (start-up "
                       f"{row['startup_seconds']:.1f} s, overhead/unit "
-                      f"{row['overhead_per_unit_s']:.2f} s) identical="
+                      f"{row['overhead_per_unit_s']:.2f} s, unit CPU "
+                      f"{row['unit_cpu_seconds_total']:.1f} s, load {row['load_before'][0]}) identical="
                       f"{row['identical_to_serial']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

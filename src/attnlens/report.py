@@ -113,11 +113,12 @@ class RunFolder:
         if self.execution is None:
             self.execution = {k: record[k] for k in ("backend", "address", "workers")}
             self.execution.update(units=0, ran=0, resumed=0, failed=0, wall_seconds=0.0,
-                                  startup_seconds=0.0, task_seconds=0.0)
+                                  startup_seconds=0.0, task_seconds=0.0,
+                                  task_cpu_seconds=0.0)
         else:
             self.execution.update({k: record[k] for k in ("backend", "address", "workers")})
         for k in ("units", "ran", "resumed", "failed", "wall_seconds", "startup_seconds",
-                  "task_seconds"):
+                  "task_seconds", "task_cpu_seconds"):
             self.execution[k] += record.get(k, 0)
 
     def execution_line(self) -> str:

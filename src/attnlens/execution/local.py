@@ -49,8 +49,8 @@ class SerialBackend:
 
     def run(self, todo: Sequence[Unit]) -> Iterator[Outcome]:
         for unit in todo:
-            result, seconds = execute(unit.fn, unit.kwargs, self.shared, unit.threads)
-            yield Outcome(unit.key, result, seconds)
+            result, seconds, cpu = execute(unit.fn, unit.kwargs, self.shared, unit.threads)
+            yield Outcome(unit.key, result, seconds, cpu)
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -73,7 +73,7 @@ def _init_worker(shared: Mapping[str, Any], threads: int) -> None:
     _SHARED.update(shared)
 
 
-def _work(unit: Unit) -> tuple[dict[str, Any], float]:
+def _work(unit: Unit) -> tuple[dict[str, Any], float, float]:
     return execute(unit.fn, unit.kwargs, _SHARED, unit.threads)
 
 
@@ -116,7 +116,7 @@ class ProcessBackend:
                     for fut in done:
                         key = futures[fut]
                         try:
-                            result, seconds = fut.result()
+                            result, seconds, cpu = fut.result()
                         except BrokenProcessPool:
                             continue  # stays pending: runs again on a fresh pool
                         except Exception as exc:  # the unit itself raised
@@ -124,7 +124,7 @@ class ProcessBackend:
                             yield Outcome(key, error=exc)
                             continue
                         del pending[key]
-                        yield Outcome(key, result, seconds)
+                        yield Outcome(key, result, seconds, cpu)
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             if pending:

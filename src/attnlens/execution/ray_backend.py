@@ -67,7 +67,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 def _task(fn: Any, kwargs: Mapping[str, Any], threads: int,
-          **shared: Any) -> tuple[dict[str, Any], float]:
+          **shared: Any) -> tuple[dict[str, Any], float, float]:
     return execute(fn, kwargs, shared, threads)
 
 
@@ -131,10 +131,10 @@ class RayBackend:
             for ref in done:
                 key = keys[ref]
                 try:
-                    result, seconds = ray.get(ref)
+                    result, seconds, cpu = ray.get(ref)
                 except RayTaskError as exc:  # the unit raised: not retried
                     yield Outcome(key, error=exc.as_instanceof_cause())
                 except RayError as exc:  # worker or node died past retries
                     yield Outcome(key, error=exc, lost=True)
                 else:
-                    yield Outcome(key, result, seconds)
+                    yield Outcome(key, result, seconds, cpu)

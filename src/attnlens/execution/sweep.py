@@ -75,7 +75,8 @@ def run_units(
     record: dict[str, Any] = {"backend": execution.backend.value, "address": execution.address,
                               "workers": 1, "units": len(units),
                               "resumed": len(units) - len(todo), "ran": 0, "failed": 0,
-                              "wall_seconds": 0.0, "startup_seconds": 0.0, "task_seconds": 0.0}
+                              "wall_seconds": 0.0, "startup_seconds": 0.0, "task_seconds": 0.0,
+                              "task_cpu_seconds": 0.0}
     errors: dict[str, BaseException] = {}
     lost: list[str] = []
     if todo:
@@ -99,6 +100,7 @@ def run_units(
                             run.save_unit(outcome.key, result)
                         record["ran"] += 1
                         record["task_seconds"] += outcome.seconds
+                        record["task_cpu_seconds"] += outcome.cpu_seconds
                     else:
                         errors[outcome.key] = outcome.error
                         if outcome.lost:

@@ -48,7 +48,8 @@ class Outcome:
 
     key: str
     result: dict[str, Any] | None = None
-    seconds: float = 0.0  # inside the unit's function, on the worker
+    seconds: float = 0.0  # inside the unit's function, on the worker (wall clock)
+    cpu_seconds: float = 0.0  # CPU time of the worker process during the unit
     error: BaseException | None = None
     lost: bool = False  # the worker died (killed, node lost): the unit stays pending
 
@@ -70,10 +71,11 @@ def pinned_threads(threads: int) -> Iterator[None]:
 
 
 def execute(fn: Callable[..., Mapping[str, Any]], kwargs: Mapping[str, Any],
-            shared: Mapping[str, Any], threads: int = UNIT_THREADS) -> tuple[dict[str, Any], float]:
+            shared: Mapping[str, Any],
+            threads: int = UNIT_THREADS) -> tuple[dict[str, Any], float, float]:
     """Run one unit's function (on whatever worker) with ``threads`` compute threads; return
-    its result and its seconds."""
+    its result, its wall seconds and the worker process's CPU seconds during it."""
     with pinned_threads(threads):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = dict(fn(**kwargs, **shared))
-        return result, time.perf_counter() - start
+        return result, time.perf_counter() - start, time.process_time() - cpu
