@@ -59,8 +59,9 @@ def imf(
     dataset: str = typer.Option("auto", "--dataset", help="Labelled image set for the "
                                 "captions (fashion_mnist, mnist, digits, auto)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds 0..S-1."),
-    epochs: int = typer.Option(8, "--epochs", min=1, help="ITM training epochs."),
-    n_train: int = typer.Option(3000, "--train", min=1, help="Training images."),
+    epochs: int = typer.Option(12, "--epochs", min=1, help="Most training epochs (each model "
+                               "stops once its validation ITM accuracy reaches 90 %)."),
+    n_train: int = typer.Option(2000, "--train", min=1, help="Training images."),
     n_test: int = typer.Option(500, "--test", min=1, help="Held-out images."),
     out: str = typer.Option("runs/imf", "--out", help="Report folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard a stored run with "
