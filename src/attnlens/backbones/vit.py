@@ -8,6 +8,9 @@ makes the image height/width dynamic (the position embeddings are interpolated i
 and caches that model atomically under ``<cache root>/models``. Q/K/V weights are the
 graph's initializers. Images are resized (longest side, centred zero padding as the package's
 own pre-processing does) to ``image_size`` and normalized with the ImageNet mean and std.
+
+``device="cuda"`` runs the graph on onnxruntime's ``CUDAExecutionProvider`` (the
+``onnxruntime-gpu`` build); the pre-processing stays on the CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from attnlens._io import atomic_write_bytes
-from attnlens._validation import check_array, check_int
+from attnlens._validation import check_array, check_int, raise_invalid, resolve_device
 from attnlens.backbones.base import Backbone, TokenFeatures, file_sha256
 from attnlens.errors import BackboneNotInstalledError
 
@@ -36,6 +39,8 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 INPUT_NAME = "input_image"
 OUTPUT_NAME = "output_importance"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+GPU_PIP_COMMAND = "pip install 'onnxruntime-gpu>=1.18,<2'"
 TAPS_VERSION = 1
 N_LAYERS = 12
 
@@ -181,12 +186,15 @@ class ViTS14(Backbone):
     ``l`` = output of block ``l`` (the residual stream, pre-LayerNorm architecture), and the
     last (12) = the final LayerNorm's output, which the model's own head reads.
     Tokens: 1 CLS + (image_size / 14)^2 patches (257 at 224 px); the mask is all True.
+    ``device``: "cpu" (onnxruntime's CPU provider), "cuda" (its CUDA provider; refused with an
+    ``InvalidParameterError`` when no GPU is visible or onnxruntime has no CUDA provider) or
+    None (the GPU when torch sees one and onnxruntime can use it, else the CPU).
     """
 
     name = "vit"
 
     def __init__(self, image_size: int = 224, num_threads: int | None = None,
-                 cache_root: str | os.PathLike | None = None):
+                 cache_root: str | os.PathLike | None = None, device: str | None = "cpu"):
         self.image_size = check_int(image_size, "image_size", low=PATCH, high=1024)
         if self.image_size % PATCH:
             raise ValueError(
@@ -195,11 +203,12 @@ class ViTS14(Backbone):
             )
         self.num_threads = None if num_threads is None else check_int(num_threads, "num_threads",
                                                                       low=1)
+        self.device = onnx_device(device)
         self.source_path = model_path()
         self.version = file_sha256(self.source_path)
         self.n_layers, self.n_heads, self.dim = N_LAYERS, 6, 384
         self.path = tapped_model_path(cache_root)
-        self._session = _session(str(self.path), self.num_threads)
+        self._session = _session(str(self.path), self.num_threads, self.device)
 
     @property
     def n_tokens(self) -> int:
@@ -243,7 +252,7 @@ class ViTS14(Backbone):
         # tokens only: a graph cut after the requested layer (onnxruntime runs every node of
         # a session, so the full graph would also run later blocks and the saliency decoder)
         session = self._session if attentions else _pruned_session(
-            str(self.path), hidden_name(layer), self.num_threads)
+            str(self.path), hidden_name(layer), self.num_threads, self.device)
         for lo in tqdm(range(0, n, batch_size), desc=f"vit layer {layer}", unit="batch",
                        disable=not progress):
             pixels = preprocess(images[lo:lo + batch_size], self.image_size)  # (b, 3, S, S)
@@ -260,27 +269,57 @@ class ViTS14(Backbone):
         return tuple(a.copy() for a in facts["qkv"][self._block_index(layer)])
 
 
-@functools.lru_cache(maxsize=4)
-def _session(path: str, num_threads: int | None):
+def onnx_device(device: str | None) -> str:
+    """``device`` checked for onnxruntime: "cpu" or "cuda[:i]" (see :class:`ViTS14`)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device is None:
+        gpu = resolve_device() == "cuda" and CUDA_PROVIDER in available
+        return "cuda" if gpu else "cpu"
+    device = resolve_device(device, "ViTS14")
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise_invalid("device", "'cpu' or 'cuda' (onnxruntime's CPU or CUDA provider)", device,
+                      caller="ViTS14")
+    if kind == "cuda" and CUDA_PROVIDER not in available:
+        raise_invalid("device", f"'cpu' when onnxruntime has no {CUDA_PROVIDER}", device,
+                      f"This onnxruntime offers {available}; install the GPU build with "
+                      f"{GPU_PIP_COMMAND}, or use device='cpu'.", "ViTS14")
+    return device
+
+
+def _new_session(model: str | bytes, num_threads: int | None, device: str):
+    """An onnxruntime session of ``model`` (a path or serialized bytes) on ``device``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if num_threads is not None:
         opts.intra_op_num_threads = num_threads
         opts.inter_op_num_threads = 1
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        providers.insert(0, (CUDA_PROVIDER, {"device_id": index}))
+    session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+    if device.startswith("cuda") and session.get_providers()[0] != CUDA_PROVIDER:
+        # onnxruntime falls back to the CPU when its CUDA libraries do not load
+        raise_invalid("device", f"a device onnxruntime's {CUDA_PROVIDER} can start on", device,
+                      f"It fell back to {session.get_providers()} (CUDA/cuDNN libraries "
+                      "missing?); check onnxruntime's CUDA requirements or use device='cpu'.",
+                      "ViTS14")
+    return session
 
 
 @functools.lru_cache(maxsize=4)
-def _pruned_session(path: str, output: str, num_threads: int | None):
+def _session(path: str, num_threads: int | None, device: str = "cpu"):
+    return _new_session(path, num_threads, device)
+
+
+@functools.lru_cache(maxsize=4)
+def _pruned_session(path: str, output: str, num_threads: int | None, device: str = "cpu"):
     """A session of the sub-graph from the image input to ``output`` (built in memory)."""
     import onnx
-    import onnxruntime as ort
 
     sub = onnx.utils.Extractor(onnx.load(path)).extract_model([INPUT_NAME], [output])
-    opts = ort.SessionOptions()
-    if num_threads is not None:
-        opts.intra_op_num_threads = num_threads
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(sub.SerializeToString(), sess_options=opts,
-                                providers=["CPUExecutionProvider"])
+    return _new_session(sub.SerializeToString(), num_threads, device)

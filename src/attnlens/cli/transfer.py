@@ -40,8 +40,8 @@ def transfer(
     out: str = typer.Option("runs/transfer", help="Run folder (resumed when it exists)."),
     overwrite: bool = typer.Option(False, help="Start over when the run folder's config differs."),
     cache_dir: str = typer.Option("", help="Feature cache root (default $ATTNLENS_CACHE or ~/.cache/attnlens)."),
-    device: str = typer.Option(None, "--device", help="Torch device of the trained heads "
-                               "(default: cuda when a GPU is visible, else cpu)."),
+    device: str = typer.Option(None, "--device", help="Device of the feature extraction and the "
+                               "trained heads (default: cuda when a GPU is visible, else cpu)."),
     backend: Backend = BACKEND,
     address: str = ADDRESS,
     workers: int = WORKERS,

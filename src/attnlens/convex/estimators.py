@@ -32,6 +32,7 @@ from attnlens._validation import (
     check_consistent_length,
     check_random_state,
     raise_invalid,
+    resolve_device,
     warn_ignored,
 )
 from attnlens.convex._linalg import progress_bar
@@ -257,20 +258,6 @@ class ConvexAttentionClassifier(_HeadEstimator):
                                self.n_groups if self.head == "bfno" else 1)
 
 
-def _torch_device(name: str) -> torch.device:
-    """``torch.device(name)``, refusing a malformed name or a GPU that is not there."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise_invalid("device", "a torch device name such as 'cpu' or 'cuda'", name,
-                      caller="NonConvexAttentionClassifier")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise_invalid("device", "'cpu' on a machine without a visible GPU", name,
-                      "torch.cuda.is_available() is False here; use device='cpu'.",
-                      caller="NonConvexAttentionClassifier")
-    return device
-
-
 class NonConvexAttentionClassifier(_HeadEstimator):
     """The same head trained directly (Adam or SGD) with weight decay ``(beta/2) sum ||W||^2``.
 
@@ -344,7 +331,7 @@ class NonConvexAttentionClassifier(_HeadEstimator):
             gates = gates * mask[:, None, :]
         net = ConvexHead(self.head, self.activation, self.n_heads, s, d, c, gates=gates,
                          group_mask=mask, generator=gen, init_scale=self.init_scale)
-        device = _torch_device(self.device)
+        device = torch.device(resolve_device(self.device, type(self).__name__))
         net = net.to(device)
         Xt = torch.as_tensor(X, device=device)
         Yt = torch.as_tensor(np.eye(c)[yi], device=device)

@@ -11,12 +11,12 @@ This is an application-layer package: experiments and the transfer runner use it
 never do.
 """
 
+from attnlens._validation import resolve_device  # one device rule for the whole library
 from attnlens.execution.config import (
     MAX_RETRIES,
     Backend,
     Execution,
     current_execution,
-    resolve_device,
     use_execution,
 )
 from attnlens.execution.sweep import NOT_STORED, run_units

@@ -93,18 +93,3 @@ def use_execution(execution: Execution) -> Iterator[Execution]:
         yield execution
     finally:
         _CURRENT.reset(token)
-
-
-def resolve_device(device: str | None = None) -> str:
-    """The torch device to compute on: ``device`` when given, else ``"cuda"`` when a GPU is
-    visible (``torch.cuda.is_available()``), else ``"cpu"``."""
-    if device is not None:
-        if not isinstance(device, str) or not device:
-            from attnlens._validation import raise_invalid
-
-            raise_invalid("device", "a torch device name such as 'cpu' or 'cuda'", device,
-                          caller="resolve_device")
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -147,6 +147,7 @@ def extract_features(
     chunk_size: int = 256,
     progress: bool = True,
     deadline: float | None = None,
+    device: str | None = None,
 ) -> TransferFeatures:
     """Extract (or load from the cache) reduced token features of ``dataset`` under ``backbone``.
 
@@ -168,6 +169,8 @@ def extract_features(
     cache_dir : feature cache root (None: ``$ATTNLENS_CACHE`` or ``~/.cache/attnlens``).
     deadline : a :func:`time.monotonic` value; the extraction stops starting new chunks after
         it and raises :class:`attnlens.cache.ExtractionPaused` (call again to resume).
+    device : where the backbone runs ("cpu", "cuda"; None: the GPU when one is visible and the
+        backbone can use it). Not part of the cache key: it changes float32 rounding only.
     """
     from attnlens.backbones import load_backbone
 
@@ -185,9 +188,8 @@ def extract_features(
     labels = labels[keep]
     kept_items = [items[i] for i in keep] if isinstance(items, list) else items[keep]
     test_idx = fixed_test_split(labels, float(test_fraction), split_seed)
-    model = load_backbone(backbone, image_size=image_size) if backbone == "vit" else load_backbone(
-        backbone
-    )
+    model = (load_backbone(backbone, image_size=image_size, device=device) if backbone == "vit"
+             else load_backbone(backbone, device=device))
     if reduce == "avgpool" and model.dim % store_dim:
         raise ValueError(
             f"store_dim={store_dim} must divide the backbone width {model.dim} for average "

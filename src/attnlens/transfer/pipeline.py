@@ -93,8 +93,9 @@ def run_benchmark(
     that many consecutive tokens (see :func:`attnlens.transfer.runner.prepare_inputs`).
     ``time_budget_s`` bounds one call: no extraction chunk or (head, seed, d) unit is started
     after it; ``metrics["complete"]`` says whether everything ran (call again to resume).
-    The (head, seed, d) units run on the current :mod:`attnlens.execution` backend; torch
-    heads train on ``device`` (default: the GPU when one is visible), named in the metrics.
+    The (head, seed, d) units run on the current :mod:`attnlens.execution` backend; the
+    backbone extracts features and torch heads train on ``device`` (default: the GPU when one
+    is visible), named in the metrics.
     """
     check_option(reduce, "reduce", ("avgpool", "pca"), caller="run_benchmark")
     dims = check_dims(dims, reduce)
@@ -118,7 +119,7 @@ def run_benchmark(
             backbone, dataset, max_tokens=max_tokens,
             store_dim=max(dims) if reduce == "pca" else AVGPOOL_STORE_DIM, reduce=reduce, n_items=n_items,
             test_fraction=test_fraction, token_grid=token_grid, image_size=image_size,
-            cache_dir=cache_dir, progress=progress, deadline=deadline,
+            cache_dir=cache_dir, progress=progress, deadline=deadline, device=device,
         )
     except ExtractionPaused as exc:
         logger.info("%s", exc)
