@@ -30,16 +30,27 @@ beta with Z = 0), the solution rank and train/held-out accuracy.
    the explicit design is out of reach). ``realistic_median`` in the JSON is the median over
    the d = 12 cases.
 
+5. devices (issue 19, point 5): FISTA with continuation (:func:`fista_path`) in numpy against
+   the same iterations in torch (``backend="torch"``, float64) on every device of
+   ``_common.devices()`` -- the CPU always (the torch-CPU column), ``cuda`` when
+   ``torch.cuda.is_available()`` (the GPU column) -- on the planted (2000,16,12,10) linear
+   self-attention head at beta_max/10 and /100 and on the gated-ReLU MLP of case 2; each
+   device warmed up by a short solve first. ``device_rows``: wall and process-CPU seconds,
+   iterations, objective, the (float64 numpy) certificate, relative objective difference to
+   numpy. ``gpu`` says whether a GPU row was measured. Opt-in: ``devices_large`` runs the
+   same on (25000,64,32,2) (tol 1e-4).
+
 Results: benchmarks/results/convex_heads.json and .png, rewritten after every case (an
 interrupted run keeps what finished). Timings are wall-clock on this machine; both sides of a
 comparison run in the same process, one after the other, on the same data.
 
 Usage: python benchmarks/convex_heads.py [--quick] [--only CASES] [--clarabel-big] [--no-cvxpy-realistic]
   --quick           small sizes for every case (a smoke run; not the issue's numbers)
-  --only CASES      comma list of: sa1, sa2, mlp, large1, large2, planted, minilm12, minilm32
-                    (default: all of them);
+  --only CASES      comma list of: sa1, sa2, mlp, large1, large2, planted, minilm12, minilm32,
+                    devices (default: all of them);
                     also large1_small_beta (opt-in: (25000,64,32,2) at beta=3e-3, 3000
-                    iterations at most -- how far a smaller beta gets in about 5 minutes)
+                    iterations at most -- how far a smaller beta gets in about 5 minutes),
+                    devices_large (opt-in: case 5 at (25000,64,32,2))
   --clarabel-big    also run the Clarabel reference at (2000,16,12,10) (needs > 24 GB)
   --out DIR         where to write (default benchmarks/results; --quick: the temp folder)
 With --only, the cases run are merged into the existing result file (same case and shape
@@ -58,7 +69,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, devices, machine  # noqa: E402
 
 from attnlens._io import atomic_write_json  # noqa: E402
 from attnlens.convex import _pyscnn  # noqa: E402
@@ -161,6 +172,14 @@ def case_self_attention(n, s, d, c, clarabel: bool) -> dict:
     return case
 
 
+def mlp_data(n, d, m):
+    """Gaussian ``X`` (n, d), sign targets of a random linear teacher, ``m`` Gaussian gates."""
+    rng = np.random.default_rng(1)
+    Xm = rng.standard_normal((n, d))
+    ym = np.sign(Xm @ rng.standard_normal(d))
+    return Xm, ym, rng.standard_normal((m, d))
+
+
 def case_mlp(n=2000, d=50, m=100, repeats=3) -> dict:
     """attnlens vs pyscnn, best of ``repeats`` each, same gates and data.
 
@@ -168,10 +187,7 @@ def case_mlp(n=2000, d=50, m=100, repeats=3) -> dict:
     objective no worse than pyscnn's (``1 - P_strict / P_pyscnn``: the certificate bounds the
     relative suboptimality), so the time ratio compares equal objectives.
     """
-    rng = np.random.default_rng(1)
-    Xm = rng.standard_normal((n, d))
-    ym = np.sign(Xm @ rng.standard_normal(d))
-    H = rng.standard_normal((m, d))
+    Xm, ym, H = mlp_data(n, d, m)
     case = {"case": "mlp_gated_relu", "n": n, "d": d, "gates": m, "beta": BETA,
             "data": "gaussian X, sign targets of a random linear teacher, gaussian gates",
             "repeats": repeats, "load_before": load()}
@@ -352,6 +368,64 @@ def case_realistic(data, n, s, d, c, divisor, cvxpy, max_iter=20000) -> dict:
     return case
 
 
+def case_devices(kind, shape, divisor=None, tol=1e-6, max_iter=20000) -> dict:
+    """Case 5: numpy :func:`fista_path` vs the same in torch on each device, same program.
+
+    ``kind``: "planted" (linear self-attention, ``shape`` (n, s, d, c), beta = beta_max /
+    ``divisor``), "realistic" (the same head on :func:`realistic_tokens`) or "mlp" (gated-ReLU
+    MLP of case 2, ``shape`` (n, d, m), beta = BETA).
+    """
+    import torch
+
+    if kind == "mlp":
+        n, d, m = shape
+        Xm, ym, H = mlp_data(n, d, m)
+        prog, Y = build_program(Xm[:, None, :], "mlp", "gated_relu", 1, gates=H), ym[:, None]
+        beta, case = BETA, {"case": "devices_mlp_gated_relu", "n": n, "d": d, "gates": m}
+    else:
+        n, s, d, c = shape
+        X, Y = planted_tokens(n, s, d, c) if kind == "planted" else realistic_tokens(n, s, d, c)
+        prog = build_program(X, "self_attention", "linear", c)
+        bmax = spectral_norm(prog.adjoint(-Y / n)[0])
+        beta = bmax / divisor if divisor else BETA
+        case = {"case": f"devices_{kind}" + (f"_bmax/{divisor}" if divisor else ""), "n": n,
+                "s": s, "d": d, "c": c, "beta_max": bmax}
+    case.update({"beta": beta, "tol": tol, "max_iter": max_iter, "solver": "fista_path",
+                 "torch_threads": torch.get_num_threads(), "loadavg_before": list(os.getloadavg())})
+
+    def run(backend, device):
+        kw = dict(tol=tol, max_iter=max_iter, backend=backend, device=device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a max_iter stop is recorded in the row
+            if backend == "torch":  # warm-up: CUDA context, kernels, solver handles
+                fista_path(prog, Y, beta, "squared", **{**kw, "max_iter": 20})
+            cpu, wall = time.process_time(), time.perf_counter()
+            if backend == "numpy" and prog.cost() < SMALL_OPERATOR:  # as solve() runs it
+                with one_blas_thread():
+                    res = fista_path(prog, Y, beta, "squared", **kw)
+            else:
+                res = fista_path(prog, Y, beta, "squared", **kw)
+            return res, time.perf_counter() - wall, time.process_time() - cpu
+
+    ref, wall, cpu = run("numpy", None)
+    rows = [{"backend": "numpy", "device": "cpu", "seconds": wall, "cpu_seconds": cpu,
+             "iterations": ref.iterations, "objective": ref.objective,
+             "certificate": ref.certificate, "status": str(ref.status)}]
+    for device in devices():
+        res, wall, cpu = run("torch", device)
+        rows.append({"backend": "torch", "device": device, "seconds": wall, "cpu_seconds": cpu,
+                     "iterations": res.iterations, "objective": res.objective,
+                     "certificate": res.certificate, "status": str(res.status),
+                     "relative_objective_diff_vs_numpy":
+                         abs(res.objective - ref.objective) / abs(ref.objective),
+                     "speedup_vs_numpy": rows[0]["seconds"] / wall})
+    gpu = [r for r in rows if r["device"] != "cpu"]
+    case.update({"device_rows": rows, "loadavg_after": list(os.getloadavg()),
+                 "gpu": ("measured: the cuda device_rows" if gpu else
+                         "not measured: torch.cuda.is_available() was False (no GPU lent)")})
+    return case
+
+
 def realistic_median(cases: list[dict]) -> dict:
     """Median over the planted and MiniLM cases at d=12 (the README headline, issue 16)."""
     rows = [c for c in cases if "beta_divisor" in c and c["d"] == 12]
@@ -382,6 +456,9 @@ def plot(cases: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.8))
+    cases = [c for c in cases if "device_rows" not in c]  # case 5 is a table, not a bar
+    if not cases:
+        return
     labels, ours, anchor, clarabel = [], [], [], []
     for c in cases:
         if c["case"] == "mlp_gated_relu":
@@ -426,7 +503,8 @@ def plot(cases: list[dict], path) -> None:
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="sa1,sa2,mlp,large1,large2,planted,minilm12,minilm32")
+    ap.add_argument("--only",
+                    default="sa1,sa2,mlp,large1,large2,planted,minilm12,minilm32,devices")
     ap.add_argument("--no-cvxpy-realistic", action="store_true",
                     help="skip cvxpy/SCS on the planted and MiniLM d=12 cases (~3-4 min each)")
     ap.add_argument("--clarabel-big", action="store_true")
@@ -482,6 +560,13 @@ def main(argv: list[str]) -> None:
         if "minilm32" in only:  # cvxpy's explicit design (n, 32^3) x c is out of reach here
             save(case_realistic("minilm", *shape[:2], 8 if q else 32, 2, div, False,
                                 max_iter=3000 if q else 5000))
+    if "devices" in only:
+        for div in (10, 100):
+            save(case_devices("planted", shape, div))
+        save(case_devices("mlp", (300, 10, 20) if q else (2000, 50, 100)))
+    if "devices_large" in only:
+        save(case_devices("realistic", (2000, 16, 8, 2) if q else (25000, 64, 32, 2),
+                          tol=1e-4))
     if "large1_small_beta" in only:
         save(case_large(*((2000, 16, 8, 2) if q else (25000, 64, 32, 2)), beta=3e-3,
                         max_iter=3000))

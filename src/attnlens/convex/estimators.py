@@ -38,6 +38,7 @@ from attnlens._validation import (
 from attnlens.convex._linalg import progress_bar
 from attnlens.convex.heads import ACTIVATIONS, HEADS, ConvexHead
 from attnlens.convex.losses import LOSSES, get_loss
+from attnlens.convex.nuclear import BACKENDS
 from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import recover_network, recover_relu_network
 from attnlens.convex.relu import check_relu_solver
@@ -157,6 +158,11 @@ class ConvexAttentionClassifier(_HeadEstimator):
     n_groups : channel groups B of the block FNO head (must divide d; ignored, with a warning,
         by the other heads).
     verbose : show a progress bar.
+    backend : "numpy" (default) or "torch": the FISTA iterations (solver "auto" or "fista") in
+        float64 torch on ``device``; the certificate is still float64 numpy (see
+        :mod:`attnlens.convex.torch_fista`). Linear and gated-ReLU heads.
+    device : the torch device of ``backend="torch"`` ("cpu", "cuda"; None: the GPU when one
+        is visible; ignored, with a warning, by the numpy backend).
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
     ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``; for ``activation="relu"`` also
@@ -167,7 +173,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
     def __init__(self, head: str = "self_attention", activation: str = "linear",
                  beta: float = 1e-3, loss: str = "squared", n_gates: int = 5,
                  solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
-                 random_state=None, n_groups: int = 5, verbose: bool = False):
+                 random_state=None, n_groups: int = 5, verbose: bool = False,
+                 backend: str = "numpy", device: str | None = None):
         self.head = head
         self.activation = activation
         self.beta = beta
@@ -179,9 +186,13 @@ class ConvexAttentionClassifier(_HeadEstimator):
         self.random_state = random_state
         self.n_groups = n_groups
         self.verbose = verbose
+        self.backend = backend
+        self.device = device
 
     _parameter_constraints = {
         **_SHARED_CONSTRAINTS,
+        "backend": [Options(*BACKENDS)],
+        "device": [None, str],
         "n_gates": [_COUNT],
         "solver": [Options(*SOLVERS)],
         "tol": [_POSITIVE],
@@ -211,7 +222,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
         t0 = time.perf_counter()
         program = self._program(X)
         res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
-                    max_iter=self.max_iter, rng=rng, progress=self.verbose)
+                    max_iter=self.max_iter, rng=rng, progress=self.verbose,
+                    backend=self.backend, device=self.device)
         logger.info("fit %s/%s in %.2fs (%s)", self.head, self.activation,
                     time.perf_counter() - t0, res.method)
         self.result_ = res

@@ -5,7 +5,9 @@ Cross-entropy: :math:`f(\hat Y) = \frac1n \sum_i \big(\log\sum_k e^{\hat y_{ik}}
 
 Each :class:`Loss` gives the value, the gradient, a curvature bound, the Fenchel-dual value
 used by the certificates, the cvxpy expression of the reference formulation, the torch value
-of the non-convex trainer and the class probabilities of the estimators.
+of the non-convex trainer (with the torch gradient and dual value, those three are what the
+torch FISTA of :mod:`attnlens.convex.torch_fista` evaluates on the device) and the class
+probabilities of the estimators.
 
 Dual of :math:`\min_Z f(\mathcal A Z) + \beta\sum_j\|Z_j\|_*`: for a dual point
 :math:`\nu = -t\,\nabla f(\hat Y)` with :math:`t = \min(1, \beta / \max_j \|\mathcal A_j^*\nabla f\|_2)`
@@ -48,6 +50,14 @@ class Loss:
         """The same loss on torch outputs ``out`` (b, c) and one-hot ``Y`` (b, c)."""
         raise NotImplementedError
 
+    def torch_gradient(self, out: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """:meth:`gradient` on torch tensors (any device)."""
+        raise NotImplementedError
+
+    def torch_dual_value(self, grad: torch.Tensor, Y: torch.Tensor, t: float) -> torch.Tensor:
+        """:meth:`dual_value` on torch tensors (a 0-d tensor)."""
+        raise NotImplementedError
+
     def proba(self, scores: np.ndarray) -> np.ndarray:
         """Class probabilities (n, c) from the pooled outputs."""
         raise NotImplementedError
@@ -79,6 +89,13 @@ class SquaredLoss(Loss):
 
     def torch_value(self, out, Y):
         return 0.5 * (out - Y).pow(2).sum() / out.shape[0]
+
+    def torch_gradient(self, out, Y):
+        return (out - Y) / Y.shape[0]
+
+    def torch_dual_value(self, grad, Y, t):
+        n = Y.shape[0]
+        return -t * (grad * Y).sum() - 0.5 * n * t * t * grad.pow(2).sum()
 
     def proba(self, scores):
         p = np.clip(scores, 0.0, None)
@@ -112,6 +129,13 @@ class CrossEntropyLoss(Loss):
 
     def torch_value(self, out, Y):
         return torch.nn.functional.cross_entropy(out, Y.argmax(dim=1))
+
+    def torch_gradient(self, out, Y):
+        return (torch.softmax(out, dim=1) - Y) / Y.shape[0]
+
+    def torch_dual_value(self, grad, Y, t):
+        q = torch.clamp(t * Y.shape[0] * grad + Y, 0.0, 1.0)
+        return -torch.xlogy(q, q).sum() / Y.shape[0]
 
     def proba(self, scores):
         return softmax(scores, axis=1)

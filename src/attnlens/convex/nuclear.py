@@ -26,6 +26,11 @@ Solves :math:`\min_{Z_1..Z_m} f\big(\sum_j \mathcal A_j(Z_j)\big) + \beta\sum_j 
   ``O(n d^3 c)``; the certificate needs one full gradient at the end of each round.
 * ``cvxpy``: the reference formulation of :mod:`attnlens.convex._reference` (Clarabel).
 
+``backend="torch"`` (``fista`` and ``auto``, which is then :func:`fista_path`; ``device``: a
+torch device, default the GPU when one is visible) runs the FISTA iterations in float64 torch
+on the device (:mod:`attnlens.convex.torch_fista`); the reported certificate is still
+evaluated in float64 numpy on the final iterate.
+
 Every result carries the certificate of :mod:`attnlens.convex.certificate` (the relative
 duality gap, a bound on the relative suboptimality); ``tol`` is on the certificate.
 """
@@ -42,16 +47,22 @@ import numpy as np
 from scipy.optimize import minimize
 
 from attnlens._results import Status
-from attnlens._validation import check_option
+from attnlens._validation import check_option, raise_invalid
 from attnlens.convex._linalg import DEFAULT_SEED, progress_bar, spectral_norm, svd, svt
 from attnlens.convex._reference import solve_cvxpy
 from attnlens.convex.certificate import certificate
 from attnlens.convex.losses import Loss, get_loss
-from attnlens.convex.operators import Program
+from attnlens.convex.operators import Program, lipschitz_bound
 from attnlens.convex.results import ConvexResult, with_tolerance
 from attnlens.convex.ssnal import check_ssnal_loss, ssnal
+from attnlens.convex.torch_fista import TorchProgram, fista_torch
 
 logger = logging.getLogger(__name__)
+
+#: the ``backend`` values: FISTA iterates in numpy (CPU) or in torch on ``device``
+BACKENDS = ("numpy", "torch")
+#: the solvers ``backend="torch"`` runs (``"auto"`` is then :func:`fista_path`)
+TORCH_SOLVERS = ("auto", "fista")
 
 
 def svt_flat(program: Program, x: np.ndarray, tau: float) -> np.ndarray:
@@ -62,29 +73,6 @@ def svt_flat(program: Program, x: np.ndarray, tau: float) -> np.ndarray:
         nrm = np.sqrt(np.sum(S**2, axis=1))
         return (S * (np.maximum(nrm - tau, 0.0) / np.maximum(nrm, 1e-300))[:, None]).ravel()
     return program.flatten([svt(Z, tau) for Z in program.unflatten(x)])
-
-
-def operator_norm_sq(program: Program, rng: np.random.Generator, iters: int = 30,
-                     single: bool = False) -> float:
-    """``||A||_2^2`` by power iteration on ``A^* A`` (a slight overestimate is added by callers)."""
-    x = rng.standard_normal(sum(p * q for p, q in program.zshapes()))
-    lam = 0.0
-    for _ in range(iters):
-        nrm = float(np.linalg.norm(x))
-        if nrm == 0:
-            return 0.0
-        x = x / nrm
-        x_new = program.adjoint_flat(program.forward_flat(x, single), single)
-        lam = float(np.dot(x, x_new))
-        x = x_new
-    return lam
-
-
-def lipschitz_bound(program: Program, loss: str | Loss, n: int, rng: np.random.Generator,
-                    single: bool = False) -> float:
-    """``1.05 ||A||^2 curvature / n`` (power iteration) -- the FISTA step is its inverse."""
-    lam = operator_norm_sq(program, rng, 20 if single else 30, single)
-    return max(1.05 * lam * get_loss(loss).curvature / n, 1e-12)
 
 
 @dataclass(frozen=True)
@@ -99,18 +87,21 @@ def fista(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
           tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
           Z0: list | None = None, rng: np.random.Generator | None = None,
           progress: bool = False, precision: str = "auto",
-          lipschitz: float | None = None) -> ConvexResult:
+          lipschitz: float | None = None, backend: str = "numpy",
+          device: str | None = None) -> ConvexResult:
     """Accelerated proximal gradient with restarts; see :func:`fista_run`."""
     return fista_run(program, Y, beta, loss, tol=tol, max_iter=max_iter,
                      check_every=check_every, Z0=Z0, rng=rng, progress=progress,
-                     precision=precision, lipschitz=lipschitz).result
+                     precision=precision, lipschitz=lipschitz, backend=backend,
+                     device=device).result
 
 
 def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
               tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
               Z0: list | None = None, rng: np.random.Generator | None = None,
               progress: bool = False, precision: str = "auto",
-              lipschitz: float | None = None) -> FistaRun:
+              lipschitz: float | None = None, backend: str = "numpy",
+              device: str | None = None) -> FistaRun:
     """Accelerated proximal gradient with restarts; see the module docstring.
 
     ``lipschitz``: a known bound on the gradient's Lipschitz constant (skips the power
@@ -119,7 +110,15 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     accumulation, certificates estimated in float32 and confirmed in float64) or "auto":
     mixed while the certificate is above ``max(10 tol, 1e-3)``, then double (FISTA
     accumulates gradient errors: float32 products stall it near a 1e-4 relative gap).
+    ``backend="torch"``: the same iterations in float64 torch on ``device``
+    (:func:`attnlens.convex.torch_fista.fista_torch`; ``precision`` unused); ``program`` may
+    then be a :class:`~attnlens.convex.torch_fista.TorchProgram` already on the device.
     """
+    if backend == "torch":
+        res, L = fista_torch(program, Y, beta, loss, tol=tol, max_iter=max_iter,
+                             check_every=check_every, Z0=Z0, rng=rng, progress=progress,
+                             lipschitz=lipschitz, device=device)
+        return FistaRun(result=res, lipschitz=L)
     start = time.perf_counter()
     loss = get_loss(loss, "fista")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
@@ -194,7 +193,8 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
 def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
                progress: bool = False, factor: float = 0.5, stage_tol: float = 3e-2,
-               precision: str = "auto", min_ratio: float = 30.0) -> ConvexResult:
+               precision: str = "auto", min_ratio: float = 30.0, backend: str = "numpy",
+               device: str | None = None) -> ConvexResult:
     """FISTA with continuation in ``beta`` (homotopy; e.g. Ma, Goldfarb & Chen 2011).
 
     Starts at ``beta_max = max_j ||A_j^*(grad f(0))||_2`` (where ``Z = 0`` is optimal), solves a
@@ -203,7 +203,8 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     data is where this pays (the early stages have low-rank solutions and converge fast); for
     ``beta >= beta_max / min_ratio`` it is plain FISTA (measured: at ``beta_max / 11`` the
     stages cost more than they save). The result's certificate is the final stage's, so the
-    bound is the same as :func:`fista`'s.
+    bound is the same as :func:`fista`'s. ``backend="torch"``: every stage in torch on
+    ``device`` (the operator moved there once).
     """
     start = time.perf_counter()
     loss = get_loss(loss, "fista_path")
@@ -212,7 +213,9 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     single = precision in ("mixed", "auto")
     G0 = program.adjoint(loss.gradient(np.zeros((n, program.n_outputs)), Y))
     bmax = max(spectral_norm(G) for G in G0)
-    L = lipschitz_bound(program, loss, n, rng, single)
+    torch_backend = backend == "torch"
+    target = TorchProgram(program, device) if torch_backend else program
+    L = None if torch_backend else lipschitz_bound(program, loss, n, rng, single)
     Zs, used = None, 0
     stages = []
     b = bmax * factor if beta < bmax / min_ratio else 0.0
@@ -220,15 +223,15 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
         stages.append(b)
         b *= factor
     for bt in stages:
-        run = fista_run(program, Y, bt, loss, tol=stage_tol, max_iter=max(max_iter - used, 1),
-                        Z0=Zs, rng=rng, precision=precision, lipschitz=L)
+        run = fista_run(target, Y, bt, loss, tol=stage_tol, max_iter=max(max_iter - used, 1),
+                        Z0=Zs, rng=rng, precision=precision, lipschitz=L, backend=backend)
         Zs, used, L = run.result.Z, used + run.result.iterations, run.lipschitz
         logger.info("fista path: beta %.3g done in %d it (cert %.2e)", bt,
                     run.result.iterations, run.result.certificate)
         if used >= max_iter:
             break
-    res = fista(program, Y, beta, loss, tol=tol, max_iter=max(max_iter - used, 1), Z0=Zs,
-                rng=rng, progress=progress, precision=precision, lipschitz=L)
+    res = fista(target, Y, beta, loss, tol=tol, max_iter=max(max_iter - used, 1), Z0=Zs,
+                rng=rng, progress=progress, precision=precision, lipschitz=L, backend=backend)
     return dataclasses.replace(res, iterations=res.iterations + used,
                                seconds=time.perf_counter() - start,
                                method="fista-path" if stages else "fista")
@@ -361,12 +364,16 @@ SSNAL_MIN_RATIO = 30.0
 
 def auto_solver(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                 tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
-                progress: bool = False) -> ConvexResult:
+                progress: bool = False, backend: str = "numpy",
+                device: str | None = None) -> ConvexResult:
     """``"auto"``: :func:`ssnal_solver` for the squared loss on one Kronecker block with a Gram
     (:meth:`Program.has_normal`: linear self-attention / MLP-Mixer up to a Gram side of 2,500)
     at ``beta < beta_max / SSNAL_MIN_RATIO``, where it was measured faster (docs/convex.md);
-    :func:`fista_path` otherwise."""
+    :func:`fista_path` otherwise, and always with ``backend="torch"`` (SSNAL is numpy)."""
     loss = get_loss(loss, "solve")
+    if backend == "torch":
+        return fista_path(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                          progress=progress, backend=backend, device=device)
     if loss.name == "squared" and program.has_normal():
         bmax = spectral_norm(program.adjoint(loss.gradient(np.zeros((program.n,
                                                                     program.n_outputs)), Y))[0])
@@ -392,9 +399,16 @@ NUCLEAR_SOLVERS: dict[str, Callable[..., ConvexResult]] = {
 
 def solve_nuclear(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                   solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
-                  rng: np.random.Generator | None = None,
-                  progress: bool = False) -> ConvexResult:
-    """Solve a linear or gated-ReLU program with the solver named ``solver``."""
+                  rng: np.random.Generator | None = None, progress: bool = False,
+                  backend: str = "numpy", device: str | None = None) -> ConvexResult:
+    """Solve a linear or gated-ReLU program with the solver named ``solver`` on ``backend``."""
     check_option(solver, "solver", NUCLEAR_SOLVERS, "solve")
-    return NUCLEAR_SOLVERS[solver](program, Y, beta, loss, tol=tol, max_iter=max_iter,
-                                   rng=rng, progress=progress)
+    check_option(backend, "backend", BACKENDS, "solve")
+    kwargs = dict(tol=tol, max_iter=max_iter, rng=rng, progress=progress)
+    if backend == "torch":
+        if solver not in TORCH_SOLVERS:
+            raise_invalid("solver", f"one of {list(TORCH_SOLVERS)} with backend='torch'", solver,
+                          "The torch backend runs the FISTA iterations; 'bm', 'ssnal' and "
+                          "'cvxpy' run with backend='numpy'.", "solve")
+        kwargs.update(backend=backend, device=device)
+    return NUCLEAR_SOLVERS[solver](program, Y, beta, loss, **kwargs)

@@ -25,12 +25,14 @@ Row index of ``Z_j`` is ``vec(W1)`` (row-major), column index is ``vec(W2)`` (ro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from attnlens._validation import check_array
 from attnlens.convex._linalg import bmm
+from attnlens.convex.losses import Loss, get_loss
 
 #: :meth:`Program.normal_flat` (``A^* A`` through a Gram) is used up to this Gram side
 #: (2,500: 50 MB; the (2000,16,12,10) self-attention head has 936) and while the side is at
@@ -353,6 +355,34 @@ class Program:
     def cost(self) -> float:
         """Multiply-adds of one forward application (decides the BLAS threading of a solve)."""
         return sum(b.cost(self.n_outputs) for b in self.blocks)
+
+
+def operator_norm_sq(program, rng: np.random.Generator, iters: int = 30,
+                     single: bool = False, x0=None) -> float:
+    """``||A||_2^2`` by power iteration on ``A^* A`` (a slight overestimate is added by callers).
+
+    ``program``: anything with ``zshapes``, ``forward_flat`` and ``adjoint_flat`` (a
+    :class:`Program`, or the torch operator of :mod:`attnlens.convex.torch_fista` with a start
+    vector ``x0`` on its device); ``x0`` defaults to a standard normal draw from ``rng``.
+    """
+    x = rng.standard_normal(sum(p * q for p, q in program.zshapes())) if x0 is None else x0
+    lam = 0.0
+    for _ in range(iters):
+        nrm = math.sqrt(float(x.dot(x)))  # = np.linalg.norm(x) for a numpy vector
+        if nrm == 0:
+            return 0.0
+        x = x / nrm
+        x_new = program.adjoint_flat(program.forward_flat(x, single), single)
+        lam = float(x.dot(x_new))
+        x = x_new
+    return lam
+
+
+def lipschitz_bound(program, loss: str | Loss, n: int, rng: np.random.Generator,
+                    single: bool = False, x0=None) -> float:
+    """``1.05 ||A||^2 curvature / n`` (power iteration) -- the FISTA step is its inverse."""
+    lam = operator_norm_sq(program, rng, 20 if single else 30, single, x0)
+    return max(1.05 * lam * get_loss(loss).curvature / n, 1e-12)
 
 
 def check_targets(program: Program, Y, caller: str = "") -> np.ndarray:

@@ -16,6 +16,10 @@ Certificate: ``certificate = (P - D) / max(P, 1e-12)``, the relative duality gap
 primal value ``P`` and the dual value ``D`` of the scaled dual point (a bound on the relative
 suboptimality). ``grad_ratio = max_j ||grad_j L(Z)||_2 / beta`` is reported too (<= 1 at an
 optimum). ``tol`` is on the certificate.
+
+``backend``: ``"numpy"`` (default) or ``"torch"`` -- the FISTA iterations (``solver="fista"``
+or ``"auto"``) in float64 torch on ``device`` ("cpu", "cuda"; default the GPU when one is
+visible), see :mod:`attnlens.convex.torch_fista`; the certificate stays float64 numpy.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from attnlens._validation import (
     Interval,
     Options,
     Real,
+    raise_invalid,
     validate_params,
+    warn_ignored,
 )
 from attnlens.convex._linalg import one_blas_thread
 from attnlens.convex.losses import LOSSES
-from attnlens.convex.nuclear import NUCLEAR_SOLVERS, solve_nuclear
+from attnlens.convex.nuclear import BACKENDS, NUCLEAR_SOLVERS, solve_nuclear
 from attnlens.convex.operators import Program, check_targets
 from attnlens.convex.relu import solve_relu
 from attnlens.convex.relu_program import ReluProgram
@@ -75,19 +81,29 @@ solve_program.register(ReluProgram, solve_relu)
     "rng": [None, InstanceOf(np.random.Generator)],
     "progress": [Boolean()],
     "warn": [Boolean()],
+    "backend": [Options(*BACKENDS)],
+    "device": [None, str],
 })
 def solve(program: Program, Y: np.ndarray, beta: float, loss: str = "squared", *,
           solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
           rng: np.random.Generator | None = None, progress: bool = False,
-          warn: bool = True) -> ConvexResult:
+          warn: bool = True, backend: str = "numpy", device: str | None = None) -> ConvexResult:
     """Solve the block nuclear-norm program of ``program`` for targets ``Y`` (n, c).
 
     ``Y`` is one-hot for classification; any real targets work with ``loss="squared"``.
     Returns a :class:`ConvexResult`; warns (``ConvergenceWarning``) when ``tol`` is not reached.
-    Small programs run on one BLAS thread (:data:`SMALL_OPERATOR`).
+    Small programs run on one BLAS thread (:data:`SMALL_OPERATOR`). ``backend="torch"``: FISTA
+    on the torch ``device`` (see the module doc); ReLU programs run on numpy only.
     """
     Y = check_targets(program, Y, "solve")
     kwargs = dict(solver=solver, tol=tol, max_iter=max_iter, rng=rng, progress=progress)
+    if backend == "torch":
+        if isinstance(program, ReluProgram):
+            raise_invalid("backend", "'numpy' for a ReLU program (activation='relu')", backend,
+                          "The torch backend runs FISTA on linear and gated-ReLU heads.", "solve")
+        kwargs.update(backend=backend, device=device)
+    elif device is not None:
+        warn_ignored("device", device, "backend='numpy' runs on the CPU; set backend='torch'")
     if solver != "cvxpy" and program.cost() < SMALL_OPERATOR:
         with one_blas_thread():
             res = solve_program(program, Y, float(beta), loss, **kwargs)

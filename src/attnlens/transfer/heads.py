@@ -79,9 +79,11 @@ def _convex(head: str, activation: str) -> Callable[[float, int, Mapping[str, An
         kwargs: dict[str, Any] = {
             "head": head, "activation": activation, "beta": value, "random_state": seed,
         }
-        for key in ("loss", "n_gates", "solver", "tol", "max_iter"):
+        for key in ("loss", "n_gates", "solver", "tol", "max_iter", "backend"):
             if options.get(f"convex_{key}") is not None:
                 kwargs[key] = options[f"convex_{key}"]
+        if kwargs.get("backend") == "torch" and options.get("device") is not None:
+            kwargs["device"] = options["device"]  # convex_backend="torch": FISTA on the device
         if activation != "linear" and options.get("n_heads") is not None:
             kwargs.setdefault("n_gates", options["n_heads"])
         if head == "bfno":
