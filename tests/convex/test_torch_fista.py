@@ -114,7 +114,8 @@ def test_estimator_on_the_torch_backend():
     got = ConvexAttentionClassifier(**kw, backend="torch", device="cpu").fit(X, y)
     assert got.certificate_ <= 1e-7
     assert abs(got.objective_ - ref.objective_) <= 1e-7 * ref.objective_
-    np.testing.assert_array_equal(got.predict(X), ref.predict(X))
+    scores, ref_scores = got.decision_function(X), ref.decision_function(X)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-3 * np.abs(ref_scores).max())
 
 
 def test_backend_choices_and_refusals_are_named():

@@ -10,9 +10,10 @@ that certificate meets it.
 
 The operator is :class:`TorchProgram`: the Kronecker block of the linear self-attention and
 MLP-Mixer heads stays structured (the same reduced products as
-:class:`~attnlens.convex.operators.KronBlock`, its Gram where the numpy path uses it); every
-other program is applied through its dense per-block features, stacked on the device
-(``m x n x p q`` entries, size-checked: the matrix-free gated self-attention operator of the
+:class:`~attnlens.convex.operators.KronBlock`, its Gram where the numpy path uses it), so does
+the gated MLP (:class:`~attnlens.convex.operators.MaskedGroup`: pooled tokens and patterns);
+every other program is applied through its dense per-block features, side by side on the device
+(``n x m p q`` entries, size-checked: the matrix-free gated self-attention operator of the
 numpy backend becomes dense here).
 """
 
@@ -28,7 +29,13 @@ from attnlens._validation import raise_invalid, resolve_device
 from attnlens.convex._linalg import DEFAULT_SEED, SVT_GRAM_MIN, progress_bar
 from attnlens.convex.certificate import certificate
 from attnlens.convex.losses import Loss, get_loss
-from attnlens.convex.operators import KronBlock, Program, check_dense_size, lipschitz_bound
+from attnlens.convex.operators import (
+    KronBlock,
+    MaskedGroup,
+    Program,
+    check_dense_size,
+    lipschitz_bound,
+)
 from attnlens.convex.results import ConvexResult
 
 #: the ``dtype`` values of the torch backend (float32 stalls near a 1e-4 relative gap)
@@ -81,7 +88,11 @@ class TorchProgram:
         self.size = self.m * self.p * self.qc
         first = program.blocks[0]
         self.kron = isinstance(first, KronBlock)
-        if self.kron:  # one block (linear self-attention / mixer): the reduced products
+        self.masked = isinstance(program.fused, MaskedGroup)
+        self.gram = None
+        if self.masked:  # gated MLP: yhat = sum_j D_j * (X Z_j)
+            self.X, self.D = self.tensor(program.fused.X), self.tensor(program.fused.D)
+        elif self.kron:  # one block (linear self-attention / mixer): the reduced products
             self.p1, self.q, self.symmetric = first.p1, first.q, first.symmetric
             self.a = self.tensor(first.a)  # (n, p1)
             self.Bc = self.tensor(first._Bc)  # (n, P)
@@ -90,13 +101,12 @@ class TorchProgram:
                 self.lo = torch.as_tensor(first._lo, device=self.device)
                 self.off = self.tensor(first._off)
             self.gram = self.tensor(first.gram()) if program.has_normal() else None
-        else:  # dense features of every block, stacked (m, n, p q/c)
+        else:  # dense features of the blocks side by side, (n, m k): one GEMM per application
             n, k = program.n, self.p * self.qc // self.c
             check_dense_size(self.m * n * k, "the torch operator of this program", _DENSE_ADVICE)
-            self.phi = torch.empty((self.m, n, k), device=self.device, dtype=self.dtype)
+            self.phi = torch.empty((n, self.m * k), device=self.device, dtype=self.dtype)
             for j, block in enumerate(program.blocks):
-                self.phi[j] = self.tensor(np.asarray(block.phi).reshape(n, k))
-            self.gram = None
+                self.phi[:, j * k:(j + 1) * k] = self.tensor(np.asarray(block.phi).reshape(n, k))
 
     def tensor(self, x) -> torch.Tensor:
         """``x`` (numpy or torch) as a tensor of this operator's device and dtype."""
@@ -125,17 +135,23 @@ class TorchProgram:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (n, c) of the flat iterate ``x``."""
+        if self.masked:
+            XZ = self.X @ x.view(self.m, self.p, self.c).permute(1, 0, 2).reshape(self.p, -1)
+            return (self.D[:, :, None] * XZ.view(-1, self.m, self.c)).sum(1)
         if self.kron:
             T = (self.Bc @ self._reduce(x)).view(-1, self.p1, self.c)  # (n, p1, c)
             return torch.einsum("nk,nkc->nc", self.a, T)
-        return torch.einsum("jnk,jkc->nc", self.phi, x.view(self.m, -1, self.c))
+        return self.phi @ x.view(-1, self.c)
 
     def adjoint(self, R: torch.Tensor) -> torch.Tensor:
         """``A^* R`` as a flat vector, for ``R`` (n, c)."""
+        if self.masked:
+            W = (self.D[:, :, None] * R[:, None, :]).reshape(R.shape[0], -1)  # (n, m c)
+            return (self.X.T @ W).view(self.p, self.m, self.c).permute(1, 0, 2).reshape(-1)
         if self.kron:
             aR = (self.a[:, :, None] * R[:, None, :]).reshape(R.shape[0], -1)  # (n, p1 c)
             return self._expand(self.Bc.T @ aR)
-        return torch.einsum("jnk,nc->jkc", self.phi, R).reshape(-1)
+        return (self.phi.T @ R).reshape(-1)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^* A x`` through the Gram (only where :meth:`Program.has_normal`)."""
