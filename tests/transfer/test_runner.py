@@ -173,3 +173,13 @@ def test_a_head_over_the_memory_budget_is_stored_unavailable(rt_features, tmp_pa
     unit = res.units["linear-seed0-d16"]
     assert unit["status"].startswith("unavailable: MemoryError") and "test_acc" not in unit
     assert run.has_unit("linear-seed0-d16") and res.config["complete"]
+
+
+def test_convex_heads_use_the_torch_backend_on_the_runner_device_when_asked():
+    from attnlens.transfer.heads import _convex
+
+    make = _convex("self_attention", "linear")
+    default = make(0.1, 0, {"device": "cpu"})
+    torch_head = make(0.1, 0, {"device": "cpu", "convex_backend": "torch"})
+    assert (default.backend, default.device) == ("numpy", None)  # numpy unless asked
+    assert (torch_head.backend, torch_head.device) == ("torch", "cpu")
