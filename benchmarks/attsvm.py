@@ -233,6 +233,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="do not time cvxpy's default solver choice (the anchors' path)")
     ap.add_argument("--large-timeout", type=float, default=600.0, help="seconds per large case")
     ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
+    ap.add_argument("--table", action="store_true",
+                    help="print the docs/svm.md markdown table from the JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-tol", type=float, default=None, help=argparse.SUPPRESS)
@@ -301,8 +303,59 @@ def plot(cases: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _g(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}g}"
+
+
+def _tol(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def table(data: dict[str, Any]) -> str:
+    """The docs/svm.md table: one row per stored case (and per extra ``tol`` solve)."""
+    order = [case_name(nm, sh) for nm, sh in SMALL + LARGE]
+    cases = sorted(data["cases"], key=lambda c: order.index(c["case"]) if c["case"] in order
+                   else 99)
+    lines = ["| case | method | tol | attnlens s wall / CPU | cvxpy Clarabel s wall / CPU | "
+             "cvxpy default s wall / CPU (solver) | speedup vs Clarabel / default (wall; CPU) "
+             "| rel. obj. diff | certificate | status | load avg before | target |",
+             "|" + "---|" * 12]
+    for c in cases:
+        for key in ("attnlens", "attnlens_tol_1e-04"):
+            a = c.get(key)
+            if not a:
+                continue
+            cl, df = c.get("cvxpy", {}), c.get("cvxpy_default", {})
+            sp = "–"
+            if key == "attnlens" and "speedup" in c:
+                sp = f"{c['speedup']:.0f}x / {c.get('speedup_vs_cvxpy_default', np.nan):.1f}x"
+                if "speedup_cpu_seconds" in c:
+                    sp += (f" ({c['speedup_cpu_seconds']:.0f}x / "
+                           f"{c['speedup_vs_cvxpy_default_cpu_seconds']:.1f}x)")
+            tgt = ""
+            if c.get("target_met") is not None and (
+                    c.get("target_judged_on", "attnlens") == key):
+                tgt = "met" if c["target_met"] else "not met"
+                if "target_met_cpu_seconds" in c:
+                    tgt += f" (CPU: {'met' if c['target_met_cpu_seconds'] else 'not met'})"
+            load = a.get("loadavg_before") or c.get("loadavg_before") or []
+            lines.append(
+                f"| {c['case']} | {a.get('method', a.get('status'))} | {_tol(a.get('tol', 1e-7))} "
+                f"| {_g(a.get('seconds'))} / {_g(a.get('cpu_seconds'))} "
+                f"| {_g(cl.get('seconds'))} / {_g(cl.get('cpu_seconds'))} "
+                f"| {_g(df.get('seconds'))} / {_g(df.get('cpu_seconds'))}"
+                f"{' (' + df['solver'] + ')' if 'solver' in df else ''} | {sp} "
+                f"| {_g(c.get('relative_objective_diff') if key == 'attnlens' else None, 2)} "
+                f"| {_g(a.get('certificate'), 2)} | {a.get('status')} "
+                f"| {_g(load[0], 2) if load else '–'} | {tgt} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
     args = parse(argv)
+    if args.table:
+        print(table(json.loads((RESULTS / f"{NAME}.json").read_text())))
+        return
     if args.child:  # child process of a large case
         norm, shape = _shape(args.child)
         Path(args.child_out).write_text(json.dumps(solve(norm, shape, "auto",
