@@ -183,6 +183,57 @@ def one(d: int, operator: str, max_iter: int = MAX_ITER) -> dict:
     }
 
 
+def profile(d: int, thread_counts: tuple[int, ...] = (1, 2)) -> dict:
+    """Where one FISTA iteration's time goes at width ``d``: forward, adjoint, SVT and the
+    certificate, float32 and float64 operator products, at 1 and 2 BLAS threads (best of 2;
+    wall and CPU seconds). Iterate: the gates' blocks at rank 2 (the fit's solutions have rank
+    1-2; the iterates FISTA extrapolates through are not always low rank, so the forward is
+    also timed on a full-rank iterate, which skips the factored path)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from attnlens._validation import check_random_state
+    from attnlens.convex.certificate import certificate
+    from attnlens.convex.nuclear import svt_flat
+    from attnlens.convex.programs import build_program, sample_gates
+
+    X, y = _inputs(d)
+    classes, yi = np.unique(y, return_inverse=True)
+    Y = np.eye(len(classes))[yi]
+    rng = check_random_state(SEED)
+    gates = sample_gates("self_attention", N_GATES, X.shape[1], d, rng)
+    program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
+    gen = np.random.default_rng(0)
+    Zs = [gen.standard_normal((a, 2)) @ gen.standard_normal((2, b)) * 1e-3
+          for a, b in program.zshapes()]
+    x = program.flatten(Zs)
+    x_full = gen.standard_normal(x.shape) * 1e-3
+    R = gen.standard_normal((X.shape[0], len(classes)))
+    ops = {
+        "forward_f32": lambda: program.forward_flat(x, True),
+        "forward_f64": lambda: program.forward_flat(x, False),
+        "forward_f32_full_rank": lambda: program.forward_flat(x_full, True),
+        "forward_f64_full_rank": lambda: program.forward_flat(x_full, False),
+        "adjoint_f32": lambda: program.adjoint_flat(R, True),
+        "adjoint_f64": lambda: program.adjoint_flat(R, False),
+        "svt": lambda: svt_flat(program, x, 1e-4),
+        "certificate_f64": lambda: certificate(program, Zs, Y, BETA, "squared"),
+    }
+    out: dict = {"d": d, "loadavg_before": list(os.getloadavg()), "seconds": {}}
+    for threads in thread_counts:
+        with threadpool_limits(threads):
+            for name, fn in ops.items():
+                best = (float("inf"), float("inf"))
+                for _ in range(2):
+                    w, c = time.perf_counter(), time.process_time()
+                    fn()
+                    best = min(best, (time.perf_counter() - w, time.process_time() - c))
+                out["seconds"][f"{name}_threads{threads}"] = {"wall": best[0], "cpu": best[1]}
+                print(name, threads, best, flush=True)
+    out["loadavg_after"] = list(os.getloadavg())
+    return out
+
+
 def _parse_cases(text: str) -> list[tuple[int, str, int]]:
     out = []
     for item in text.split(","):
@@ -267,7 +318,15 @@ def main(quick: bool = False, cases: list | None = None, merge: bool = False,
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "--one":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--profile":  # merged into the JSON
+        from _common import RESULTS
+
+        prof = profile(int(sys.argv[2]), tuple(int(t) for t in sys.argv[3:]) or (1, 2))
+        path = RESULTS / f"{NAME}.json"
+        data = json.loads(path.read_text())
+        data[f"d{sys.argv[2]}_profile_{time.strftime('%Y_%m_%d_%H%M')}"] = prof
+        write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--one":
         print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
     else:
         chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
