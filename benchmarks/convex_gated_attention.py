@@ -20,6 +20,8 @@ the load average before and after, the process peak RSS (feature loading include
 peak RSS of the fit alone (``VmHWM`` reset through ``/proc/self/clear_refs`` once the inputs
 are loaded), and a certificate trace (every 10 FISTA iterations, from the solver's log).
 Target (issue 16.2): d = 64 certified (``tol`` 1e-3) within 4 GB and under 10 minutes.
+``--profile D [THREADS ...]`` times forward / adjoint / SVT / certificate of the width-D
+program (float32 and float64, 1 and 2 BLAS threads by default) and stores them in the JSON.
 """
 
 from __future__ import annotations
