@@ -13,11 +13,22 @@ Each fit runs in its own process (peak RSS by ``resource.getrusage`` is per proc
 after the other, so the d = 32 pair is measured in the same run under the same load; the load
 average is recorded (2 shared cores: timings are noisy, ratios are the robust figure).
 Writes benchmarks/results/convex_gated_attention.json. ``--quick`` runs d = 8 and 16 only.
+``--merge`` keeps the stored rows (and notes) and replaces only those with the same
+(d, operator, max_iter) as a case run now; ``--timeout=S`` kills a case after S seconds wall
+(recorded as such). Each row has wall and CPU (``process_time``, the child process) seconds,
+the load average before and after, the process peak RSS (feature loading included) and the
+peak RSS of the fit alone (``VmHWM`` reset through ``/proc/self/clear_refs`` once the inputs
+are loaded), and a certificate trace (every 10 FISTA iterations, from the solver's log).
+Target (issue 16.2): d = 64 certified (``tol`` 1e-3) within 4 GB and under 10 minutes.
+``--profile D [THREADS ...]`` times forward / adjoint / SVT / certificate of the width-D
+program (float32 and float64, 1 and 2 BLAS threads by default) and stores them in the JSON.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -35,6 +46,9 @@ MAX_ITER = 3000
 MAX_TRAIN = 3000
 HEAD_TOKENS = 32
 #: (d, operator, max_iter) of the default run; d = 64 dense is not run (refused: 31 GB).
+#: ``matrix_free_mixed`` (opt-in experiment): the same program by ``fista_path`` with
+#: ``precision="mixed"`` (float32 products until the certificate, confirmed in float64, stalls)
+#: instead of the ``"auto"`` switch to float64 at ``max(10 tol, 1e-3)``.
 #: ``--cases 32:dense,64:matrix_free:40`` picks others (a capped d = 64 row measures the
 #: per-iteration time and memory when a full fit does not fit the session)
 CASES = [(32, "dense", MAX_ITER), (32, "matrix_free", MAX_ITER), (64, "matrix_free", MAX_ITER)]
@@ -51,6 +65,54 @@ def _inputs(d: int):
                              store_dim=AVGPOOL_STORE_DIM, progress=False)
     data = prepare_inputs(feats, d, SEED, max_train=MAX_TRAIN, max_tokens=HEAD_TOKENS)
     return data.tokens[data.train], data.labels[data.train]
+
+
+TARGET_D64 = {"peak_rss_gb_below": 4.0, "fit_seconds_below": 600.0, "certificate_at_most": TOL}
+
+
+class _Trace(logging.Handler):
+    """Certificates the FISTA solver logs (every ``check_every`` iterations, DEBUG), with wall
+    and CPU seconds since the fit started."""
+
+    def __init__(self, wall0: float, cpu0: float) -> None:
+        super().__init__(logging.DEBUG)
+        self.wall0, self.cpu0, self.rows, self.events = wall0, cpu0, [], []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = str(record.msg)
+        args = record.args if isinstance(record.args, tuple) else ()
+        now = {"wall_seconds": time.perf_counter() - self.wall0,
+               "cpu_seconds": time.process_time() - self.cpu0}
+        if msg.startswith("fista it") and len(args) >= 3:
+            row = {"iteration": int(args[0]), "certificate": float(args[1]),
+                   "precision": str(args[2]), **now}
+            self.rows.append(row)
+        else:
+            row = {"message": record.getMessage()[:200], **now}
+            self.events.append(row)
+        side = os.environ.get("CGA_TRACE_FILE")  # survives a timeout of the child
+        if side:
+            with open(side, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+def _vm_hwm_gb() -> float | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def _dense_program(X, gates, c: int):
@@ -73,35 +135,115 @@ def one(d: int, operator: str, max_iter: int = MAX_ITER) -> dict:
     from attnlens.convex.programs import build_program, sample_gates
     from attnlens.convex.solvers import solve
 
+    load_before = list(os.getloadavg())
+    w0, c0 = time.perf_counter(), time.process_time()
     X, y = _inputs(d)
+    inputs_wall, inputs_cpu = time.perf_counter() - w0, time.process_time() - c0
+    gc.collect()
+    loading_peak = _vm_hwm_gb()
+    hwm_reset = _reset_hwm()
     n, s, _ = X.shape
     classes, yi = np.unique(y, return_inverse=True)
     Y = np.eye(len(classes))[yi]
     rng = check_random_state(SEED)  # as ConvexAttentionClassifier(random_state=SEED).fit
     gates = sample_gates("self_attention", N_GATES, s, d, rng)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
+    trace = _Trace(t0, c0)
+    for name in ("attnlens.convex.nuclear", "attnlens.convex.gated_attention"):
+        lg = logging.getLogger(name)
+        lg.addHandler(trace)
+        lg.setLevel(logging.DEBUG)
     if operator == "dense":
         program = _dense_program(X, gates, len(classes))
     else:
         program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
-    build = time.perf_counter() - t0
-    res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=max_iter, rng=rng, warn=False)
-    total = time.perf_counter() - t0
+    build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
+    if operator == "matrix_free_mixed":  # experiment: float32 products to the end
+        from attnlens.convex.nuclear import fista_path
+
+        res = fista_path(program, Y, BETA, "squared", tol=TOL, max_iter=max_iter, rng=rng,
+                         precision="mixed")
+    else:
+        res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=max_iter, rng=rng,
+                    warn=False)
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    fit_peak = _vm_hwm_gb() if hwm_reset else None
     pred = program.forward(res.Z).argmax(axis=1)
     fused = program.fused
     return {
         "d": d, "operator": operator, "n": n, "s": s, "m": N_GATES, "max_iter": max_iter,
         "tokens": int(getattr(fused, "T", int(np.count_nonzero(np.any(X != 0, axis=2))))),
         "build_seconds": build, "fit_seconds": total, "solve_seconds": res.seconds,
+        "build_cpu_seconds": build_cpu, "fit_cpu_seconds": total_cpu,
+        "inputs_seconds": inputs_wall, "inputs_cpu_seconds": inputs_cpu,
         "iterations": res.iterations, "seconds_per_iteration": res.seconds / res.iterations,
         "objective": res.objective, "certificate": res.certificate,
         "status": str(res.status), "method": res.method,
         "train_accuracy": float(np.mean(pred == yi)),
         "ranks": [int(np.linalg.matrix_rank(Z, tol=1e-6 * max(np.abs(Z).max(), 1e-300)))
                   for Z in res.Z],
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        # ru_maxrss follows VmHWM, which the reset cleared: the process peak is the larger of
+        # the loading peak and the fit peak
+        "peak_rss_gb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                           loading_peak or 0.0),
+        "loading_peak_rss_gb": loading_peak,
+        "fit_peak_rss_gb": fit_peak,
+        "loadavg_before": load_before,
         "loadavg": list(os.getloadavg()),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "trace": trace.rows, "solver_events": trace.events,
     }
+
+
+def profile(d: int, thread_counts: tuple[int, ...] = (1, 2)) -> dict:
+    """Where one FISTA iteration's time goes at width ``d``: forward, adjoint, SVT and the
+    certificate, float32 and float64 operator products, at 1 and 2 BLAS threads (best of 2;
+    wall and CPU seconds). Iterate: the gates' blocks at rank 2 (the fit's solutions have rank
+    1-2; the iterates FISTA extrapolates through are not always low rank, so the forward is
+    also timed on a full-rank iterate, which skips the factored path)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from attnlens._validation import check_random_state
+    from attnlens.convex.certificate import certificate
+    from attnlens.convex.nuclear import svt_flat
+    from attnlens.convex.programs import build_program, sample_gates
+
+    X, y = _inputs(d)
+    classes, yi = np.unique(y, return_inverse=True)
+    Y = np.eye(len(classes))[yi]
+    rng = check_random_state(SEED)
+    gates = sample_gates("self_attention", N_GATES, X.shape[1], d, rng)
+    program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
+    gen = np.random.default_rng(0)
+    Zs = [gen.standard_normal((a, 2)) @ gen.standard_normal((2, b)) * 1e-3
+          for a, b in program.zshapes()]
+    x = program.flatten(Zs)
+    x_full = gen.standard_normal(x.shape) * 1e-3
+    R = gen.standard_normal((X.shape[0], len(classes)))
+    ops = {
+        "forward_f32": lambda: program.forward_flat(x, True),
+        "forward_f64": lambda: program.forward_flat(x, False),
+        "forward_f32_full_rank": lambda: program.forward_flat(x_full, True),
+        "forward_f64_full_rank": lambda: program.forward_flat(x_full, False),
+        "adjoint_f32": lambda: program.adjoint_flat(R, True),
+        "adjoint_f64": lambda: program.adjoint_flat(R, False),
+        "svt": lambda: svt_flat(program, x, 1e-4),
+        "certificate_f64": lambda: certificate(program, Zs, Y, BETA, "squared"),
+    }
+    out: dict = {"d": d, "loadavg_before": list(os.getloadavg()), "seconds": {}}
+    for threads in thread_counts:
+        with threadpool_limits(threads):
+            for name, fn in ops.items():
+                best = (float("inf"), float("inf"))
+                for _ in range(2):
+                    w, c = time.perf_counter(), time.process_time()
+                    fn()
+                    best = min(best, (time.perf_counter() - w, time.process_time() - c))
+                out["seconds"][f"{name}_threads{threads}"] = {"wall": best[0], "cpu": best[1]}
+                print(name, threads, best, flush=True)
+    out["loadavg_after"] = list(os.getloadavg())
+    return out
 
 
 def _parse_cases(text: str) -> list[tuple[int, str, int]]:
@@ -112,14 +254,51 @@ def _parse_cases(text: str) -> list[tuple[int, str, int]]:
     return out
 
 
-def main(quick: bool = False, cases: list | None = None) -> dict:
-    rows = []
+def _target(row: dict) -> dict:
+    t = TARGET_D64
+    return {
+        "targets": t,
+        "memory_met": bool(row["peak_rss_gb"] < t["peak_rss_gb_below"]),
+        "time_met_wall": bool(row["fit_seconds"] < t["fit_seconds_below"]),
+        "time_met_cpu": bool(row.get("fit_cpu_seconds", float("inf")) < t["fit_seconds_below"]),
+        "certified": bool(row["certificate"] <= t["certificate_at_most"]),
+    }
+
+
+def main(quick: bool = False, cases: list | None = None, merge: bool = False,
+         timeout: float | None = None) -> dict:
+    from _common import RESULTS
+
+    path = RESULTS / f"{NAME}.json"
+    stored = json.loads(path.read_text()) if merge and path.exists() else {}
+    new_rows = []
     for d, operator, max_iter in cases or (QUICK_CASES if quick else CASES):
-        out = subprocess.run([sys.executable, __file__, "--one", str(d), operator,
-                              str(max_iter)], check=True, capture_output=True, text=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    by = {(r["d"], r["operator"]): r for r in rows}
+        start = time.perf_counter()
+        side = RESULTS / f".{NAME}_{d}_{operator}_trace.jsonl"
+        side.unlink(missing_ok=True)
+        try:
+            out = subprocess.run([sys.executable, __file__, "--one", str(d), operator,
+                                  str(max_iter)], check=True, capture_output=True, text=True,
+                                 timeout=timeout, env={**os.environ, "CGA_TRACE_FILE": str(side)})
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+        except subprocess.TimeoutExpired:
+            lines = [json.loads(x) for x in side.read_text().splitlines()] if side.exists() else []
+            row = {"d": d, "operator": operator, "max_iter": max_iter,
+                   "status": "did_not_finish", "time_limit_seconds": timeout,
+                   "wall_seconds_until_killed": time.perf_counter() - start,
+                   "loadavg": list(os.getloadavg()),
+                   "trace": [x for x in lines if "iteration" in x],
+                   "solver_events": [x for x in lines if "message" in x]}
+        side.unlink(missing_ok=True)
+        if d == 64 and "certificate" in row:
+            row["target_issue16"] = _target(row)
+        new_rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
+    keys = {(r["d"], r["operator"], r["max_iter"]) for r in new_rows}
+    rows = [r for r in stored.get("rows", [])
+            if (r["d"], r["operator"], r["max_iter"]) not in keys] + new_rows
+    by = {(r["d"], r["operator"]): r for r in rows if r.get("max_iter") == MAX_ITER
+          and "certificate" in r}
     ratios = {}
     for d in sorted({r["d"] for r in rows}):
         if (d, "dense") in by and (d, "matrix_free") in by:
@@ -141,14 +320,29 @@ def main(quick: bool = False, cases: list | None = None) -> dict:
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "note": "CPU only (no GPU), 2 cores shared with other sessions: see loadavg per row",
     }
+    if merge:  # keep the stored notes and probes
+        payload = {**{k: v for k, v in stored.items() if k not in ("benchmark", "machine")},
+                   **{k: v for k, v in payload.items() if k not in ("blas_threads",)}}
+        payload.setdefault("blas_threads", os.environ.get("OPENBLAS_NUM_THREADS", "default"))
     if not quick:
         write_result(NAME, payload)
     return payload
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "--one":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--profile":  # merged into the JSON
+        from _common import RESULTS
+
+        prof = profile(int(sys.argv[2]), tuple(int(t) for t in sys.argv[3:]) or (1, 2))
+        path = RESULTS / f"{NAME}.json"
+        data = json.loads(path.read_text())
+        data[f"d{sys.argv[2]}_profile_{time.strftime('%Y_%m_%d_%H%M')}"] = prof
+        write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--one":
         print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
     else:
         chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
-        main(quick="--quick" in sys.argv, cases=_parse_cases(chosen) if chosen else None)
+        tmo = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--timeout=")),
+                   None)
+        main(quick="--quick" in sys.argv, cases=_parse_cases(chosen) if chosen else None,
+             merge="--merge" in sys.argv, timeout=tmo)

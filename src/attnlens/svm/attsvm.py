@@ -230,7 +230,10 @@ def att_svm(
         the Frobenius solution, see ``attnlens.svm._solvers.nuclear_ppa``).
     tol : target relative duality gap (``certificate``); ``status`` is ``"optimal"`` only when
         the certificate is at most ``tol``. The default 1e-7 holds for both norms: the
-        interior-point method reaches about 1e-9 on the papers' settings.
+        interior-point method reaches about 1e-9 on the papers' settings. The proximal point
+        method (``"auto"`` beyond 3,000 nuclear constraints) stalls near 1e-7 on large
+        problems (1.4e-7 at (n, T, d) = (10000, 64, 128), ``optimal_inaccurate`` with a
+        warning, benchmarks/attsvm.py): pass ``tol=1e-6`` there for a warning-free result.
     max_iter : iteration cap of the fast methods (Frobenius: Newton steps plus active-set
         solves; interior point: iterations summed over working-set rounds; proximal point:
         L-BFGS-B iterations summed over the proximal steps).
