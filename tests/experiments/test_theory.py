@@ -98,3 +98,19 @@ def test_depth_check_budgets_must_come_from_the_grid(tmp_path):
 
     with pytest.raises(InvalidParameterError, match="check_budgets"):
         run(tmp_path / "d", budgets=(1_000, 3_000), check_budgets=(5_000,), progress=False)
+
+
+def test_depth_summary_leaves_out_a_partial_seed(tmp_path):
+    from attnlens.experiments.theory_common import char_corpus
+    from attnlens.experiments.theory_depth import run, summarize
+    from attnlens.report import RunFolder
+
+    kw = dict(seeds=2, steps=2, batch=2, context=8, depths=(1, 2), budgets=(1_000,),
+              eval_batches=1, val_points=0, check_budgets=(), progress=False)
+    m = run(tmp_path / "d", **kw)
+    assert m["complete_seeds"] == [0, 1] and [r["seeds"] for r in m["table"]] == [2, 2]
+    (tmp_path / "d" / "units" / "depth=2.budget=1000.seed=1.json").unlink()
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    m = summarize(RunFolder(tmp_path / "d", cfg), char_corpus())
+    assert m["complete_seeds"] == [0] and [r["seeds"] for r in m["table"]] == [1, 1]
+    assert m["partial_seeds_left_out"] == {"1": "1 of 2 units"}

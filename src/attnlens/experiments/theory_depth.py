@@ -13,6 +13,7 @@ and the size at which its width reaches ``3^L`` (the predicted threshold ``L = l
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from attnlens.report import RunFolder, markdown_table
 #: depths 1-4: the predicted crossovers of L=2 (width 9, ~2.2k params) and L=3 (width 27,
 #: ~27k) fall inside the budgets; L=4's (width 81, ~319k) lies beyond them (a control that
 #: should not beat L=3 anywhere in the grid).
+logger = logging.getLogger(__name__)
+
 DEPTHS = (1, 2, 3, 4)
 BUDGETS = (1_000, 3_000, 10_000, 30_000, 100_000)
 #: the convergence check: seed 0, every depth, these budgets, trained for half the steps.
@@ -123,8 +126,19 @@ def run(out: str | Path, *, seeds: int = 3, overwrite: bool = False, steps: int 
 def summarize(folder: RunFolder, corpus) -> dict[str, Any]:
     """Tables (per cell, per deepening step, convergence check), metrics.json, report, figure."""
     stored = folder.load_units()
-    res = [r for k, r in stored.items() if not k.startswith("check.")]
+    grid = [r for k, r in stored.items() if not k.startswith("check.")]
     checks = [r for k, r in stored.items() if k.startswith("check.")]
+    # an interrupted sweep: only seeds whose whole grid is stored enter the tables
+    cells = {(d, b) for d in folder.config["depths"] for b in folder.config["budgets"]}
+    seed_cells: dict[int, set] = {}
+    for r in grid:
+        seed_cells.setdefault(r["seed"], set()).add((r["depth"], r["budget"]))
+    complete = sorted(s for s, c in seed_cells.items() if c >= cells)
+    res = [r for r in grid if r["seed"] in complete]
+    partial = {s: len(c) for s, c in seed_cells.items() if s not in complete}
+    if partial:
+        logger.info("depth summary: left out partial seeds %s (units stored of %d)", partial,
+                    len(cells))
     depths = np.array([r["depth"] for r in res])
     params = np.array([r["params"] for r in res], dtype=float)
     losses = np.array([r["val_loss"] for r in res])
@@ -147,7 +161,9 @@ def summarize(folder: RunFolder, corpus) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "corpus": corpus.source, "corpus_chars": corpus.n_tokens, "vocab": len(corpus.vocab),
         "train_chars": int(len(corpus.train)), "val_chars": int(len(corpus.val)),
-        "units": len(res), "check_units": len(checks),
+        "units": len(res), "check_units": len(checks), "complete_seeds": complete,
+        "partial_seeds_left_out": {str(k): f"{v} of {len(cells)} units"
+                                   for k, v in partial.items()},
         "unit_cpu_seconds": float(sum(c for c in cpu if c is not None)),
         "table": [{k: v for k, v in r.items() if k not in ("val_loss_mean", "val_loss_sd")}
                   for r in rows],
@@ -267,7 +283,8 @@ def _figure(folder: RunFolder, rows, cmp, res, checks) -> None:
             cx.plot(x, y, "--", color=f"C{i}", lw=0.9)
     cx.set(xlabel="training step", ylabel="validation loss (nats/char)",
            title="seed 0 (solid: N steps, dashed: N/2)")
-    cx.legend(fontsize=7, ncol=2)
+    if cx.get_legend_handles_labels()[0]:
+        cx.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     folder.save_figure(fig, "depth_vs_width", dpi=100)
 
