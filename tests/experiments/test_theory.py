@@ -56,3 +56,61 @@ def test_events_early_stopping_keeps_the_best_validation_epoch():
     assert res["best_epoch"] == res["history"][int(np.argmin(nll))]["epoch"]
     assert res["stopped_epoch"] == min(res["best_epoch"] + 2, 40)
     assert res["converged"] == (res["stopped_epoch"] < 40)
+
+
+def test_train_lm_val_curve_ends_at_the_final_validation_loss():
+    import torch
+
+    from attnlens.experiments.theory_common import CausalLM, char_corpus, train_lm
+
+    corpus = char_corpus()
+    torch.manual_seed(0)
+    model = CausalLM(len(corpus.vocab), 6, 1, 3, 16)
+    res = train_lm(model, corpus, steps=8, batch=4, context=16, lr=1e-2, seed=0,
+                   eval_batches=1, val_points=4)
+    steps = [s for s, _ in res["val_curve"]]
+    assert steps == [2, 4, 6, 8]
+    assert res["val_curve"][-1][1] == res["val_loss"]
+    assert "val_curve" not in train_lm(model, corpus, steps=2, batch=4, context=16, lr=1e-2,
+                                       seed=0, eval_batches=1)
+
+
+def test_depth_quick_run_has_the_convergence_check_and_the_deepening_table(tmp_path):
+    from attnlens.experiments.theory_depth import run
+
+    m = run(tmp_path / "d", quick=True, progress=False)
+    units = {p.stem for p in (tmp_path / "d" / "units").glob("*.json")}
+    assert {u for u in units if u.startswith("check.")} == {
+        "check.depth=1.budget=3000.seed=0.steps=3", "check.depth=2.budget=3000.seed=0.steps=3"}
+    assert m["units"] == 4 and m["check_units"] == 2
+    for row in m["convergence_check"]:
+        assert row["drop"] == pytest.approx(row["val loss at 3 steps"] - row["at 6 steps"],
+                                            abs=2e-4)
+    assert [(r["deepen"], r["budget"]) for r in m["deepening"]] == [("1 -> 2", 1000),
+                                                                   ("1 -> 2", 3000)]
+    # width 6 < 3^2 at 1k params, 12 > 9 at 3k: the paper predicts deepening pays off only there
+    assert [r["predicted"] for r in m["deepening"]] == ["does not", "pays off"]
+
+
+def test_depth_check_budgets_must_come_from_the_grid(tmp_path):
+    from attnlens.errors import InvalidParameterError
+    from attnlens.experiments.theory_depth import run
+
+    with pytest.raises(InvalidParameterError, match="check_budgets"):
+        run(tmp_path / "d", budgets=(1_000, 3_000), check_budgets=(5_000,), progress=False)
+
+
+def test_depth_summary_leaves_out_a_partial_seed(tmp_path):
+    from attnlens.experiments.theory_common import char_corpus
+    from attnlens.experiments.theory_depth import run, summarize
+    from attnlens.report import RunFolder
+
+    kw = dict(seeds=2, steps=2, batch=2, context=8, depths=(1, 2), budgets=(1_000,),
+              eval_batches=1, val_points=0, check_budgets=(), progress=False)
+    m = run(tmp_path / "d", **kw)
+    assert m["complete_seeds"] == [0, 1] and [r["seeds"] for r in m["table"]] == [2, 2]
+    (tmp_path / "d" / "units" / "depth=2.budget=1000.seed=1.json").unlink()
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    m = summarize(RunFolder(tmp_path / "d", cfg), char_corpus())
+    assert m["complete_seeds"] == [0] and [r["seeds"] for r in m["table"]] == [1, 1]
+    assert m["partial_seeds_left_out"] == {"1": "1 of 2 units"}

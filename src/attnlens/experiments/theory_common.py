@@ -188,8 +188,14 @@ def evaluate(model: CausalLM, ids: np.ndarray, context: int, batches: int, batch
 
 def train_lm(model: CausalLM, corpus: Corpus, *, steps: int, batch: int, context: int,
              lr: float, seed: int, eval_batches: int = 20, warmup: int = 50,
-             train_ids: np.ndarray | None = None) -> dict[str, float | list[float]]:
-    """AdamW with linear warm-up and cosine decay; returns train curve and validation loss."""
+             train_ids: np.ndarray | None = None,
+             val_points: int = 0) -> dict[str, float | list[float]]:
+    """AdamW with linear warm-up and cosine decay; returns train curve and validation loss.
+
+    ``val_points > 0`` also records the validation loss (same fixed batches as the final one)
+    at that many evenly spaced steps, the last one being the end of training:
+    ``val_curve`` = [[step, loss], ...], to show whether the loss has flattened.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     ids = corpus.train if train_ids is None else train_ids
@@ -197,6 +203,9 @@ def train_lm(model: CausalLM, corpus: Corpus, *, steps: int, batch: int, context
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     curve = []
+    val_curve: list[list[float]] = []
+    checks = ({int(round(steps * (i + 1) / val_points)) for i in range(val_points)}
+              if val_points > 0 else set())
     for step in range(steps):
         loss = lm_loss(model, _batch(ids, rng, batch, context))
         opt.zero_grad()
@@ -206,5 +215,12 @@ def train_lm(model: CausalLM, corpus: Corpus, *, steps: int, batch: int, context
         sched.step()
         if step % max(1, steps // 50) == 0:
             curve.append(float(loss.detach()))
+        if step + 1 in checks and step + 1 < steps:
+            val_curve.append([step + 1, evaluate(model, corpus.val, context, eval_batches,
+                                                 batch, seed=10_000)])
     val = evaluate(model, corpus.val, context, eval_batches, batch, seed=10_000)
-    return {"val_loss": val, "train_curve": curve, "final_train_loss": curve[-1]}
+    out: dict[str, float | list[float]] = {"val_loss": val, "train_curve": curve,
+                                           "final_train_loss": curve[-1]}
+    if val_points > 0:
+        out["val_curve"] = val_curve + [[steps, val]]
+    return out
