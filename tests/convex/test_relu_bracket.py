@@ -33,12 +33,28 @@ def _cone_support(C: np.ndarray, u: np.ndarray) -> float:
     return float(res)
 
 
-def _grid_dual_norm(H: np.ndarray, C: np.ndarray, n_grid: int = 8192) -> float:
-    """Upper bound on ``max_{|v|=1} ||Pi_K(H v)||`` for ``H`` (p, 2): grid max + Lipschitz slack."""
-    th = np.linspace(0.0, 2 * np.pi, n_grid, endpoint=False)
-    vals = [_cone_support(C, H @ np.array([np.cos(a), np.sin(a)])) for a in th]
-    # every unit v is within angle pi / n_grid of a grid point: ||v - v_i|| <= pi / n_grid
-    return max(vals) + np.linalg.norm(H, 2) * np.pi / n_grid
+def _grid_dual_norm(H: np.ndarray, C: np.ndarray, rtol: float = 1e-6) -> float:
+    """Upper bound on ``max_{|v|=1} ||Pi_K(H v)||`` for ``H`` (p, 2), by branch and bound.
+
+    ``v -> ||Pi_K(H v)||`` is ``||H||_2``-Lipschitz, so an arc of half-width ``h`` around
+    ``v(a)`` holds no value above ``f(a) + ||H||_2 h``; arcs that cannot beat the best value
+    are dropped, the others halved, until the bound is within ``rtol ||H||_2`` of the best.
+    """
+    lip = np.linalg.norm(H, 2)
+    f = lambda a: _cone_support(C, H @ np.array([np.cos(a), np.sin(a)]))  # noqa: E731
+    half = np.pi / 256
+    arcs = [(a, half, f(a)) for a in np.arange(256) * 2 * half]
+    best = max(v for _, _, v in arcs)
+    while True:
+        bound = max(v + lip * h for _, h, v in arcs)
+        if bound - best <= rtol * lip:
+            return bound
+        keep = [(a, h, v) for a, h, v in arcs if v + lip * h > best + rtol * lip]
+        arcs = []
+        for a, h, _ in keep:
+            for b in (a - h / 2, a + h / 2):
+                arcs.append((b, h / 2, f(b)))
+        best = max([best] + [v for _, _, v in arcs])
 
 
 def _reference_bracket(program, Y, beta, n_dirs=180):
@@ -89,8 +105,8 @@ def test_refined_bracket_encloses_reference_and_is_narrower(case):
     program, Y = _attention_case() if case == "attention" else _mlp_all_arrangements()
     beta = 0.02 if case == "attention" else 0.01
     ref_lo, ref_up = _reference_bracket(program, Y, beta)
-    assert (ref_up - ref_lo) / ref_up < 2e-3  # the reference pins P_relu(S) down
-    res = solve_relu_bracket(program, Y, beta, "squared", bracket_tol=3e-3, max_rounds=10,
+    assert (ref_up - ref_lo) / ref_up < 1e-4  # the reference pins P_relu(S) down
+    res = solve_relu_bracket(program, Y, beta, "squared", bracket_tol=1e-2, max_rounds=6,
                              tol=1e-6)
     info = res.bracket
     # both ends honest: lower <= P_relu(S) <= upper, with P_relu(S) in [ref_lo, ref_up]
@@ -102,7 +118,7 @@ def test_refined_bracket_encloses_reference_and_is_narrower(case):
     assert info.upper[0] >= info.upper[-1] and info.lower[-1] >= info.relaxation_lower_bound
     assert info.initial_width > 0.02
     assert info.width < 0.2 * info.initial_width
-    assert info.rounds <= 10 and len(info.upper) == info.rounds + 1
+    assert info.rounds <= 6 and len(info.upper) == info.rounds + 1
 
 
 def test_upper_end_is_attained_by_a_relu_network():
@@ -133,11 +149,12 @@ def test_cone_norm_bounds_enclose_the_grid_maximum():
         n_grid = 2880
         th = np.linspace(0.0, 2 * np.pi, n_grid, endpoint=False)
         grid_max = max(_cone_support(C, H @ np.array([np.cos(a), np.sin(a)])) for a in th)
+        exact_up = _grid_dual_norm(H, C)
         up = cone_norm_upper(H, cone)
         vals, V = cone_norm_search(H, cone)
         assert up >= grid_max * (1 - 1e-9)  # an upper bound
         assert up <= np.linalg.norm(H, 2) * (1 + 1e-9)  # never worse than the spectral norm
-        assert vals[0] <= grid_max + np.linalg.norm(H, 2) * np.pi / n_grid + 1e-12
+        assert vals[0] <= exact_up + 1e-12
         assert vals[0] >= 0.999 * grid_max  # the search finds the maximum on a circle
         assert np.allclose(np.linalg.norm(V, axis=0), 1.0)
 

@@ -13,7 +13,6 @@ token-mean-pooled head output. Self-attention scores: ``score_t = x_t^T W1 z`` (
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import time
@@ -231,8 +230,6 @@ class ConvexAttentionClassifier(_HeadEstimator):
         res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
                     max_iter=self.max_iter, rng=rng, progress=self.verbose)
         if self.activation == "relu" and self.bracket_tol is not None:
-            program = dataclasses.replace(program, directions=[
-                E[:, : E.shape[1] // 2] for _, E in res.cone_factors])
             _, res = refine_bracket(program, Y, float(self.beta), self.loss, res,
                                     bracket_tol=float(self.bracket_tol),
                                     max_rounds=int(self.bracket_rounds), solver=self.solver,

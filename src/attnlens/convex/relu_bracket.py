@@ -57,6 +57,7 @@ from attnlens._validation import (
     Interval,
     Options,
     Real,
+    raise_invalid,
     validate_params,
 )
 from attnlens.convex._linalg import DEFAULT_SEED
@@ -211,8 +212,8 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
                    rng: np.random.Generator | None = None) -> tuple[ReluProgram, ConvexResult]:
     """Narrow the bracket ``[lower_bound, objective]`` of ``P_relu(S)`` (module doc).
 
-    ``program`` must carry the dictionary ``result`` was solved on (``program.directions``
-    set, as :func:`solve_relu_bracket` does). ``bracket_tol``: stop once the relative width
+    ``result`` is what solving ``program`` returned (its ``cone_factors`` carry the
+    dictionary, which refinement extends). ``bracket_tol``: stop once the relative width
     ``(objective - lower_bound) / objective`` is at most this; ``max_rounds``: at most this
     many re-solves of the restricted program; ``max_new``: directions added per block and
     round. Returns ``(program, result)``: the enlarged program and the best result, whose
@@ -224,8 +225,13 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
     loss = get_loss(loss, "refine_bracket")
     check_relu_solver(solver, "refine_bracket")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
-    if program.directions is None:
-        program = dataclasses.replace(program, directions=program.axis_directions())
+    if result.cone_factors is None or len(result.cone_factors) != len(program.blocks):
+        raise_invalid("result", "the result of solving this ReLU program (cone_factors, one "
+                      "per block)", result, "Pass what solve_relu(program, ...) returned.",
+                      "refine_bracket")
+    # the dictionary the result was solved on (E_j = [G_j, -G_j])
+    program = dataclasses.replace(program, directions=[E[:, : E.shape[1] // 2]
+                                                       for _, E in result.cone_factors])
     restricted, _ = RELU_SOLVERS[solver]
     upper0, lower0 = float(result.objective), float(result.lower_bound)
     lower = lower0 if np.isfinite(lower0) else -np.inf
@@ -286,19 +292,28 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
     return program, dataclasses.replace(best, lower_bound=lowers[-1], bracket=info)
 
 
-def solve_relu_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Loss, *,
+@validate_params({
+    "program": [InstanceOf(ReluProgram, name="a ReluProgram (build_program(..., 'relu', ...))")],
+    "Y": [Array(ndim=2)],
+    "beta": [Interval(Real, 0, None, closed="neither")],
+    "loss": [Options(*LOSSES)],
+    "bracket_tol": [Interval(Real, 0, 1, closed="neither")],
+    "max_rounds": [Interval(Integral, 0, None)],
+    "solver": [Options(*RELU_SOLVERS)],
+    "tol": [Interval(Real, 0, None, closed="neither")],
+    "max_iter": [Interval(Integral, 1, None)],
+    "rng": [None, InstanceOf(np.random.Generator)],
+})
+def solve_relu_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str, *,
                        bracket_tol: float = 1e-2, max_rounds: int = 10, solver: str = "auto",
                        tol: float = 1e-6, max_iter: int = 20000,
                        rng: np.random.Generator | None = None,
                        progress: bool = False) -> ConvexResult:
     """:func:`~attnlens.convex.relu.solve_relu`, then :func:`refine_bracket` on its dictionary."""
-    loss = get_loss(loss, "solve_relu_bracket")
+    Y = check_targets(program, Y, "solve_relu_bracket")
     res = solve_relu(program, Y, beta, loss, solver=solver, tol=tol, max_iter=max_iter,
                      rng=rng, progress=progress)
-    if program.directions is None:
-        dirs = [E[:, : E.shape[1] // 2] for _, E in res.cone_factors]
-        program = dataclasses.replace(program, directions=dirs)
-    _, out = refine_bracket(program, Y, beta, loss.name, res, bracket_tol=bracket_tol,
+    _, out = refine_bracket(program, Y, beta, loss, res, bracket_tol=bracket_tol,
                             max_rounds=max_rounds, solver=solver, tol=tol, max_iter=max_iter,
                             rng=rng)
     return out
