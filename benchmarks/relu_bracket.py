@@ -16,8 +16,8 @@ squared loss on one-hot labels, ``activation="relu"`` self-attention.
 Both ends concern ``P_relu(S)``, the ReLU program on the sampled patterns. Widths are relative,
 ``(upper - lower) / upper``. CPU seconds by ``time.process_time`` (one BLAS thread). Writes
 benchmarks/results/relu_bracket.json after every case. ``--cases=d:n:s:m:beta:seed,...``
-picks others (``--append`` adds their rows to the existing file); ``--quick`` runs the first
-case only (no file written).
+picks others (``--append`` adds their rows to the existing file, ``--out=NAME`` writes
+benchmarks/results/NAME.json instead); ``--quick`` runs the first case only (no file written).
 """
 
 from __future__ import annotations
@@ -109,12 +109,13 @@ def _parse(text: str) -> list[tuple]:
     return out
 
 
-def main(cases: list | None = None, quick: bool = False, append: bool = False) -> dict:
+def main(cases: list | None = None, quick: bool = False, append: bool = False,
+         name: str = NAME) -> dict:
     import json
 
     from _common import RESULTS
 
-    path = RESULTS / f"{NAME}.json"
+    path = RESULTS / f"{name}.json"
     rows = json.loads(path.read_text())["rows"] if append and path.exists() else []
     payload: dict = {}
     for case in cases or (CASES[:1] if quick else CASES):
@@ -137,11 +138,12 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False) -
             "note": "CPU only, 2 cores shared with other sessions (see loadavg per row)",
         }
         if not quick:
-            write_result(NAME, payload)
+            write_result(name, payload)
     return payload
 
 
 if __name__ == "__main__":
     chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
+    out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--out=")), NAME)
     main(_parse(chosen) if chosen else None, quick="--quick" in sys.argv,
-         append="--append" in sys.argv)
+         append="--append" in sys.argv, name=out)

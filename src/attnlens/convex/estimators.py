@@ -22,6 +22,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 
+from attnlens._results import warn_on_status
 from attnlens._validation import (
     Integral,
     Interval,
@@ -234,6 +235,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
                                     bracket_tol=float(self.bracket_tol),
                                     max_rounds=int(self.bracket_rounds), solver=self.solver,
                                     tol=self.tol, max_iter=self.max_iter, rng=rng)
+            warn_on_status(res.status, res.certificate, self.tol,
+                           f"refined ReLU program ({res.method!r})")
         logger.info("fit %s/%s in %.2fs (%s)", self.head, self.activation,
                     time.perf_counter() - t0, res.method)
         self.result_ = res
