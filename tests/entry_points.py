@@ -128,6 +128,14 @@ def convex_entries() -> list[Entry]:
     def fit_data() -> dict:
         return {"X": tokens(), "y": np.arange(6) % 2}
 
+    def relu_program():
+        return C.build_program(tokens(), "self_attention", "relu", 2,
+                               gates=_rng().standard_normal((2, 3, 3)))
+
+    def relu_result():
+        return C.solve(relu_program(), onehot(), 0.1, "squared", tol=1e-3, max_iter=20,
+                       warn=False)
+
     return [
         Entry("convex.solve", C.solve,
               lambda: {"program": program(), "Y": onehot(), "beta": 0.1, "loss": "squared",
@@ -164,8 +172,18 @@ def convex_entries() -> list[Entry]:
         Entry("convex.ConvexAttentionClassifier", C.ConvexAttentionClassifier,
               lambda: {**fit_data(), "head": "mixer", "activation": "gated_relu",
                        "beta": 0.1, "loss": "squared", "n_gates": 2, "solver": "fista",
-                       "tol": 1e-4, "max_iter": 20, "random_state": 0, "verbose": False},
+                       "tol": 1e-4, "max_iter": 20, "random_state": 0, "verbose": False,
+                       "bracket_tol": None, "bracket_rounds": 10},
               fit_arrays=("X", "y")),
+        Entry("convex.solve_relu_bracket", C.solve_relu_bracket,
+              lambda: {"program": relu_program(), "Y": onehot(), "beta": 0.1,
+                       "loss": "squared", "bracket_tol": 0.5, "max_rounds": 1,
+                       "solver": "fista", "tol": 1e-3, "max_iter": 20, "rng": _rng()}),
+        Entry("convex.refine_bracket", C.refine_bracket,
+              lambda: {"program": relu_program(), "Y": onehot(), "beta": 0.1,
+                       "loss": "squared", "result": relu_result(), "bracket_tol": 0.5,
+                       "max_rounds": 1, "max_new": 1, "solver": "fista", "tol": 1e-3,
+                       "max_iter": 20, "rng": _rng()}),
         Entry("convex.NonConvexAttentionClassifier", C.NonConvexAttentionClassifier,
               lambda: {**fit_data(), "head": "mixer", "activation": "gated_relu",
                        "n_heads": 2, "beta": 0.1, "loss": "squared", "optimizer": "adam",

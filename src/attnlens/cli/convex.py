@@ -48,6 +48,9 @@ def fit_synthetic(
     beta: float = typer.Option(1e-2, help="weight decay"),
     solver: Solver = typer.Option(Solver.auto, help="the solver"),
     seed: int = typer.Option(0, help="random seed"),
+    bracket_tol: float = typer.Option(None, help="ReLU only: tighten the bracket to this "
+                                      "relative width (column generation + cone-aware bound)"),
+    bracket_rounds: int = typer.Option(10, help="ReLU only: round budget of --bracket-tol"),
 ) -> None:
     """Fit a convex head on Gaussian tokens and print objective and certificate."""
     import numpy as np
@@ -61,10 +64,18 @@ def fit_synthetic(
     groups = {"n_groups": 2 if d % 2 == 0 else 1} if head is Head.bfno else {}
     clf = ConvexAttentionClassifier(head=head.value, activation=activation.value, beta=beta,
                                     solver=solver.value, random_state=seed, verbose=True,
+                                    bracket_tol=bracket_tol, bracket_rounds=bracket_rounds,
                                     **groups).fit(X, y)
     typer.echo(f"objective {clf.objective_:.8g}  certificate {clf.certificate_:.2e}  "
                f"iterations {clf.n_iter_}  method {clf.result_.method}  "
                f"train accuracy {clf.score(X, y):.3f}")
     if activation is Activation.relu:
+        source = ("gated relaxation" if clf.bracket_ is None
+                  else "gated relaxation or cone-aware bound, refined")
         typer.echo(f"ReLU program: objective is attained by clf.to_network(); certified lower "
-                   f"bound (gated relaxation, same gates) {clf.lower_bound_:.8g}")
+                   f"bound ({source}, same gates) {clf.lower_bound_:.8g}; relative width "
+                   f"{(clf.objective_ - clf.lower_bound_) / clf.objective_:.2e}")
+        if clf.bracket_ is not None:
+            b = clf.bracket_
+            typer.echo(f"bracket: {b.initial_width:.2e} -> {b.width:.2e} in {b.rounds} rounds "
+                       f"({b.status})")

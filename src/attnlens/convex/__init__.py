@@ -7,7 +7,7 @@ Modules, bottom up (each imports only those above it): ``_linalg`` (SVD, SVT, no
 threads, seed, progress bar), ``losses``, ``heads`` (torch heads), ``operators`` (implicit
 linear operators, ``Program``), ``cones``, ``relu_program``, ``results``, ``certificate``,
 ``_reference`` (cvxpy), ``ssnal`` (semismooth Newton augmented Lagrangian), ``nuclear`` (FISTA / continuation / Burer-Monteiro), ``relu``
-(projected FISTA), ``solvers`` (``solve``: the solver chosen by the program's type),
+(projected FISTA), ``relu_bracket`` (tightening the ReLU bracket), ``solvers`` (``solve``: the solver chosen by the program's type),
 ``programs`` (``build_program``), ``recover``, ``estimators``.
 """
 
@@ -17,6 +17,7 @@ from attnlens.convex.heads import ConvexHead, head_outputs
 from attnlens.convex.operators import Program
 from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import network_to_blocks, recover_network
+from attnlens.convex.relu_bracket import refine_bracket, solve_relu_bracket
 from attnlens.convex.results import ConvexResult
 from attnlens.convex.solvers import solve
 
@@ -31,6 +32,8 @@ __all__ = [
     "head_outputs",
     "network_to_blocks",
     "recover_network",
+    "refine_bracket",
     "sample_gates",
     "solve",
+    "solve_relu_bracket",
 ]

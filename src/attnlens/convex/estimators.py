@@ -22,6 +22,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 
+from attnlens._results import warn_on_status
 from attnlens._validation import (
     Integral,
     Interval,
@@ -42,6 +43,7 @@ from attnlens.convex.nuclear import BACKENDS
 from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import recover_network, recover_relu_network
 from attnlens.convex.relu import check_relu_solver
+from attnlens.convex.relu_bracket import refine_bracket
 from attnlens.convex.solvers import SOLVERS, solve
 from attnlens.errors import NotFittedError
 
@@ -163,18 +165,27 @@ class ConvexAttentionClassifier(_HeadEstimator):
         :mod:`attnlens.convex.torch_fista`). Linear and gated-ReLU heads.
     device : the torch device of ``backend="torch"`` ("cpu", "cuda"; None: the GPU when one
         is visible; ignored, with a warning, by the numpy backend).
+    bracket_tol : ``activation="relu"`` only (ignored, with a warning, otherwise). ``None``
+        (default): solve once. A number in (0, 1): tighten the bracket ``[lower_bound_,
+        objective_]`` of the ReLU program on the sampled patterns by column generation and a
+        cone-aware dual bound (:func:`attnlens.convex.relu_bracket.refine_bracket`) until its
+        relative width is at most ``bracket_tol`` or ``bracket_rounds`` re-solves are spent.
+    bracket_rounds : round budget of that refinement (>= 0).
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
     ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``; for ``activation="relu"`` also
     ``lower_bound_`` (certified lower bound on the exact cone-constrained program on the
-    same gates) and ``network_`` (the ReLU network, used by ``decision_function``).
+    same gates), ``network_`` (the ReLU network, used by ``decision_function``) and
+    ``bracket_`` (the :class:`~attnlens.convex.results.BracketInfo` of the refinement, or
+    ``None`` without ``bracket_tol``).
     """
 
     def __init__(self, head: str = "self_attention", activation: str = "linear",
                  beta: float = 1e-3, loss: str = "squared", n_gates: int = 5,
                  solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
                  random_state=None, n_groups: int = 5, verbose: bool = False,
-                 backend: str = "numpy", device: str | None = None):
+                 backend: str = "numpy", device: str | None = None,
+                 bracket_tol: float | None = None, bracket_rounds: int = 10):
         self.head = head
         self.activation = activation
         self.beta = beta
@@ -188,6 +199,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
         self.verbose = verbose
         self.backend = backend
         self.device = device
+        self.bracket_tol = bracket_tol
+        self.bracket_rounds = bracket_rounds
 
     _parameter_constraints = {
         **_SHARED_CONSTRAINTS,
@@ -197,6 +210,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
         "solver": [Options(*SOLVERS)],
         "tol": [_POSITIVE],
         "max_iter": [_COUNT],
+        "bracket_tol": [None, Interval(Real, 0, 1, closed="neither")],
+        "bracket_rounds": [Interval(Integral, 0, None)],
     }
 
     def _program(self, X: np.ndarray):
@@ -211,6 +226,10 @@ class ConvexAttentionClassifier(_HeadEstimator):
             check_relu_solver(self.solver, type(self).__name__)
         if self.activation == "linear":
             self._warn_if_set("n_gates", "activation='linear' has no gates")
+        if self.activation != "relu":
+            for name in ("bracket_tol", "bracket_rounds"):
+                self._warn_if_set(name, f"only activation='relu' has a bracket, not "
+                                        f"{self.activation!r}")
         n, s, d = X.shape
         rng = check_random_state(self.random_state)
         self.classes_ = enc.classes_
@@ -224,6 +243,13 @@ class ConvexAttentionClassifier(_HeadEstimator):
         res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
                     max_iter=self.max_iter, rng=rng, progress=self.verbose,
                     backend=self.backend, device=self.device)
+        if self.activation == "relu" and self.bracket_tol is not None:
+            _, res = refine_bracket(program, Y, float(self.beta), self.loss, res,
+                                    bracket_tol=float(self.bracket_tol),
+                                    max_rounds=int(self.bracket_rounds), solver=self.solver,
+                                    tol=self.tol, max_iter=self.max_iter, rng=rng)
+            warn_on_status(res.status, res.certificate, self.tol,
+                           f"refined ReLU program ({res.method!r})")
         logger.info("fit %s/%s in %.2fs (%s)", self.head, self.activation,
                     time.perf_counter() - t0, res.method)
         self.result_ = res
@@ -235,6 +261,7 @@ class ConvexAttentionClassifier(_HeadEstimator):
         self.status_ = res.status
         if self.activation == "relu":
             self.lower_bound_ = res.lower_bound
+            self.bracket_ = res.bracket
             self.network_ = self._relu_network()
         return self
 

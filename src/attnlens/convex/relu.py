@@ -87,14 +87,17 @@ def _smooth_norm_sq(program: ReluProgram, rng: np.random.Generator, iters: int =
 
 def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Loss, *,
                tol: float = 1e-6, max_iter: int = 20000, check_every: int = 10,
-               rng: np.random.Generator | None = None, progress: bool = False):
+               rng: np.random.Generator | None = None, progress: bool = False,
+               x0: list[np.ndarray] | None = None):
     """Accelerated proximal gradient with the exact prox of ``beta ||x|| + I_K(x)``.
 
     For a convex cone ``K`` that prox is ``shrink_beta(Pi_K(z))`` (project, then shrink the
     norm), so every iterate is feasible and the step size is set by the loss alone
     (``1/L``, ``L = ||A||^2`` times the loss curvature): no penalty parameter. Gradient
     restarts (O'Donoghue & Candes 2015); the certificate of :func:`certify_relu` every
-    ``check_every`` iterations. Returns a :class:`~attnlens.convex.solvers.ConvexResult`.
+    ``check_every`` iterations. ``x0``: a warm start (cone variables shaped like
+    ``program.x_zeros()``; projected onto the cones first). Returns a
+    :class:`~attnlens.convex.solvers.ConvexResult`.
     """
     start = time.perf_counter()
     loss = get_loss(loss, "cone_fista")
@@ -102,8 +105,11 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
     n = Y.shape[0]
     L = max(1.05 * _smooth_norm_sq(program, rng) * loss.curvature / n, 1e-12)
     X = program.x_zeros()
-    Yx = [x.copy() for x in X]
     warm = [None] * len(X)
+    if x0 is not None:
+        X = [cone.project(np.asarray(x, dtype=np.float64), None)[0]
+             for x, cone in zip(x0, program.cones, strict=True)]
+    Yx = [x.copy() for x in X]
     cwarm = None
     t = 1.0
     status, it = Status.MAX_ITER, 0
@@ -172,9 +178,9 @@ def default_directions(program: ReluProgram, gated_Z: list[np.ndarray] | None,
 
 def _fista_solver(program: ReluProgram, Y: np.ndarray, beta: float, loss: Loss, *, tol: float,
                   max_iter: int, rng: np.random.Generator | None,
-                  progress: bool) -> ConvexResult:
+                  progress: bool, x0: list[np.ndarray] | None = None) -> ConvexResult:
     return cone_fista(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
-                      progress=progress)
+                      progress=progress, x0=x0)
 
 
 def _cvxpy_solver(program: ReluProgram, Y: np.ndarray, beta: float, loss: Loss, *, tol: float,

@@ -9,6 +9,31 @@ from attnlens._results import SolveInfo, Status
 
 
 @dataclass(frozen=True)
+class BracketInfo:
+    """What :func:`attnlens.convex.relu_bracket.refine_bracket` did to a ReLU program's bracket.
+
+    ``status``: ``optimal`` (relative width <= ``bracket_tol``), ``optimal_inaccurate`` (no
+    violated direction left: the width that remains is the lower bound's) or ``max_iter``
+    (round budget spent). ``upper`` / ``lower``: the bracket after each round (round 0 is the
+    initial dictionary with the cone-aware bound); ``initial_width``: the relative width before
+    refinement (attained objective vs the gated relaxation's bound); ``width``: after.
+    ``directions_added``: directions added per round (all blocks); ``iterations``: solver
+    iterations of the re-solves; ``relaxation_lower_bound``: the gated relaxation's bound.
+    """
+
+    status: Status
+    rounds: int
+    upper: list
+    lower: list
+    directions_added: list
+    initial_width: float
+    width: float
+    relaxation_lower_bound: float
+    iterations: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ConvexResult(SolveInfo):
     """Solution ``Z`` (one array per block) plus the certificate fields.
 
@@ -28,6 +53,8 @@ class ConvexResult(SolveInfo):
     constraint_violation: float = float("nan")
     #: ReLU programs only: certified lower bound from the gated-ReLU relaxation (same patterns)
     lower_bound: float = float("nan")
+    #: ReLU programs only, after :func:`~attnlens.convex.relu_bracket.refine_bracket`
+    bracket: BracketInfo | None = None
 
 
 def with_tolerance(res: ConvexResult, tol: float) -> ConvexResult:
