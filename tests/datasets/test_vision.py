@@ -53,6 +53,11 @@ def test_idx_reader_and_fashion_layout_on_real_images(tmp_path, monkeypatch):
     np.testing.assert_array_equal(data.labels, mnist.labels[:400])
     test = load_images("fashion_mnist", part="test")
     np.testing.assert_array_equal(test.labels, mnist.labels[300:400])
+    # the official split travels with the images, also through subset()
+    np.testing.assert_array_equal(data.official_test, np.arange(400) >= 300)
+    np.testing.assert_array_equal(test.official_test, np.ones(100, bool))
+    np.testing.assert_array_equal(data.subset([299, 300, 5]).official_test, [False, True, False])
+    assert load_images("mnist").official_test is None
     # a truncated file is reported, not silently read
     raw = gzip.decompress((tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes())
     with gzip.open(tmp_path / "bad.gz", "wb") as handle:

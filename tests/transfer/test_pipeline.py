@@ -140,6 +140,19 @@ def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp
         assert [r["seeds"] for r in part["rows"]] == [2, 2]
     with pytest.raises(SystemExit, match="unknown argument"):
         main("t", settings, results, record, argv=["--fast"])
+    # the same stored units summarized through a process pool: same rows
+    assert main("t", settings, results, record, argv=["--workers=2"]) == 0
+    assert written["t"]["per_d"]["16"]["rows"] == payload["per_d"]["16"]["rows"]
+    # --full: the script's full-size settings, recorded under <name>_full
+    with pytest.raises(SystemExit, match="no full-size settings"):
+        main("t", settings, results, record, argv=["--full"])
+    full = {"n_items": N_ITEMS + 20, "test_fraction": 0.5}
+    assert main("t", {**settings, "heads": ["linear"], "dims": (16,), "seeds": (0,),
+                      "out": tmp_path / "full"}, results, record, argv=["--full"],
+                full_settings=full) == 0
+    feats = written["t_full"]["features"]
+    assert (feats["n_items"], feats["n_test"], feats["test_split"]) == (80, 40, "stratified")
+    assert "a fixed stratified 0.5 of them (40 items)" in written["t_full"]["subset_note"]
 
 
 def test_vit_transfer_on_real_digits(tmp_path):

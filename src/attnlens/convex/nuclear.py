@@ -96,6 +96,21 @@ def fista(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                      device=device).result
 
 
+#: relative duality gap near which FISTA with float32 operator products stalls (measured)
+FLOAT32_FLOOR = 1e-4
+
+
+def float64_switch(tol: float) -> float:
+    """Certificate below which ``precision="auto"`` leaves float32 products for float64.
+
+    ``max(10 tol, 1e-3)`` for tight tolerances; 0 (float32 to the end, float64 only to
+    confirm) once ``tol`` is at least ten times :data:`FLOAT32_FLOOR` -- at the transfer
+    benchmark's ``tol = 1e-3`` this halves the d = 64 gated self-attention fit
+    (benchmarks/convex_gated_attention.py) for the same certified iterate count.
+    """
+    return 0.0 if tol >= 10 * FLOAT32_FLOOR else max(10 * tol, 1e-3)
+
+
 def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
               tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
               Z0: list | None = None, rng: np.random.Generator | None = None,
@@ -109,7 +124,10 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     ``precision``: "double", "mixed" (operator products in float32 with float64 iterates and
     accumulation, certificates estimated in float32 and confirmed in float64) or "auto":
     mixed while the certificate is above ``max(10 tol, 1e-3)``, then double (FISTA
-    accumulates gradient errors: float32 products stall it near a 1e-4 relative gap).
+    accumulates gradient errors: float32 products stall it near a 1e-4 relative gap), and
+    mixed to the end when ``tol >= 1e-3`` (ten times that floor; the float64 confirmation
+    still decides, and three float32 estimates below ``tol`` that float64 does not confirm
+    switch to double). See :func:`float64_switch`.
     ``backend="torch"``: the same iterations in float64 torch on ``device``
     (:func:`attnlens.convex.torch_fista.fista_torch`; ``precision`` unused); ``program`` may
     then be a :class:`~attnlens.convex.torch_fista.TorchProgram` already on the device.
@@ -123,7 +141,7 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     loss = get_loss(loss, "fista")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     single = precision in ("mixed", "auto")
-    switch_at = max(10 * tol, 1e-3) if precision == "auto" else 0.0
+    switch_at = float64_switch(tol) if precision == "auto" else 0.0
     n = Y.shape[0]
     if lipschitz is None:
         lipschitz = lipschitz_bound(program, loss, n, rng, single)

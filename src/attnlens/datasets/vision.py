@@ -44,6 +44,8 @@ class ImageDataset:
     ``part`` is the official split the images come from ("train", "test" or "all"; the MNIST
     subset and digits have no official split and are "all"). ``origin`` names the package and
     version without any path (for cache keys; ``source`` holds the path, for people).
+    ``official_test``: per image, whether it belongs to the official test part (None where the
+    dataset has no official split).
     """
 
     images: np.ndarray
@@ -52,14 +54,16 @@ class ImageDataset:
     source: str
     part: str = "all"
     origin: str = ""
+    official_test: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, indices) -> ImageDataset:
         idx = np.asarray(indices, dtype=np.int64)
+        test = None if self.official_test is None else self.official_test[idx]
         return ImageDataset(self.images[idx], self.labels[idx], self.name, self.source, self.part,
-                            self.origin)
+                            self.origin, test)
 
     @property
     def n_classes(self) -> int:
@@ -103,14 +107,20 @@ def _fashion(part: str) -> ImageDataset:
             "with: apt-get install dataset-fashion-mnist (or use name='mnist' / 'digits')."
         )
     parts = ["train", "test"] if part == "all" else [part]
-    images, labels = [], []
+    images, labels, test = [], [], []
     for p in parts:
         img_file, lab_file = _FASHION_FILES[p]
         images.append(read_idx(fashion_mnist_dir() / img_file))
         labels.append(read_idx(fashion_mnist_dir() / lab_file).astype(np.int64))
+        if len(images[-1]) != len(labels[-1]):
+            raise DatasetNotAvailableError(
+                f"Fashion-MNIST {p} part has {len(images[-1])} images but {len(labels[-1])} "
+                f"labels under {fashion_mnist_dir()}; reinstall dataset-fashion-mnist."
+            )
+        test.append(np.full(len(labels[-1]), p == "test"))
     return ImageDataset(np.concatenate(images), np.concatenate(labels), "fashion_mnist",
                         f"debian:dataset-fashion-mnist ({fashion_mnist_dir()})", part,
-                        "debian:dataset-fashion-mnist")
+                        "debian:dataset-fashion-mnist", np.concatenate(test))
 
 
 def _mnist_csv() -> Path:

@@ -71,8 +71,8 @@ def run_and_record(name: str, settings: Mapping[str, Any], results_dir: str | Pa
         "features": feats,
         "subset": bool(feats.get("subset")) or settings.get("max_train") is not None,
         "subset_note": (
-            f"{feats['n_items']} of {feats['n_items_available']} items; "
-            f"training items capped at {settings.get('max_train')} per seed"
+            f"{feats['n_items']} of {feats['n_items_available']} items; test items: "
+            f"{_test_note(feats)}; training items capped at {settings.get('max_train')} per seed"
         ),
         "per_d": metrics["per_d"],
         "feature_seconds": metrics["feature_seconds"],
@@ -87,6 +87,14 @@ def run_and_record(name: str, settings: Mapping[str, Any], results_dir: str | Pa
         "summary": "\n".join(summary),
     })
     return payload
+
+
+def _test_note(feats: Mapping[str, Any]) -> str:
+    if feats.get("test_split") == "official":
+        return f"the official test part ({feats.get('n_test')} items)"
+    n_test = feats.get("n_test")
+    return (f"a fixed stratified {feats.get('test_fraction')} of them"
+            + (f" ({n_test} items)" if n_test is not None else ""))
 
 
 def _fit_seconds(per_d: Mapping[str, Any]) -> float:
@@ -108,16 +116,24 @@ def _loadavg() -> list[float] | None:
 
 def main(name: str, settings: Mapping[str, Any], results: Path,
          write_result: Callable[[str, dict[str, Any]], Any],
-         probe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None) -> int:
+         probe: Mapping[str, Any] | None = None, argv: Sequence[str] | None = None,
+         full_settings: Mapping[str, Any] | None = None) -> int:
     """Command-line driver of one benchmark script; returns the process exit status.
 
     Flags: ``--seeds=0,1`` (run or resume a subset of seeds), ``--budget-s=720`` (bound this
     call), ``--stored-only`` (summarize the stored units, fit nothing), ``--quick`` (a small
-    smoke run into its own folder, not recorded).
+    smoke run into its own folder, not recorded), ``--full`` (the script's ``full_settings``:
+    every item of the dataset, recorded as ``<name>_full``), ``--workers=2`` (run the units
+    on that many local processes, :mod:`attnlens.execution`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = dict(settings)
     quick = "--quick" in argv
+    workers = None
+    if "--full" in argv:
+        if full_settings is None:
+            raise SystemExit(f"{name} has no full-size settings; drop --full.")
+        name, settings = f"{name}_full", {**settings, **full_settings}
     for arg in argv:
         if arg.startswith("--seeds="):
             settings["seeds"] = tuple(int(v) for v in arg.split("=", 1)[1].split(","))
@@ -125,13 +141,21 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
             settings["time_budget_s"] = float(arg.split("=", 1)[1])
         elif arg == "--stored-only":
             settings["stored_only"] = True
-        elif arg != "--quick":
+        elif arg.startswith("--workers="):
+            workers = int(arg.split("=", 1)[1])
+        elif arg not in ("--quick", "--full"):
             raise SystemExit(f"unknown argument {arg!r}; use --seeds=, --budget-s=, "
-                             "--stored-only or --quick.")
+                             "--workers=, --stored-only, --quick or --full.")
     if quick:
         settings.update(n_items=400, seeds=(0,), dims=(16,), max_train=None,
                         out=f"runs/bench-quick-{name}")
-    payload = run_and_record(name, settings, results, probe=probe)
+    if workers is None:
+        payload = run_and_record(name, settings, results, probe=probe)
+    else:  # the (head, seed, d) units on a pool of local processes, one BLAS thread each
+        from attnlens.execution import Execution, use_execution
+
+        with use_execution(Execution("processes", workers=workers)):
+            payload = run_and_record(name, settings, results, probe=probe)
     if not quick and "per_d" in payload:
         write_result(name, payload)
     print(payload["summary"])

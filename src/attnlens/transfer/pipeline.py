@@ -73,6 +73,7 @@ def run_benchmark(
     token_grid: int = 4,
     image_size: int = 224,
     test_fraction: float = 0.2,
+    test_split: str = "stratified",
     val_fraction: float = 0.2,
     options: Mapping[str, Any] | None = None,
     grids: Mapping[str, Sequence[float]] | None = None,
@@ -91,6 +92,8 @@ def run_benchmark(
 
     ``head_tokens`` keeps the first tokens for the heads and ``token_pool`` averages groups of
     that many consecutive tokens (see :func:`attnlens.transfer.runner.prepare_inputs`).
+    ``test_split``: "stratified" (a fixed ``test_fraction``) or "official" (the dataset's own
+    test part, Fashion-MNIST only; :func:`attnlens.transfer.features.extract_features`).
     ``time_budget_s`` bounds one call: no extraction chunk or (head, seed, d) unit is started
     after it; ``metrics["complete"]`` says whether everything ran (call again to resume).
     The (head, seed, d) units run on the current :mod:`attnlens.execution` backend; the
@@ -109,6 +112,8 @@ def run_benchmark(
     }
     if backbone == "vit":
         config["image_size"] = image_size
+    if test_split != "stratified":  # (kept out otherwise: earlier run folders stay valid)
+        config["test_split"] = test_split
     # seeds stay out of the folder's identity: units are keyed by seed, so adding seeds to a
     # finished run resumes it instead of starting over
     run = RunFolder(out, {k: v for k, v in config.items() if k != "seeds"}, overwrite=overwrite)
@@ -118,7 +123,8 @@ def run_benchmark(
         features = extract_features(
             backbone, dataset, max_tokens=max_tokens,
             store_dim=max(dims) if reduce == "pca" else AVGPOOL_STORE_DIM, reduce=reduce, n_items=n_items,
-            test_fraction=test_fraction, token_grid=token_grid, image_size=image_size,
+            test_fraction=test_fraction, test_split=test_split, token_grid=token_grid,
+            image_size=image_size,
             cache_dir=cache_dir, progress=progress, deadline=deadline, device=device,
         )
     except ExtractionPaused as exc:
