@@ -97,3 +97,32 @@ def test_token_cache_filled_in_chunks_equals_dense_features(monkeypatch):
     Zs = [rng.standard_normal(sh) for sh in prog.zshapes()]
     ref = _dense(X, gates, c).forward(Zs)
     np.testing.assert_allclose(prog.forward(Zs), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
+
+
+def test_auto_precision_stays_float32_at_loose_tol_and_is_still_certified(caplog):
+    """tol >= 1e-3: float32 products to the end, the certificate confirmed in float64."""
+    import logging
+
+    from attnlens.convex.certificate import certificate
+    from attnlens.convex.nuclear import FLOAT32_FLOOR, fista, float64_switch
+
+    assert float64_switch(1e-3) == 0.0 and float64_switch(10 * FLOAT32_FLOOR) == 0.0
+    assert float64_switch(1e-4) == 1e-3 and float64_switch(1e-6) == 1e-3
+    X, gates, _ = _data(n=60, s=5, d=3, m=3)
+    Y = np.eye(2)[np.random.default_rng(1).integers(0, 2, len(X))]
+    prog = build_program(X, "self_attention", "gated_relu", 2, gates=gates)
+    runs = {}
+    for tol in (1e-3, 1e-5):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="attnlens.convex.nuclear"):
+            runs[tol] = fista(prog, Y, 0.01, "squared", tol=tol, max_iter=20000,
+                              precision="auto")
+        modes = [r.getMessage().split("(")[-1].rstrip(")") for r in caplog.records
+                 if "fista it" in r.getMessage()]
+        assert modes and (set(modes) == {"f32"} if tol == 1e-3 else modes[-1] == "f64")
+    loose, tight = runs[1e-3], runs[1e-5]
+    # the reported certificate is float64, recomputed here independently of the solver
+    again = certificate(prog, loose.Z, Y, 0.01, "squared")
+    assert loose.certificate <= 1e-3 and abs(again.certificate - loose.certificate) <= 1e-9
+    assert tight.certificate <= 1e-5
+    assert tight.objective <= loose.objective <= tight.objective * (1 + 1.01e-3)
