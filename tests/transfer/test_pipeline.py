@@ -129,6 +129,7 @@ def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp
 
     def record(name, payload):
         written[name] = payload
+        (results / f"{name}.json").write_text(json.dumps(payload, default=str))
 
     assert main("t", settings, results, record, argv=["--budget-s=0"]) == INCOMPLETE_EXIT
     assert written["t"]["complete"] is False
@@ -143,6 +144,19 @@ def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp
     # the same stored units summarized through a process pool: same rows
     assert main("t", settings, results, record, argv=["--workers=2"]) == 0
     assert written["t"]["per_d"]["16"]["rows"] == payload["per_d"]["16"]["rows"]
+    # --heads / --dims / --merge: one more head at one d, merged into the recorded rows
+    before = json.loads((results / "t.json").read_text())["per_d"]
+    assert main("t", settings, results, record,
+                argv=["--heads=linear_full,linear", "--dims=16", "--merge"]) == 0
+    merged = written["t"]
+    rows = merged["per_d"]["16"]["rows"]
+    assert [r["head"] for r in rows] == ["linear", "mlp", "linear_full"]
+    assert rows[0]["test_acc_mean"] == before["16"]["rows"][0]["test_acc_mean"]  # same splits
+    assert rows[1] == before["16"]["rows"][1] and merged["per_d"]["32"] == before["32"]  # kept
+    d16 = merged["summary"].split("d=32")[0]
+    assert "| linear_full |" in d16 and "| linear_full |" not in merged["summary"].split("d=32")[1]
+    assert [m["heads"] for m in merged["merged_runs"]] == [["linear_full", "linear"]]
+    assert (tmp_path / "run-linear_full-linear" / "accuracy_merged.png").is_file()
     # --full: the script's full-size settings, recorded under <name>_full
     with pytest.raises(SystemExit, match="no full-size settings"):
         main("t", settings, results, record, argv=["--full"])

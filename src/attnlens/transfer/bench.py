@@ -10,6 +10,7 @@ under the shared CPU lock and resumes from its stored units::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -23,7 +24,8 @@ from attnlens.transfer.heads import HEADS
 from attnlens.transfer.pipeline import run_benchmark
 from attnlens.transfer.summary import table_rows
 
-__all__ = ["BENCH_GRIDS", "BENCH_OPTIONS", "INCOMPLETE_EXIT", "main", "run_and_record"]
+__all__ = ["BENCH_GRIDS", "BENCH_OPTIONS", "INCOMPLETE_EXIT", "main", "merge_into",
+           "run_and_record"]
 
 #: solver and training settings of the recorded benchmarks (stated in the JSON): convex heads
 #: to a relative duality gap of 1e-3; non-convex heads by Adam on minibatches of 256
@@ -89,6 +91,57 @@ def run_and_record(name: str, settings: Mapping[str, Any], results_dir: str | Pa
     return payload
 
 
+def merge_into(stored: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` (a recorded payload) with the rows of ``payload`` (a run of some of its heads
+    at some of its d) in place of the same heads' rows; verdicts and summary recomputed.
+
+    The runs must share the features and splits (same script settings): a head's row is
+    replaced whole, and a convex head's ``nonconvex_objective`` comes from the run it was
+    fitted in (run its non-convex counterpart with it).
+    """
+    from attnlens.transfer.summary import verdict
+
+    merged = {k: v for k, v in stored.items() if k not in ("benchmark", "machine")}
+    if payload.get("features", {}).get("n_items") != stored.get("features", {}).get("n_items"):
+        raise ValueError("merge: the new run's features differ from the stored ones "
+                         f"({payload.get('features', {}).get('n_items')} vs "
+                         f"{stored.get('features', {}).get('n_items')} items); run the "
+                         "same script settings.")
+    per_d = {d: dict(part) for d, part in stored["per_d"].items()}
+    for d, part in payload["per_d"].items():
+        old = per_d.setdefault(d, {"rows": [], "seconds": 0.0})
+        new = {r["head"]: r for r in part["rows"]}
+        rows = [new.pop(r["head"], r) for r in old["rows"]] + list(new.values())
+        per_d[d] = {**old, "rows": rows, "verdict": verdict(rows)}
+    summary = []
+    for d, part in per_d.items():
+        summary += [f"d={d}", markdown_table(table_rows(part["rows"])), part["verdict"]]
+    merged.update(per_d=per_d, summary="\n".join(summary),
+                  fit_seconds_total=_fit_seconds(per_d),
+                  complete=bool(stored.get("complete")) and bool(payload.get("complete")))
+    merged["merged_runs"] = [*stored.get("merged_runs", []), {
+        "heads": payload["settings"]["heads"], "dims": list(payload["per_d"]),
+        "run_folder": payload["run_folder"], "call_seconds": payload["call_seconds"],
+        "loadavg": payload["loadavg"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }]
+    return merged
+
+
+def _merged_plot(payload: Mapping[str, Any], out: Path) -> Path:
+    """The accuracy-over-d figure of a merged payload, saved in the new run's folder."""
+    import matplotlib.pyplot as plt
+
+    from attnlens.transfer.summary import plot_dims
+
+    feats = payload["features"]
+    fig = plot_dims(payload["per_d"], f"{feats['backbone']} / {feats['dataset']}: test accuracy, "
+                                      "mean ± std over seeds (merged runs)")
+    path = out / "accuracy_merged.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _test_note(feats: Mapping[str, Any]) -> str:
     if feats.get("test_split") == "official":
         return f"the official test part ({feats.get('n_test')} items)"
@@ -124,7 +177,9 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
     call), ``--stored-only`` (summarize the stored units, fit nothing), ``--quick`` (a small
     smoke run into its own folder, not recorded), ``--full`` (the script's ``full_settings``:
     every item of the dataset, recorded as ``<name>_full``), ``--workers=2`` (run the units
-    on that many local processes, :mod:`attnlens.execution`).
+    on that many local processes, :mod:`attnlens.execution`), ``--heads=a,b`` / ``--dims=32,64``
+    (run only those heads / d), ``--merge`` (merge that run's rows into the recorded
+    ``<name>.json``: :func:`merge_into`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = dict(settings)
@@ -143,9 +198,22 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
             settings["stored_only"] = True
         elif arg.startswith("--workers="):
             workers = int(arg.split("=", 1)[1])
-        elif arg not in ("--quick", "--full"):
+        elif arg.startswith("--heads="):
+            settings["heads"] = arg.split("=", 1)[1].split(",")
+        elif arg.startswith("--dims="):
+            settings["dims"] = tuple(int(v) for v in arg.split("=", 1)[1].split(","))
+        elif arg not in ("--quick", "--full", "--merge"):
             raise SystemExit(f"unknown argument {arg!r}; use --seeds=, --budget-s=, "
-                             "--workers=, --stored-only, --quick or --full.")
+                             "--workers=, --heads=, --dims=, --merge, --stored-only, --quick "
+                             "or --full.")
+    merge = "--merge" in argv
+    if merge:  # a run of some heads / d, merged into the recorded results
+        stored_path = Path(results) / f"{name}.json"
+        if not stored_path.is_file():
+            raise SystemExit(f"--merge needs the recorded {stored_path}; run without it first.")
+        heads = settings.get("heads", "all")
+        tag = "-".join(heads) if isinstance(heads, list) else str(heads)
+        settings["out"] = f"{settings.get('out', f'runs/bench-{name}')}-{tag}"  # its own folder
     if quick:
         settings.update(n_items=400, seeds=(0,), dims=(16,), max_train=None,
                         out=f"runs/bench-quick-{name}")
@@ -156,6 +224,9 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
 
         with use_execution(Execution("processes", workers=workers)):
             payload = run_and_record(name, settings, results, probe=probe)
+    if merge and "per_d" in payload:
+        payload = merge_into(json.loads(stored_path.read_text()), payload)
+        shutil.copyfile(_merged_plot(payload, Path(settings["out"])), Path(results) / f"{name}.png")
     if not quick and "per_d" in payload:
         write_result(name, payload)
     print(payload["summary"])
