@@ -1,15 +1,17 @@
 """Markdown tables of the recorded transfer benchmarks (for docs/transfer.md).
 
-Reads ``benchmarks/results/transfer_{minilm_rt,minilm_imdb,vit}.json`` (written by the
-``transfer_*.py`` scripts) and prints, per run: test accuracy (mean ± std over seeds) of every
+Reads ``benchmarks/results/transfer_{minilm_rt,minilm_imdb,vit}[_full].json`` (written by the
+``transfer_*.py`` scripts, ``--full`` for the full-size runs) and prints, per run: test accuracy (mean ± std over seeds) of every
 head at every d, then the convex heads' objectives, certificates and times next to their
-non-convex twins at the same beta, and the verdict on the paper's finding.
+non-convex twins at the same beta, and the verdict on the paper's finding (for a full-size
+run also next to its subset run's).
 Run: ``python benchmarks/transfer_tables.py [names...]``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from _common import RESULTS
@@ -20,7 +22,11 @@ RUNS = {
     "transfer_minilm_rt": "MiniLM / Rotten Tomatoes",
     "transfer_minilm_imdb": "MiniLM / IMDB (128 tokens)",
     "transfer_vit": "ViT-S/14 / Fashion-MNIST",
+    "transfer_minilm_imdb_full": "MiniLM / IMDB (128 tokens), all 25,000 reviews",
+    "transfer_vit_full": "ViT-S/14 / Fashion-MNIST, all 70,000 images, official split",
 }
+#: full-size run -> the subset run it replaces (issue 16.4: where the verdicts change)
+FULL_OF = {"transfer_minilm_imdb_full": "transfer_minilm_imdb", "transfer_vit_full": "transfer_vit"}
 
 
 def _acc(r: dict) -> str:
@@ -73,6 +79,25 @@ def convex_table(payload: dict) -> str:
     return "\n".join(out)
 
 
+def _verdict_key(text: str) -> str:
+    """'held' / 'did not hold' and the two best heads, from a verdict sentence."""
+    held = "did not hold" if "did not hold" in text else "held" if "held" in text else "n/a"
+    words = text.split()
+    best = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "head" and i + 1 < len(words)]
+    points = re.search(r"\(([+-]\d+\.\d) points", text)
+    return f"{held} ({' vs '.join(best[:2])}{', ' + points.group(1) if points else ''})"
+
+
+def verdict_changes(subset: dict, full: dict) -> str:
+    """Per d: the subset run's verdict next to the full-size run's, and whether it changed."""
+    out = ["| d | subset (10,000 items) | full size | changed |", "|---|---|---|---|"]
+    for d, part in full["per_d"].items():
+        before = subset["per_d"].get(d, {}).get("verdict", "")
+        a, b = _verdict_key(before), _verdict_key(part["verdict"])
+        out.append(f"| {d} | {a} | {b} | {'yes' if a.split(' (')[0] != b.split(' (')[0] else 'no'} |")
+    return "\n".join(out)
+
+
 def main(names: list[str]) -> None:
     for name in names or list(RUNS):
         path = RESULTS / f"{name}.json"
@@ -95,6 +120,10 @@ def main(names: list[str]) -> None:
         for d, part in payload["per_d"].items():
             print(f"- d={d}: {part['verdict']}")
         print()
+        subset = RESULTS / f"{FULL_OF.get(name, '')}.json"
+        if name in FULL_OF and subset.is_file():
+            print("Verdicts, subset run vs full size:\n")
+            print(verdict_changes(json.loads(subset.read_text()), payload) + "\n")
 
 
 if __name__ == "__main__":
