@@ -6,6 +6,7 @@ The Ray backend has its own module (one shared local cluster): test_ray_backend.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import execution_units as eu
 import pytest
@@ -118,3 +119,39 @@ def test_torch_heads_train_on_the_resolved_device():
     if not gpu:  # asking for a GPU that is not there is a named parameter error
         with pytest.raises(InvalidParameterError, match="device"):
             NonConvexAttentionClassifier(max_epochs=1, device="cuda").fit(X, y)
+
+
+def test_workers_die_with_a_killed_driver(tmp_path):
+    """SIGKILL the driving process mid-unit: its worker must not go on as an orphan."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker_dir = tmp_path / "markers"
+    marker_dir.mkdir()
+    driver = (
+        "import sys; sys.path.insert(0, {here!r})\n"
+        "import execution_units as eu\n"
+        "from attnlens.execution import Execution, Unit, run_units\n"
+        "from attnlens.report import RunFolder\n"
+        "run = RunFolder({run!r}, {{'test': 'driver'}})\n"
+        "run_units(run, [Unit('seed-1', eu.die_on_first_try, {{'seed': 1, 'marker_dir': "
+        "{markers!r}}})], desc='d', progress=False, execution=Execution('processes', workers=1))\n"
+    ).format(here=str(Path(eu.__file__).parent), run=str(tmp_path / "run"),
+             markers=str(marker_dir))
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    marker = marker_dir / "1.pid"
+    deadline = time.monotonic() + eu.WAIT_TO_BE_KILLED_S
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the unit never started"
+    worker = int(marker.read_text())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10.0
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = Path(f"/proc/{worker}/status")
+    alive = status.exists() and "zombie" not in status.read_text()
+    assert not alive, "the worker outlived its driver (orphan still computing)"

@@ -5,7 +5,8 @@ OpenMP or torch threads can deadlock). The objects shared by every unit are pick
 worker, by the pool's initializer, not once per unit. Each worker gets an equal share of the
 machine's threads, so ``workers`` processes do not oversubscribe the cores.
 
-A worker killed mid-unit breaks the pool: the finished units are already handed back, and
+Workers die with the driver (Linux: ``PR_SET_PDEATHSIG``), so killing a sweep leaves no
+orphan computing. A worker killed mid-unit breaks the pool: the finished units are already handed back, and
 the units still pending run again on a fresh pool (at most ``max_retries`` times); after that
 they are reported as pending and a rerun of the same command finishes them.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +28,7 @@ from attnlens.execution.unit import Outcome, Unit, execute
 logger = logging.getLogger(__name__)
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class WorkerDiedError(RuntimeError):
@@ -58,15 +61,31 @@ class SerialBackend:
 _SHARED: dict[str, Any] = {}
 
 
+def _die_with_driver() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the driver process dies (killed,
+    crashed), so no orphan goes on computing a unit that nobody will collect."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl here: workers end with the pool as before
+        return
+    if os.getppid() == 1:  # the driver died before the request was made
+        os._exit(1)
+
+
 def _init_worker(shared: Mapping[str, Any], threads: int) -> None:
-    """Pool initializer: keep the shared objects and cap the worker's threads."""
+    """Pool initializer: die with the driver, keep the shared objects, cap the threads."""
+    _die_with_driver()
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
-    import sys
-
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     _SHARED.clear()
