@@ -11,12 +11,12 @@ Run: ``python benchmarks/transfer_tables.py [names...]``.
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 from _common import RESULTS
 
 from attnlens.transfer.heads import HEADS
+from attnlens.transfer.summary import compare_heads
 
 RUNS = {
     "transfer_minilm_rt": "MiniLM / Rotten Tomatoes",
@@ -79,21 +79,22 @@ def convex_table(payload: dict) -> str:
     return "\n".join(out)
 
 
-def _verdict_key(text: str) -> str:
-    """'held' / 'did not hold' and the two best heads, from a verdict sentence."""
-    held = "did not hold" if "did not hold" in text else "held" if "held" in text else "n/a"
-    words = text.split()
-    best = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "head" and i + 1 < len(words)]
-    points = re.search(r"\(([+-]\d+\.\d) points", text)
-    return f"{held} ({' vs '.join(best[:2])}{', ' + points.group(1) if points else ''})"
+def _verdict_key(rows: list[dict]) -> str:
+    """'held' / 'did not hold', the two best heads and the difference in points."""
+    cmp = compare_heads(rows)
+    if cmp is None:
+        return "n/a"
+    held = "held" if cmp["diff"] > 0 else "did not hold"
+    return (f"{held} ({cmp['attention']['head']} vs {cmp['baseline']['head']}, "
+            f"{100 * cmp['diff']:+.1f})")
 
 
 def verdict_changes(subset: dict, full: dict) -> str:
     """Per d: the subset run's verdict next to the full-size run's, and whether it changed."""
     out = ["| d | subset (10,000 items) | full size | changed |", "|---|---|---|---|"]
     for d, part in full["per_d"].items():
-        before = subset["per_d"].get(d, {}).get("verdict", "")
-        a, b = _verdict_key(before), _verdict_key(part["verdict"])
+        a = _verdict_key(subset["per_d"].get(d, {}).get("rows", []))
+        b = _verdict_key(part["rows"])
         out.append(f"| {d} | {a} | {b} | {'yes' if a.split(' (')[0] != b.split(' (')[0] else 'no'} |")
     return "\n".join(out)
 

@@ -148,18 +148,23 @@ class RunFolder:
 
     def save_figure(self, fig: Any, name: str, dpi: int = 120) -> Path:
         """Save a matplotlib figure as ``name.png`` (atomically) and close it."""
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        return atomic_write_bytes(self.path / f"{name}.png", buf.getvalue())
+        return save_figure(fig, self.path / f"{name}.png", dpi)
 
     def write_markdown(self, text: str, name: str = "report") -> Path:
         line = self.execution_line()
         if line:
             text = text.rstrip("\n") + f"\n\n_{line}_\n"
         return atomic_write_text(self.path / f"{name}.md", text)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG at ``path`` (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".4g") -> str:

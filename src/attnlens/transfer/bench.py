@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attnlens.report import markdown_table
+from attnlens.report import markdown_table, save_figure
 from attnlens.transfer.heads import HEADS
 from attnlens.transfer.pipeline import run_benchmark
-from attnlens.transfer.summary import table_rows
+from attnlens.transfer.summary import plot_dims, table_rows, verdict
 
 __all__ = ["BENCH_GRIDS", "BENCH_OPTIONS", "INCOMPLETE_EXIT", "main", "merge_into",
            "run_and_record"]
@@ -99,8 +99,6 @@ def merge_into(stored: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[st
     replaced whole, and a convex head's ``nonconvex_objective`` comes from the run it was
     fitted in (run its non-convex counterpart with it).
     """
-    from attnlens.transfer.summary import verdict
-
     merged = {k: v for k, v in stored.items() if k not in ("benchmark", "machine")}
     if payload.get("features", {}).get("n_items") != stored.get("features", {}).get("n_items"):
         raise ValueError("merge: the new run's features differ from the stored ones "
@@ -129,17 +127,10 @@ def merge_into(stored: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[st
 
 def _merged_plot(payload: Mapping[str, Any], out: Path) -> Path:
     """The accuracy-over-d figure of a merged payload, saved in the new run's folder."""
-    import matplotlib.pyplot as plt
-
-    from attnlens.transfer.summary import plot_dims
-
     feats = payload["features"]
     fig = plot_dims(payload["per_d"], f"{feats['backbone']} / {feats['dataset']}: test accuracy, "
                                       "mean ± std over seeds (merged runs)")
-    path = out / "accuracy_merged.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "accuracy_merged.png")
 
 
 def _test_note(feats: Mapping[str, Any]) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from attnlens.transfer.heads import HEADS
 
-__all__ = ["aggregate", "plot_dims", "plot_rows", "verdict"]
+__all__ = ["aggregate", "compare_heads", "plot_dims", "plot_rows", "verdict"]
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -108,16 +108,26 @@ def _fmt(v: float | None) -> str | None:
     return None if v is None else f"{v:.4g}"
 
 
-def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Whether the paper's finding (attention-style heads beat linear and MLP heads) held."""
+def compare_heads(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The best attention-style row, the best linear/MLP row and their accuracy difference
+    (None when either kind has no result): what :func:`verdict` states."""
     by = {r["head"]: r for r in rows if r.get("test_acc_mean") is not None}
     attn = {h: r for h, r in by.items() if HEADS[h].inputs == "tokens" and h != "convex_mlp"}
     base = {h: by[h] for h in ("linear", "mlp", "convex_mlp") if h in by}
     if not attn or not base:
-        return "not enough heads ran to compare attention-style heads with linear/MLP heads."
+        return None
     best_attn = max(attn.values(), key=lambda r: r["test_acc_mean"])
     best_base = max(base.values(), key=lambda r: r["test_acc_mean"])
-    diff = best_attn["test_acc_mean"] - best_base["test_acc_mean"]
+    return {"attention": best_attn, "baseline": best_base,
+            "diff": best_attn["test_acc_mean"] - best_base["test_acc_mean"], "by_head": by}
+
+
+def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Whether the paper's finding (attention-style heads beat linear and MLP heads) held."""
+    cmp = compare_heads(rows)
+    if cmp is None:
+        return "not enough heads ran to compare attention-style heads with linear/MLP heads."
+    best_attn, best_base, diff, by = cmp["attention"], cmp["baseline"], cmp["diff"], cmp["by_head"]
     held = "held" if diff > 0 else "did not hold"
     noise = max(best_attn.get("test_acc_std") or 0.0, best_base.get("test_acc_std") or 0.0)
     text = (
