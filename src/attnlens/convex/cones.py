@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
+from attnlens.convex.gated_attention import CHUNK_ELEMENTS, gate_patterns
 from attnlens.convex.operators import check_dense_size, group_slices
 
 _RELU_ADVICE = ("the ReLU program is meant for small and medium problems: use fewer samples or "
@@ -58,19 +59,22 @@ class ConeBlock:
     """Cone ``K_j = {w : S_j * (M w) >= 0}`` of one gate (``M`` shared by the gates of a group).
 
     ``M`` (N, p) has unit rows; ``signs`` (N,) is ``2 D_j - 1``; ``interior`` (p,) is the
-    gate generator ``vec(h_j)`` (inside the cone).
+    gate generator ``vec(h_j)`` (inside the cone). Subclasses that never store ``M``
+    (:class:`AttentionCone`) override :meth:`rows`, :meth:`apply` and :meth:`adjoint`.
     """
 
-    def __init__(self, M: np.ndarray, signs: np.ndarray, interior: np.ndarray,
-                 gram_norm: float):
+    def __init__(self, M: np.ndarray, signs: np.ndarray, interior: np.ndarray):
         self.M = M  # (N, p), shared
         self.signs = signs  # (N,)
         self.interior = interior  # (p,)
-        self.gram_norm = gram_norm  # ||M||_2^2 = ||C||_2^2 (signs square to one)
 
     @property
     def p(self) -> int:
         return self.M.shape[1]
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Unit rows ``M[idx]`` (len(idx), p), unsigned."""
+        return self.M[idx]
 
     def apply(self, W: np.ndarray) -> np.ndarray:
         """``C W`` for W (p, k) -> (N, k)."""
@@ -83,6 +87,18 @@ class ConeBlock:
     def dense(self) -> np.ndarray:
         """The signed constraint matrix ``C`` (N, p) (for the cvxpy reference)."""
         return self.signs[:, None] * self.M
+
+    def column_chunks(self, k: int):
+        """Column slices of a (p, k) argument whose ``C W`` stays under :data:`CHUNK_ELEMENTS`."""
+        step = max(1, CHUNK_ELEMENTS // max(len(self.signs), 1))
+        return [slice(lo, min(lo + step, k)) for lo in range(0, k, step)]
+
+    def min_values(self, W: np.ndarray) -> np.ndarray:
+        """``min_rows (C W)`` per column of ``W`` (p, k) -> (k,), in column chunks."""
+        out = np.full(W.shape[1], np.inf)
+        for sl in self.column_chunks(W.shape[1]):
+            out[sl] = self.apply(W[:, sl]).min(axis=0, initial=np.inf)
+        return out
 
     def project(self, Z: np.ndarray, warm: np.ndarray | None = None, rtol: float = 1e-12):
         r"""Euclidean projection of every column of ``Z`` (p, k) onto the cone.
@@ -106,16 +122,16 @@ class ConeBlock:
         retry = np.zeros(k, dtype=bool)
         if cols.size:  # batched least squares on the warm active sets (zero-padded)
             idx, msk = np.maximum(warm[cols], 0), mask[cols]
-            CA = self.M[idx] * (self.signs[idx] * msk)[:, :, None]  # (k', p, p)
+            CA = (self.rows(idx.ravel()).reshape(idx.shape + (p,))
+                  * (self.signs[idx] * msk)[:, :, None])  # (k', p, p)
             # normal equations (NNLS active sets are linearly independent); padding -> identity
             G = CA @ CA.transpose(0, 2, 1) + np.eye(p)[None] * (1.0 - msk)[:, None, :]
             G += 1e-13 * np.eye(p)[None]
             mu = np.linalg.solve(G, -(CA @ Z[:, cols].T[:, :, None]))  # (k', p, 1)
             X[:, cols] = Z[:, cols] + (CA.transpose(0, 2, 1) @ mu)[:, :, 0].T
             retry[cols] = np.any((mu[:, :, 0] < 0) & (msk > 0), axis=1)
-        V = self.apply(X)  # (N, k)
         tol = rtol * np.maximum(np.linalg.norm(Z, axis=0), 1e-300)
-        bad = retry | (V < -tol[None, :]).any(axis=0)
+        bad = retry | (self.min_values(X) < -tol)
         for col in np.flatnonzero(bad):
             X[:, col], A = self._nnls_project(Z[:, col], tol[col], warm[col][warm[col] >= 0])
             active[col] = -1
@@ -127,7 +143,7 @@ class ConeBlock:
         W = np.unique(np.concatenate([start, np.argpartition(v, min(2 * self.p, len(v) - 1))
                                       [: 2 * self.p]]))
         for _ in range(200):
-            CW = self.signs[W, None] * self.M[W]  # (|W|, p)
+            CW = self.signs[W, None] * self.rows(W)  # (|W|, p)
             mu, _ = nnls(CW.T, -z, maxiter=50 * max(len(W), 1))
             x = z + CW.T @ mu
             v = self.apply(x[:, None])[:, 0]
@@ -138,13 +154,79 @@ class ConeBlock:
         raise RuntimeError("cone projection did not converge (cutting-plane NNLS).")
 
 
+class AttentionCone(ConeBlock):
+    """The self-attention cone without its (n s^2, d^2) constraint matrix.
+
+    Row ``(i, t, u)`` of ``M`` is ``xhat_it (x) xhat_iu`` (tokens scaled to unit length, the
+    same unit rows as :func:`pre_activation_rows` normalized), so ``M w`` is
+    ``xhat_t^T W1 xhat_u`` for every sample: two GEMMs, ``O(n s d (d + s))`` per column
+    instead of ``O(n s^2 d^2)``, and memory ``O(n s^2)`` (the signs) instead of
+    ``O(n s^2 d^2)``. Rows of all-zero (padding) tokens are zero rows (never violated) where
+    the dense cone drops them. ``Xhat`` is shared by the gates.
+    """
+
+    def __init__(self, Xhat: np.ndarray, signs: np.ndarray, interior: np.ndarray):
+        self.Xhat = Xhat  # (n, s, d)
+        self.signs = signs  # (n s s,)
+        self.interior = interior  # (d^2,)
+        self.M = None  # never formed: see :meth:`dense`
+
+    @property
+    def p(self) -> int:
+        return self.Xhat.shape[2] ** 2
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        n, s, d = self.Xhat.shape
+        i, t, u = np.unravel_index(np.asarray(idx), (n, s, s))
+        return (self.Xhat[i, t, :, None] * self.Xhat[i, u, None, :]).reshape(-1, d * d)
+
+    def apply(self, W: np.ndarray) -> np.ndarray:
+        n, s, d = self.Xhat.shape
+        k = W.shape[1]
+        T1 = self.Xhat.reshape(n * s, d) @ W.reshape(d, d * k)  # (n s, b k): xhat_t^T W1
+        T1 = T1.reshape(n, s, d, k).transpose(0, 2, 1, 3).reshape(n, d, s * k)  # (n, b, t k)
+        out = np.matmul(self.Xhat, T1).reshape(n, s, s, k)  # (n, u, t, k)
+        return self.signs[:, None] * out.transpose(0, 2, 1, 3).reshape(n * s * s, k)
+
+    def adjoint(self, L: np.ndarray) -> np.ndarray:
+        n, s, d = self.Xhat.shape
+        k = L.shape[1]
+        Ls = (self.signs[:, None] * L).reshape(n, s, s, k)  # (n, t, u, k)
+        B = np.matmul(Ls.transpose(0, 1, 3, 2).reshape(n, s * k, s), self.Xhat)  # (n, t k, b)
+        G = self.Xhat.reshape(n * s, d).T @ B.reshape(n * s, k * d)  # (a, k b)
+        return G.reshape(d, k, d).transpose(0, 2, 1).reshape(d * d, k)
+
+    def dense(self) -> np.ndarray:
+        N = len(self.signs)
+        check_dense_size(N * self.p, "self-attention cone constraints", _RELU_ADVICE)
+        return self.signs[:, None] * self.rows(np.arange(N))
+
+
+def attention_cones(X: np.ndarray, gates: np.ndarray):
+    """Matrix-free cones and patterns of the self-attention gates (see :func:`build_cones`)."""
+    n, s, d = X.shape
+    norms = np.linalg.norm(X, axis=2, keepdims=True)
+    Xhat = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+    D = np.empty((len(gates), n, s, s))
+    for lo, j, Dc in gate_patterns(X, gates):
+        D[j, lo:lo + len(Dc)] = Dc
+    patterns = [Dj.ravel() for Dj in D]
+    cones = [AttentionCone(Xhat, 2.0 * Dj - 1.0, np.asarray(H, dtype=np.float64).ravel())
+             for H, Dj in zip(gates, patterns, strict=True)]
+    return cones, patterns
+
+
 def build_cones(X: np.ndarray, head: str, gates: np.ndarray, groups: int = 1):
     """Cones and patterns of every (group, gate) block, in :func:`build_program` order.
 
     Returns ``(cones, patterns)``; ``patterns[b]`` is the 0/1 pattern ``D`` of block b as a
     flat (n * rows_per_sample,) array, computed from the *unnormalized* ``M h`` (so the
     pattern equals the one the non-convex ReLU unit with weight ``h`` would produce).
+    Self-attention cones are matrix-free (:class:`AttentionCone`), their patterns those of
+    :func:`~attnlens.convex.gated_attention.gate_patterns`.
     """
+    if head == "self_attention":
+        return attention_cones(np.asarray(X, dtype=np.float64), gates)
     n, s, d = X.shape
     nb = groups if head == "bfno" else 1
     cones, patterns = [], []
@@ -154,12 +236,11 @@ def build_cones(X: np.ndarray, head: str, gates: np.ndarray, groups: int = 1):
         norms = np.linalg.norm(M, axis=1)
         keep = norms > 0
         Mn = np.ascontiguousarray(M[keep] / norms[keep, None])
-        gram = float(np.linalg.eigvalsh(Mn.T @ Mn)[-1]) if Mn.size else 0.0
         for h in gates:
             hv = np.asarray(h, dtype=np.float64).ravel()
             pre = M @ hv  # (N,)
             D = (pre >= 0).astype(np.float64)
             patterns.append(D)
             signs = (2.0 * D - 1.0)[keep]
-            cones.append(ConeBlock(Mn, signs, hv, gram))
+            cones.append(ConeBlock(Mn, signs, hv))
     return cones, patterns

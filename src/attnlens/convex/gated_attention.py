@@ -73,16 +73,27 @@ def low_rank(Z: np.ndarray, rtol: float = LOW_RANK_RTOL) -> tuple | None:
     return U, V
 
 
+def gate_patterns(X: np.ndarray, gates: np.ndarray):
+    """Yield ``(lo, j, D)``: gate ``j``'s pattern ``D[i, t, u] = 1[x_t^T H_j x_u >= 0]`` (k, s, s)
+    on samples ``lo:lo + k``, in :data:`PATTERN_CHUNK` sample chunks.
+
+    The one place the patterns are computed: the ReLU program's cones and its gated blocks
+    take them from here, so their signs agree bit for bit (ties included).
+    """
+    for lo in range(0, X.shape[0], PATTERN_CHUNK):
+        Xc = X[lo:lo + PATTERN_CHUNK]
+        for j, H in enumerate(gates):
+            S = np.einsum("nta,ab,nub->ntu", Xc, H, Xc, optimize=True)  # (k, s, s) scores
+            yield lo, j, (S >= 0).astype(np.float64)
+
+
 def gated_token_means(X: np.ndarray, gates: np.ndarray) -> np.ndarray:
     """``M_j[i, u] = (1/s) sum_t D_j[i, t, u] x_it`` for every gate: (n, s, m, d)."""
     n, s, d = X.shape
     M = np.empty((n, s, len(gates), d))
-    for lo in range(0, n, PATTERN_CHUNK):
+    for lo, j, D in gate_patterns(X, gates):
         Xc = X[lo:lo + PATTERN_CHUNK]
-        for j, H in enumerate(gates):
-            S = np.einsum("nta,ab,nub->ntu", Xc, H, Xc, optimize=True)  # (k, s, s) scores
-            M[lo:lo + PATTERN_CHUNK, :, j] = np.einsum(
-                "ntu,nta->nua", (S >= 0).astype(np.float64), Xc, optimize=True) / s
+        M[lo:lo + PATTERN_CHUNK, :, j] = np.einsum("ntu,nta->nua", D, Xc, optimize=True) / s
     return M
 
 

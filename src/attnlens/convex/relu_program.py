@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnlens.convex.cones import build_cones
+from attnlens.convex.gated_attention import GatedAttention
 from attnlens.convex.losses import Loss, get_loss
 from attnlens.convex.operators import Program, group_slices, pattern_block
 
@@ -34,7 +35,8 @@ class ReluProgram(Program):
 
     def as_gated(self) -> Program:
         """The gated-ReLU relaxation on the same patterns (drops the cone constraints)."""
-        return Program(self.blocks, self.n_outputs, self.head, "gated_relu", dict(self.meta))
+        return Program(self.blocks, self.n_outputs, self.head, "gated_relu", dict(self.meta),
+                       fused=self.fused)
 
     def signed_directions(self) -> list[np.ndarray]:
         dirs = self.directions if self.directions is not None else self.axis_directions()
@@ -70,6 +72,11 @@ def build_relu_program(X: np.ndarray, head: str, n_outputs: int, gates: np.ndarr
     if d % nb:
         raise ValueError(f"groups={nb} must divide the feature dimension d={d}.")
     cones, patterns = build_cones(X, head, gates, nb)
+    meta = {"groups": groups, "s": s, "d": d}
+    if head == "self_attention":  # matrix-free blocks and cones (patterns: gate_patterns)
+        fused = GatedAttention(X, gates)
+        return ReluProgram(fused.blocks, n_outputs, head, "relu", meta, fused=fused,
+                           cones=cones)
     shape = {"self_attention": (n, s, s), "mixer": (n, s, d), "fno": (n, s), "bfno": (n, s),
              "mlp": (n,)}[head]
     blocks = []
@@ -79,8 +86,7 @@ def build_relu_program(X: np.ndarray, head: str, n_outputs: int, gates: np.ndarr
         for _ in gates:
             blocks.append(pattern_block(Xg, head, patterns[b].reshape(shape)))
             b += 1
-    return ReluProgram(blocks, n_outputs, head, "relu", {"groups": groups, "s": s, "d": d},
-                       cones=cones)
+    return ReluProgram(blocks, n_outputs, head, "relu", meta, cones=cones)
 
 
 # ------------------------------------------------------------------------ certificate
@@ -95,21 +101,23 @@ def make_feasible(program: ReluProgram, Xs: list[np.ndarray]):
     """
     out, worst, ok = [], 0.0, True
     for X, cone in zip(Xs, program.cones, strict=True):
-        V = cone.apply(X)  # (N, K)
-        scale = float(np.max(np.abs(V))) if V.size else 0.0
-        neg = V < 0
-        if not neg.any():
-            out.append(X)
-            continue
-        worst = max(worst, float(np.max(-V[neg])) / max(scale, 1e-300))
-        ch = cone.apply(cone.interior[:, None])[:, 0]  # (N,) >= 0
-        bad = neg & (ch[:, None] <= 0)
-        if bad.any():
-            ok = False
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(neg & (ch[:, None] > 0), -V / ch[:, None], 0.0)
-        tau = need.max(axis=0) * (1 + 1e-9)  # (K,)
-        out.append(X + cone.interior[:, None] * tau[None, :])
+        ch = None  # C h (N,) >= 0, computed on the first violation
+        tau = np.zeros(X.shape[1])
+        for sl in cone.column_chunks(X.shape[1]):  # (N, chunk) at a time
+            V = cone.apply(X[:, sl])
+            neg = V < 0
+            if not neg.any():
+                continue
+            scale = float(np.max(np.abs(V)))
+            worst = max(worst, float(np.max(-V[neg])) / max(scale, 1e-300))
+            if ch is None:
+                ch = cone.apply(cone.interior[:, None])[:, 0]
+            if (neg & (ch[:, None] <= 0)).any():
+                ok = False
+            with np.errstate(divide="ignore", invalid="ignore"):
+                need = np.where(neg & (ch[:, None] > 0), -V / ch[:, None], 0.0)
+            tau[sl] = need.max(axis=0) * (1 + 1e-9)
+        out.append(X if ch is None else X + cone.interior[:, None] * tau[None, :])
     return out, worst, ok
 
 
