@@ -40,6 +40,12 @@ def _num(v: float | None, fmt: str) -> str:
     return "" if v is None else format(v, fmt)
 
 
+def _ordered(heads) -> list[str]:
+    """Head names in registry order (merged runs append their rows at the end)."""
+    order = list(HEADS)
+    return sorted(heads, key=lambda h: order.index(h) if h in order else len(order))
+
+
 def accuracy_table(payload: dict) -> str:
     dims = list(payload["per_d"])
     rows: dict[str, dict[str, dict]] = {}
@@ -49,7 +55,8 @@ def accuracy_table(payload: dict) -> str:
     head = ["head", *[f"d={d}" for d in dims], "params (" + "/".join(dims) + ")",
             "train s, selected value (" + "/".join(dims) + ")"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, per in rows.items():
+    for name in _ordered(rows):
+        per = {d: rows[name].get(d, {"status": "not run"}) for d in dims}
         params = "/".join(_num(per[d].get("n_params"), ",.0f") or "–" for d in dims)
         secs = "/".join(_num(per[d].get("train_seconds"), ".1f") or "–" for d in dims)
         out.append("| " + " | ".join([name, *[_acc(per[d]) for d in dims], params, secs]) + " |")
@@ -63,7 +70,7 @@ def convex_table(payload: dict) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d, part in payload["per_d"].items():
         by = {r["head"]: r for r in part["rows"]}
-        for r in part["rows"]:
+        for r in (by[h] for h in _ordered(by)):
             if r["kind"] != "convex" or r.get("test_acc_mean") is None:
                 continue
             twin = by.get(HEADS[r["head"]].counterpart or "", {})
