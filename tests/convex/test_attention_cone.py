@@ -93,3 +93,31 @@ def test_matrix_free_relu_program_has_the_dense_program_optimum(c):
     np.testing.assert_allclose(a.objective, b.objective, rtol=2e-6)  # both within 1e-6
     np.testing.assert_allclose(a.lower_bound, b.lower_bound, rtol=1e-5)
     np.testing.assert_allclose(free.forward(a.Z), dense.forward(b.Z), atol=1e-3)
+
+
+def _cvxpy_projection(C, z):
+    import cvxpy as cp
+
+    x = cp.Variable(len(z))
+    cp.Problem(cp.Minimize(cp.sum_squares(x - z)), [C @ x >= 0]).solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    return x.value
+
+
+def test_batched_cutting_plane_projection_equals_cvxpy_projection():
+    """Every column (cold, then warm-started from the active sets) against Clarabel's QP."""
+    pytest.importorskip("cvxpy")
+    X, _, gates, rng = _case(n=12, s=4, d=3)
+    cone = attention_cones(X, gates)[0][1]
+    C = cone.dense()  # (N, 9)
+    h = cone.interior / np.linalg.norm(cone.interior)
+    Z = np.hstack([rng.standard_normal((9, 4)),  # mostly far outside: projections near 0
+                   3.0 * h[:, None] + 0.5 * rng.standard_normal((9, 4))])  # near the cone
+    P, active = cone.project(Z)
+    Z2 = Z + 1e-2 * rng.standard_normal(Z.shape)
+    P2, _ = cone.project(Z2, active)
+    for Zc, Pc in ((Z, P), (Z2, P2)):
+        for k in range(Z.shape[1]):
+            np.testing.assert_allclose(Pc[:, k], _cvxpy_projection(C, Zc[:, k]), atol=1e-6)
+        assert cone.min_values(Pc).min() >= -1e-10
+    assert np.linalg.norm(P[:, 4:], axis=0).min() > 0.1  # some projections are not the apex
