@@ -156,7 +156,14 @@ def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp
     d16 = merged["summary"].split("d=32")[0]
     assert "| linear_full |" in d16 and "| linear_full |" not in merged["summary"].split("d=32")[1]
     assert [m["heads"] for m in merged["merged_runs"]] == [["linear_full", "linear"]]
-    assert (tmp_path / "run-linear_full-linear" / "accuracy_merged.png").is_file()
+    assert (tmp_path / "run-linear_full-linear-d16" / "accuracy_merged.png").is_file()
+    # the same heads at another d: a folder of its own (was a RunFolderMismatchError)
+    assert main("t", settings, results, record,
+                argv=["--heads=linear_full,linear", "--dims=32", "--merge"]) == 0
+    assert [r["head"] for r in written["t"]["per_d"]["32"]["rows"]] == ["linear", "mlp",
+                                                                       "linear_full"]
+    assert [m["dims"] for m in written["t"]["merged_runs"]] == [["16"], ["32"]]
+    assert (tmp_path / "run-linear_full-linear-d32" / "accuracy_merged.png").is_file()
     # --full: the script's full-size settings, recorded under <name>_full
     with pytest.raises(SystemExit, match="no full-size settings"):
         main("t", settings, results, record, argv=["--full"])

@@ -204,6 +204,8 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
             raise SystemExit(f"--merge needs the recorded {stored_path}; run without it first.")
         heads = settings.get("heads", "all")
         tag = "-".join(heads) if isinstance(heads, list) else str(heads)
+        if any(arg.startswith("--dims=") for arg in argv):  # a run at other d: another folder
+            tag += "-d" + "_".join(map(str, settings["dims"]))
         settings["out"] = f"{settings.get('out', f'runs/bench-{name}')}-{tag}"  # its own folder
     if quick:
         settings.update(n_items=400, seeds=(0,), dims=(16,), max_train=None,
