@@ -17,7 +17,15 @@ Both ends concern ``P_relu(S)``, the ReLU program on the sampled patterns. Width
 ``(upper - lower) / upper``. CPU seconds by ``time.process_time`` (one BLAS thread). Writes
 benchmarks/results/relu_bracket.json after every case. ``--cases=d:n:s:m:beta:seed,...``
 picks others (``--append`` adds their rows to the existing file, ``--out=NAME`` writes
-benchmarks/results/NAME.json instead); ``--quick`` runs the first case only (no file written).
+benchmarks/results/NAME.json instead); ``--head=mlp`` (or ``fno``, ``bfno``) runs another head's
+ReLU program on the same inputs (rows without a ``head`` field are self-attention);
+``--quick`` runs the first case only (no file written).
+
+At the transfer runs' own size (n = 3000 sentences, 32 tokens, m = 5 gates, the beta the
+transfer run selected) only the heads with small cones are in reach:
+``python benchmarks/relu_bracket.py --head=mlp --out=relu_bracket_transfer
+--cases=16:3000:32:5:0.003:0,...``; self-attention there needs an exact projection onto a cone
+of ``n s^2 = 3.1e6`` rows in ``d^2`` dimensions per dictionary column and FISTA iteration.
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ def _inputs(d: int, n: int, s: int, seed: int):
     return data.tokens[data.train], data.labels[data.train]
 
 
-def one(d: int, n: int, s: int, m: int, beta: float, seed: int) -> dict:
+def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
+        head: str = "self_attention") -> dict:
     import numpy as np
 
     from attnlens._validation import check_random_state
@@ -63,10 +72,10 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int) -> dict:
     classes, yi = np.unique(y, return_inverse=True)
     Y = np.eye(len(classes))[yi]
     rng = check_random_state(seed)  # as ConvexAttentionClassifier(random_state=seed).fit
-    gates = sample_gates("self_attention", m, X.shape[1], d, rng)
+    gates = sample_gates(head, m, X.shape[1], d, rng)
     with one_blas_thread():
         c0 = time.process_time()
-        program = build_program(X, "self_attention", "relu", len(classes), gates=gates)
+        program = build_program(X, head, "relu", len(classes), gates=gates)
         base = solve_relu(program, Y, beta, "squared", tol=TOL, max_iter=20000, rng=rng)
         c1 = time.process_time()
         program = dataclasses.replace(program, directions=[
@@ -79,7 +88,7 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int) -> dict:
     info = res.bracket
     width = lambda u, lo: (u - lo) / u  # noqa: E731
     return {
-        "d": d, "n": n, "s": s, "m": m, "beta": beta, "seed": seed,
+        "head": head, "d": d, "n": n, "s": s, "m": m, "beta": beta, "seed": seed,
         "before": {"upper": base.objective, "lower": base.lower_bound,
                    "width": width(base.objective, base.lower_bound),
                    "certificate": base.certificate, "iterations": base.iterations,
@@ -110,7 +119,7 @@ def _parse(text: str) -> list[tuple]:
 
 
 def main(cases: list | None = None, quick: bool = False, append: bool = False,
-         name: str = NAME) -> dict:
+         name: str = NAME, head: str = "self_attention") -> dict:
     import json
 
     from _common import RESULTS
@@ -119,15 +128,15 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False,
     rows = json.loads(path.read_text())["rows"] if append and path.exists() else []
     payload: dict = {}
     for case in cases or (CASES[:1] if quick else CASES):
-        rows.append(one(*case))
-        print(json.dumps({k: rows[-1][k] for k in ("d", "n", "s", "beta", "seed",
+        rows.append(one(*case, head=head))
+        print(json.dumps({k: rows[-1][k] for k in ("head", "d", "n", "s", "beta", "seed",
                                                    "width_ratio")}
                          | {"before": rows[-1]["before"]["width"],
                             "after": rows[-1]["after"]["width"],
                             "cpu": rows[-1]["after"]["cpu_seconds"]}), flush=True)
         payload = {
             "settings": {"dataset": "rotten_tomatoes", "backbone": "minilm",
-                         "head": "self_attention", "activation": "relu", "loss": "squared",
+                         "head": head, "activation": "relu", "loss": "squared",
                          "bracket_tol": BRACKET_TOL, "max_rounds": MAX_ROUNDS, "tol": TOL,
                          "max_tokens": 64, "blas_threads": 1},
             "rows": rows,
@@ -145,5 +154,7 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False,
 if __name__ == "__main__":
     chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
     out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--out=")), NAME)
+    head = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--head=")),
+                "self_attention")
     main(_parse(chosen) if chosen else None, quick="--quick" in sys.argv,
-         append="--append" in sys.argv, name=out)
+         append="--append" in sys.argv, name=out, head=head)
