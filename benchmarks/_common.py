@@ -67,6 +67,12 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[Any, float]:
     return out, best
 
 
+def option(name: str, default: Any = None) -> Any:
+    """The value of ``--name=value`` on the command line, or ``default``."""
+    prefix = f"--{name}="
+    return next((a[len(prefix):] for a in sys.argv if a.startswith(prefix)), default)
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     payload = {"benchmark": name, "machine": machine(), **payload}
     return atomic_write_json(RESULTS / f"{name}.json", payload)

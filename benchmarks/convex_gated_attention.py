@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from _common import write_result
+from _common import option, write_result
 
 NAME = "convex_gated_attention"
 SEED = 0
@@ -341,8 +341,7 @@ if __name__ == "__main__":
     elif len(sys.argv) >= 4 and sys.argv[1] == "--one":
         print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
     else:
-        chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
-        tmo = next((float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--timeout=")),
-                   None)
+        chosen = option("cases")
+        tmo = float(option("timeout")) if option("timeout") is not None else None
         main(quick="--quick" in sys.argv, cases=_parse_cases(chosen) if chosen else None,
              merge="--merge" in sys.argv, timeout=tmo)

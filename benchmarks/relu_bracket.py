@@ -37,7 +37,7 @@ import os
 import sys
 import time
 
-from _common import write_result
+from _common import option, write_result
 
 NAME = "relu_bracket"
 BRACKET_TOL = 1e-2
@@ -69,12 +69,13 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
     from attnlens.convex.programs import build_program, sample_gates
     from attnlens.convex.relu import solve_relu
     from attnlens.convex.relu_bracket import refine_bracket, relu_lower_bound
+    from attnlens.transfer.heads import BFNO_GROUPS
 
     X, y = _inputs(d, n, s, seed)
     classes, yi = np.unique(y, return_inverse=True)
     Y = np.eye(len(classes))[yi]
     rng = check_random_state(seed)  # as ConvexAttentionClassifier(random_state=seed).fit
-    groups = 4 if head == "bfno" else 1  # the transfer's B-FNO: 4 channel groups
+    groups = BFNO_GROUPS if head == "bfno" else 1  # as the transfer's B-FNO
     gates = sample_gates(head, m, X.shape[1], d, rng, groups)
     with one_blas_thread():
         c0 = time.process_time()
@@ -155,10 +156,7 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False,
 
 
 if __name__ == "__main__":
-    chosen = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--cases=")), None)
-    out = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--out=")), NAME)
-    head = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--head=")),
-                "self_attention")
+    chosen = option("cases")
     main(_parse(chosen) if chosen else None, quick="--quick" in sys.argv,
-         append="--append" in sys.argv, name=out, head=head,
-         tol=float(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--tol=")), TOL)))
+         append="--append" in sys.argv, name=option("out", NAME),
+         head=option("head", "self_attention"), tol=float(option("tol", TOL)))

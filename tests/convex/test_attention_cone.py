@@ -104,7 +104,7 @@ def _cvxpy_projection(C, z):
     return x.value
 
 
-def test_batched_cutting_plane_projection_equals_cvxpy_projection():
+def test_cone_projection_equals_cvxpy_projection():
     """Every column (cold, then warm-started from the active sets) against Clarabel's QP."""
     pytest.importorskip("cvxpy")
     X, _, gates, rng = _case(n=12, s=4, d=3)

@@ -72,6 +72,10 @@ def _mlp(value: float, seed: int, options: Mapping[str, Any]) -> Any:
     )
 
 
+#: channel groups of the B-FNO heads unless ``options["n_groups"]`` says otherwise
+BFNO_GROUPS = 4
+
+
 def _convex(head: str, activation: str) -> Callable[[float, int, Mapping[str, Any]], Any]:
     def make(value: float, seed: int, options: Mapping[str, Any]) -> Any:
         from attnlens.convex.estimators import ConvexAttentionClassifier
@@ -87,7 +91,7 @@ def _convex(head: str, activation: str) -> Callable[[float, int, Mapping[str, An
         if activation != "linear" and options.get("n_heads") is not None:
             kwargs.setdefault("n_gates", options["n_heads"])
         if head == "bfno":
-            kwargs["n_groups"] = int(options.get("n_groups", 4))
+            kwargs["n_groups"] = int(options.get("n_groups", BFNO_GROUPS))
         return ConvexAttentionClassifier(**kwargs)
 
     return make
@@ -113,7 +117,7 @@ def _nonconvex(head: str, activation: str) -> Callable[[float, int, Mapping[str,
         if options.get("device") is not None:  # set by the transfer runner (GPU when visible)
             kwargs["device"] = options["device"]
         if head == "bfno":
-            kwargs["n_groups"] = int(options.get("n_groups", 4))
+            kwargs["n_groups"] = int(options.get("n_groups", BFNO_GROUPS))
         return NonConvexAttentionClassifier(**kwargs)
 
     return make
