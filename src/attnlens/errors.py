@@ -51,6 +51,11 @@ class MemoryBudgetError(AttnLensError, MemoryError):
     estimate, the budget and what to shrink (rows per batch, width, number of attributes)."""
 
 
+class NonFiniteError(AttnLensError, FloatingPointError):
+    """A solver's iterate or product became NaN or infinite; the message names the quantity, the
+    iteration and what to try (double precision, a smaller step, rescaled inputs)."""
+
+
 class CacheCorruptError(AttnLensError):
     """A cache entry failed its integrity check (it is rebuilt, never silently used)."""
 

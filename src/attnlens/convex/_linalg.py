@@ -11,11 +11,17 @@ blocks are small, so the SVDs and Gram eigendecompositions run single-threaded.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import numpy as np
+import scipy.linalg
 import torch
 from threadpoolctl import ThreadpoolController
+
+from attnlens.errors import NonFiniteError
+
+logger = logging.getLogger(__name__)
 
 #: seed of the power iterations and BM starts when no ``rng`` is given (runs are reproducible)
 DEFAULT_SEED = 0
@@ -42,11 +48,29 @@ def one_blas_thread() -> Iterator[None]:
 
 
 def svd(Z: np.ndarray, compute_uv: bool = True):
-    """``np.linalg.svd(Z, full_matrices=False)`` on one BLAS thread (see the module doc)."""
-    if Z.size <= 4096:  # tiny: LAPACK stays single-threaded; skip the limiter's overhead
-        return np.linalg.svd(Z, full_matrices=False, compute_uv=compute_uv)
-    with one_blas_thread():
-        return np.linalg.svd(Z, full_matrices=False, compute_uv=compute_uv)
+    """``np.linalg.svd(Z, full_matrices=False)`` on one BLAS thread (see the module doc).
+
+    LAPACK's divide-and-conquer driver (``gesdd``, numpy's) can report non-convergence on a
+    finite block; the QR-iteration driver (``gesvd``, through scipy) is then tried. A block
+    with NaN or infinite entries raises :class:`~attnlens.errors.NonFiniteError`.
+    """
+    try:
+        if Z.size <= 4096:  # tiny: LAPACK stays single-threaded; skip the limiter's overhead
+            return np.linalg.svd(Z, full_matrices=False, compute_uv=compute_uv)
+        with one_blas_thread():
+            return np.linalg.svd(Z, full_matrices=False, compute_uv=compute_uv)
+    except np.linalg.LinAlgError:
+        bad = int(Z.size - np.count_nonzero(np.isfinite(Z)))
+        if bad:
+            raise NonFiniteError(
+                f"svd: the {Z.shape[0]} x {Z.shape[1]} block has {bad} NaN or infinite "
+                "entries; the iterate that produced it diverged (try precision='double', a "
+                "larger beta or rescaled inputs).") from None
+        logger.warning("gesdd did not converge on a finite %d x %d block; using gesvd",
+                       *Z.shape)
+        with one_blas_thread():
+            return scipy.linalg.svd(Z, full_matrices=False, compute_uv=compute_uv,
+                                    lapack_driver="gesvd", check_finite=False)
 
 
 def _small_gram(Z: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -45,13 +45,16 @@ def certificate(program: Program, Zs: list[np.ndarray], Y: np.ndarray, beta: flo
     """The certificate at ``Zs`` (one full forward and adjoint application).
 
     ``single=True`` evaluates the operator in float32: an *estimate* used to schedule the
-    float64 check (only float64 certificates are reported).
+    float64 check (only float64 certificates are reported); a non-finite float32 product
+    (overflow, or a faulty float32 GEMM) makes it a float64 evaluation.
     """
     loss = get_loss(loss, "certificate")
     yhat = program.forward(Zs, single)
-    primal = loss.value(yhat, Y) + beta * penalty(Zs, estimate=single)
     grad = loss.gradient(yhat, Y)
     G = program.adjoint(grad, single)
+    if single and not (np.isfinite(yhat).all() and all(np.isfinite(Gj).all() for Gj in G)):
+        return certificate(program, Zs, Y, beta, loss)
+    primal = loss.value(yhat, Y) + beta * penalty(Zs, estimate=single)
     gnorm = max(spectral_norm(Gj) for Gj in G)
     t = 1.0 if gnorm <= beta else beta / gnorm
     dual = loss.dual_value(grad, Y, t)

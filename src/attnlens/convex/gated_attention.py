@@ -64,6 +64,8 @@ def low_rank(Z: np.ndarray, rtol: float = LOW_RANK_RTOL) -> tuple | None:
     nrm = float(np.linalg.norm(Z))
     if nrm == 0.0:
         return Z[:, :0], np.zeros((Z.shape[1], 0))
+    if not np.isfinite(nrm):
+        return None  # the dense product carries the NaN / inf to the caller's check
     with one_blas_thread():
         w, V = np.linalg.eigh(Z.T @ Z)
     V = V[:, w > w[-1] * GRAM_KEEP]

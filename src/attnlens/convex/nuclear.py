@@ -56,6 +56,7 @@ from attnlens.convex.operators import Program, lipschitz_bound
 from attnlens.convex.results import ConvexResult, with_tolerance
 from attnlens.convex.ssnal import check_ssnal_loss, ssnal
 from attnlens.convex.torch_fista import TorchProgram, fista_torch
+from attnlens.errors import NonFiniteError
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,17 @@ def float64_switch(tol: float) -> float:
     return 0.0 if tol >= 10 * FLOAT32_FLOOR else max(10 * tol, 1e-3)
 
 
+def gradient_step(program: Program, loss: Loss, Y: np.ndarray, Yx: np.ndarray, L: float,
+                  single: bool, AtY: np.ndarray | None) -> np.ndarray:
+    """``Yx - grad f(Yx) / L``, the input of the prox; with ``AtY = A^* Y`` (squared loss)
+    the gradient is ``(A^* A Yx - A^* Y) / n`` through the program's Gram (float64)."""
+    if AtY is not None:
+        g = (program.normal_flat(Yx) - AtY) / Y.shape[0]
+    else:
+        g = program.adjoint_flat(loss.gradient(program.forward_flat(Yx, single), Y), single)
+    return Yx - g / L
+
+
 def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
               tol: float = 1e-6, max_iter: int = 5000, check_every: int = 10,
               Z0: list | None = None, rng: np.random.Generator | None = None,
@@ -158,12 +170,17 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     gram = loss.name == "squared" and program.has_normal()
     AtY = program.adjoint_flat(Y) if gram else None
     for it in range(1, max_iter + 1):
-        if gram:
-            g = (program.normal_flat(Yx) - AtY) / n
-        else:
-            yhat = program.forward_flat(Yx, single)
-            g = program.adjoint_flat(loss.gradient(yhat, Y), single)
-        Znew = svt_flat(program, Yx - g / L, beta / L)
+        V = gradient_step(program, loss, Y, Yx, L, single, AtY)
+        if single and not np.isfinite(V).all():  # float32 overflow, or a faulty float32 GEMM
+            logger.warning("fista: non-finite float32 gradient at it %d; float64 from here", it)
+            single = False
+            V = gradient_step(program, loss, Y, Yx, L, single, AtY)
+        if not np.isfinite(V).all():
+            raise NonFiniteError(
+                f"fista: the gradient step at iteration {it} is not finite (step 1/L with "
+                f"L={L:.3g}); the inputs or targets may be too large: rescale them, or use "
+                "solver='cvxpy' to check the problem.")
+        Znew = svt_flat(program, V, beta / L)
         # gradient-based adaptive restart
         if np.dot(Yx - Znew, Znew - Z) > 0:
             t = 1.0

@@ -371,6 +371,8 @@ def operator_norm_sq(program, rng: np.random.Generator, iters: int = 30,
         nrm = math.sqrt(float(x.dot(x)))  # = np.linalg.norm(x) for a numpy vector
         if nrm == 0:
             return 0.0
+        if not math.isfinite(nrm):
+            return math.nan  # callers decide (lipschitz_bound redoes float32 in float64)
         x = x / nrm
         x_new = program.adjoint_flat(program.forward_flat(x, single), single)
         lam = float(x.dot(x_new))
@@ -380,8 +382,13 @@ def operator_norm_sq(program, rng: np.random.Generator, iters: int = 30,
 
 def lipschitz_bound(program, loss: str | Loss, n: int, rng: np.random.Generator,
                     single: bool = False, x0=None) -> float:
-    """``1.05 ||A||^2 curvature / n`` (power iteration) -- the FISTA step is its inverse."""
+    """``1.05 ||A||^2 curvature / n`` (power iteration) -- the FISTA step is its inverse.
+
+    A non-finite float32 estimate (overflow, or a faulty float32 GEMM) is redone in float64.
+    """
     lam = operator_norm_sq(program, rng, 20 if single else 30, single, x0)
+    if single and not math.isfinite(lam):
+        lam = operator_norm_sq(program, rng, 30, False, x0)
     return max(1.05 * lam * get_loss(loss).curvature / n, 1e-12)
 
 
