@@ -99,26 +99,52 @@ def test_token_cache_filled_in_chunks_equals_dense_features(monkeypatch):
     np.testing.assert_allclose(prog.forward(Zs), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
 
 
-def test_auto_precision_stays_float32_at_loose_tol_and_is_still_certified(caplog):
-    """tol >= 1e-3: float32 products to the end, the certificate confirmed in float64."""
+def _fista_modes(caplog, *args, **kwargs):
+    """``(result, ["f32" | "f64" per certificate check])`` of one logged FISTA run."""
     import logging
 
+    from attnlens.convex.nuclear import fista
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="attnlens.convex.nuclear"):
+        res = fista(*args, **kwargs)
+    return res, [r.getMessage().split("(")[-1].rstrip(")") for r in caplog.records
+                 if "fista it" in r.getMessage()]
+
+
+def test_auto_precision_keeps_small_operators_in_float64(caplog, monkeypatch):
+    """Below FLOAT32_MIN_COST multiply-adds "auto" never uses float32 products; at or above it
+    (threshold lowered to this operator's cost) it starts in float32."""
+    import attnlens.convex.nuclear as nuclear
+
+    X, gates, _ = _data(n=60, s=5, d=3, m=3)
+    Y = np.eye(2)[np.random.default_rng(1).integers(0, 2, len(X))]
+    prog = build_program(X, "self_attention", "gated_relu", 2, gates=gates)
+    assert prog.cost() < nuclear.FLOAT32_MIN_COST
+    _, modes = _fista_modes(caplog, prog, Y, 0.01, "squared", tol=1e-3, precision="auto")
+    assert modes and set(modes) == {"f64"}
+    monkeypatch.setattr(nuclear, "FLOAT32_MIN_COST", prog.cost())
+    _, modes = _fista_modes(caplog, prog, Y, 0.01, "squared", tol=1e-3, precision="auto")
+    assert modes and modes[0] == "f32"
+
+
+def test_auto_precision_stays_float32_at_loose_tol_and_is_still_certified(caplog, monkeypatch):
+    """tol >= 1e-3: float32 products to the end, the certificate confirmed in float64
+    (FLOAT32_MIN_COST lowered so that this small operator is treated as a large one)."""
+    import attnlens.convex.nuclear as nuclear
     from attnlens.convex.certificate import certificate
-    from attnlens.convex.nuclear import FLOAT32_FLOOR, fista, float64_switch
+    from attnlens.convex.nuclear import FLOAT32_FLOOR, float64_switch
 
     assert float64_switch(1e-3) == 0.0 and float64_switch(10 * FLOAT32_FLOOR) == 0.0
     assert float64_switch(1e-4) == 1e-3 and float64_switch(1e-6) == 1e-3
     X, gates, _ = _data(n=60, s=5, d=3, m=3)
     Y = np.eye(2)[np.random.default_rng(1).integers(0, 2, len(X))]
     prog = build_program(X, "self_attention", "gated_relu", 2, gates=gates)
+    monkeypatch.setattr(nuclear, "FLOAT32_MIN_COST", 0.0)
     runs = {}
     for tol in (1e-3, 1e-5):
-        caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="attnlens.convex.nuclear"):
-            runs[tol] = fista(prog, Y, 0.01, "squared", tol=tol, max_iter=20000,
-                              precision="auto")
-        modes = [r.getMessage().split("(")[-1].rstrip(")") for r in caplog.records
-                 if "fista it" in r.getMessage()]
+        runs[tol], modes = _fista_modes(caplog, prog, Y, 0.01, "squared", tol=tol,
+                                        max_iter=20000, precision="auto")
         assert modes and (set(modes) == {"f32"} if tol == 1e-3 else modes[-1] == "f64")
     loose, tight = runs[1e-3], runs[1e-5]
     # the reported certificate is float64, recomputed here independently of the solver
