@@ -61,7 +61,7 @@ def test_fista_leaves_float32_when_its_products_are_not_finite(monkeypatch, capl
 
     monkeypatch.setattr(prog, "forward_flat", nan_in_float32)
     with caplog.at_level(logging.WARNING, logger="attnlens.convex.nuclear"):
-        res = fista(prog, Y, 0.05, "squared", tol=1e-8, max_iter=20000, precision="mixed")
+        res = fista(prog, Y, 0.05, "squared", tol=1e-8, max_iter=20000, precision="auto")
     assert "float64 from here" in caplog.text
     assert res.certificate <= 1e-8 and ref.certificate <= 1e-8
     assert abs(res.objective - ref.objective) <= 1e-7 * ref.objective

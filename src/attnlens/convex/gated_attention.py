@@ -214,6 +214,8 @@ class GatedAttention:
             X = self.tokens[lo:hi].astype(dt, copy=False)  # (k, d)
             for j, (U, V) in enumerate(factors):
                 r = U.shape[1]
+                if r == 0:  # a zero block adds nothing, and numpy's einsum contracting an
+                    continue  # empty axis returned uninitialized memory here (valgrind)
                 MU = M[lo:hi, j] @ U.astype(dt).reshape(d, d * r)  # (k, d_b r)
                 left = np.einsum("kbr,kb->kr", MU.reshape(hi - lo, d, r), X)  # (k, r)
                 right = (X @ V.astype(dt).reshape(d, c * r)).reshape(hi - lo, c, r)

@@ -101,17 +101,6 @@ def fista(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
 FLOAT32_FLOOR = 1e-4
 
 
-#: under ``precision="auto"``, operators below this many multiply-adds per application keep
-#: float64 products throughout: one application takes milliseconds in float64, so float32 saves
-#: nothing there and only adds its rounding (and whatever a platform's float32 GEMM gets wrong)
-FLOAT32_MIN_COST = 1e7
-
-
-def starts_in_float32(program: Program, precision: str) -> bool:
-    """Whether a run with ``precision`` begins with float32 products (see :func:`fista_run`)."""
-    return precision == "mixed" or (precision == "auto" and program.cost() >= FLOAT32_MIN_COST)
-
-
 def float64_switch(tol: float) -> float:
     """Certificate below which ``precision="auto"`` leaves float32 products for float64.
 
@@ -146,7 +135,6 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     iteration; a too small value is caught by the objective safeguard, which doubles it).
     ``precision``: "double", "mixed" (operator products in float32 with float64 iterates and
     accumulation, certificates estimated in float32 and confirmed in float64) or "auto":
-    double for operators below :data:`FLOAT32_MIN_COST`; otherwise
     mixed while the certificate is above ``max(10 tol, 1e-3)``, then double (FISTA
     accumulates gradient errors: float32 products stall it near a 1e-4 relative gap), and
     mixed to the end when ``tol >= 1e-3`` (ten times that floor; the float64 confirmation
@@ -164,7 +152,7 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     start = time.perf_counter()
     loss = get_loss(loss, "fista")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
-    single = starts_in_float32(program, precision)
+    single = precision in ("mixed", "auto")
     switch_at = float64_switch(tol) if precision == "auto" else 0.0
     n = Y.shape[0]
     if lipschitz is None:
@@ -257,7 +245,7 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     loss = get_loss(loss, "fista_path")
     rng = rng if rng is not None else np.random.default_rng(DEFAULT_SEED)
     n = Y.shape[0]
-    single = starts_in_float32(program, precision)
+    single = precision in ("mixed", "auto")
     G0 = program.adjoint(loss.gradient(np.zeros((n, program.n_outputs)), Y))
     bmax = max(spectral_norm(G) for G in G0)
     torch_backend = backend == "torch"
