@@ -342,6 +342,7 @@ if __name__ == "__main__":
         print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
     else:
         chosen = option("cases")
-        tmo = float(option("timeout")) if option("timeout") is not None else None
+        tmo = option("timeout")
+        tmo = float(tmo) if tmo is not None else None
         main(quick="--quick" in sys.argv, cases=_parse_cases(chosen) if chosen else None,
              merge="--merge" in sys.argv, timeout=tmo)

@@ -171,11 +171,13 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     AtY = program.adjoint_flat(Y) if gram else None
     for it in range(1, max_iter + 1):
         V = gradient_step(program, loss, Y, Yx, L, single, AtY)
-        if single and not np.isfinite(V).all():  # float32 overflow, or a faulty float32 GEMM
+        finite = np.isfinite(V).all()
+        if single and not finite:  # float32 overflow, or a faulty float32 GEMM
             logger.warning("fista: non-finite float32 gradient at it %d; float64 from here", it)
             single = False
             V = gradient_step(program, loss, Y, Yx, L, single, AtY)
-        if not np.isfinite(V).all():
+            finite = np.isfinite(V).all()
+        if not finite:
             raise NonFiniteError(
                 f"fista: the gradient step at iteration {it} is not finite (step 1/L with "
                 f"L={L:.3g}); the inputs or targets may be too large: rescale them, or use "
