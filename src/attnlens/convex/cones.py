@@ -29,6 +29,11 @@ from scipy.optimize import nnls
 from attnlens.convex.gated_attention import CHUNK_ELEMENTS, gate_patterns
 from attnlens.convex.operators import check_dense_size, group_slices
 
+#: primal-dual active-set steps tried on a failed warm start before the cutting-plane NNLS
+REPAIR_ROUNDS = 4
+#: most violated rows added to an active set per step
+REPAIR_ADD = 8
+
 _RELU_ADVICE = ("the ReLU program is meant for small and medium problems: use fewer samples or "
                 "tokens, or activation='gated_relu'.")
 
@@ -93,12 +98,58 @@ class ConeBlock:
         step = max(1, CHUNK_ELEMENTS // max(len(self.signs), 1))
         return [slice(lo, min(lo + step, k)) for lo in range(0, k, step)]
 
+    def _apply_chunked(self, W: np.ndarray) -> np.ndarray:
+        """``C W`` (N, k), computed in :meth:`column_chunks`."""
+        out = np.empty((len(self.signs), W.shape[1]))
+        for sl in self.column_chunks(W.shape[1]):
+            out[:, sl] = self.apply(W[:, sl])
+        return out
+
     def min_values(self, W: np.ndarray) -> np.ndarray:
         """``min_rows (C W)`` per column of ``W`` (p, k) -> (k,), in column chunks."""
         out = np.full(W.shape[1], np.inf)
         for sl in self.column_chunks(W.shape[1]):
             out[sl] = self.apply(W[:, sl]).min(axis=0, initial=np.inf)
         return out
+
+    def _warm_solve(self, Z: np.ndarray, warm: np.ndarray | None, clip: bool = False):
+        """Least squares on the warm active sets: ``(X, mu, warm)``.
+
+        ``X = Z + C_A^T mu`` column by column, ``mu`` (k, p) the multipliers of the active set
+        ``A`` (zero where a column has no warm set, and on the padding; clipped at zero with
+        ``clip``); ``warm`` (k, p) the checked active sets (-1 padded). Nothing is checked
+        against the other constraints.
+        """
+        p, k = Z.shape
+        if warm is None or warm.shape != (k, p):
+            warm = np.full((k, p), -1, dtype=np.intp)
+        X = Z.copy()
+        mu = np.zeros((k, p))
+        mask = (warm >= 0).astype(np.float64)  # (k, p)
+        cols = np.flatnonzero(mask.any(axis=1))
+        if cols.size:  # batched least squares on the warm active sets (zero-padded)
+            idx, msk = np.maximum(warm[cols], 0), mask[cols]
+            CA = (self.rows(idx.ravel()).reshape(idx.shape + (p,))
+                  * (self.signs[idx] * msk)[:, :, None])  # (k', p, p)
+            # normal equations (NNLS active sets are linearly independent); padding -> identity
+            G = CA @ CA.transpose(0, 2, 1) + np.eye(p)[None] * (1.0 - msk)[:, None, :]
+            G += 1e-13 * np.eye(p)[None]
+            m = np.linalg.solve(G, -(CA @ Z[:, cols].T[:, :, None]))[:, :, 0]  # (k', p)
+            mu[cols] = np.maximum(m, 0.0) * msk if clip else m * msk
+            X[:, cols] = Z[:, cols] + (CA.transpose(0, 2, 1) @ mu[cols][:, :, None])[:, :, 0].T
+        return X, mu, warm
+
+    def norm_bounds(self, Z: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
+        r"""Upper bounds on :math:`\|\Pi_{\mathcal K}(z)\|` for every column of ``Z`` (p, k).
+
+        For any :math:`\mu \ge 0`, :math:`\|\Pi_{\mathcal K}(z)\| = \max_{w \in \mathcal K,
+        \|w\| \le 1} z^\top w \le \|z + C^\top \mu\|` (``mu^T C w >= 0`` on the cone). ``mu`` is
+        the least-squares multiplier on the warm active set clipped at zero (``||z||`` without
+        one): one small batched solve, no pass over the constraints. Exact when the warm set is
+        the active set of the projection.
+        """
+        X, _, _ = self._warm_solve(Z, warm, clip=True)
+        return np.linalg.norm(X, axis=0)
 
     def project(self, Z: np.ndarray, warm: np.ndarray | None = None, rtol: float = 1e-12):
         r"""Euclidean projection of every column of ``Z`` (p, k) onto the cone.
@@ -112,30 +163,52 @@ class ConeBlock:
         Otherwise a cutting-plane NNLS adds the most violated constraints until all hold up to
         ``rtol * ||z||``. Returns ``(X, active)`` (``active`` to pass back as ``warm``).
         """
-        p, k = Z.shape
-        if warm is None or warm.shape != (k, p):
-            warm = np.full((k, p), -1, dtype=np.intp)
-        X = Z.copy()
+        X, mu, warm = self._warm_solve(Z, warm)
         active = warm.copy()
-        mask = (warm >= 0).astype(np.float64)  # (k, p)
-        cols = np.flatnonzero(mask.any(axis=1))
-        retry = np.zeros(k, dtype=bool)
-        if cols.size:  # batched least squares on the warm active sets (zero-padded)
-            idx, msk = np.maximum(warm[cols], 0), mask[cols]
-            CA = (self.rows(idx.ravel()).reshape(idx.shape + (p,))
-                  * (self.signs[idx] * msk)[:, :, None])  # (k', p, p)
-            # normal equations (NNLS active sets are linearly independent); padding -> identity
-            G = CA @ CA.transpose(0, 2, 1) + np.eye(p)[None] * (1.0 - msk)[:, None, :]
-            G += 1e-13 * np.eye(p)[None]
-            mu = np.linalg.solve(G, -(CA @ Z[:, cols].T[:, :, None]))  # (k', p, 1)
-            X[:, cols] = Z[:, cols] + (CA.transpose(0, 2, 1) @ mu)[:, :, 0].T
-            retry[cols] = np.any((mu[:, :, 0] < 0) & (msk > 0), axis=1)
         tol = rtol * np.maximum(np.linalg.norm(Z, axis=0), 1e-300)
-        bad = retry | (self.min_values(X) < -tol)
+        todo = np.arange(Z.shape[1])
+        for attempt in range(REPAIR_ROUNDS + 1):
+            V = self._apply_chunked(X[:, todo])  # (N, len(todo))
+            fail = np.any(mu[todo] < 0, axis=1) | (V.min(axis=0, initial=np.inf) < -tol[todo])
+            todo, V = todo[fail], V[:, fail]
+            if not todo.size or attempt == REPAIR_ROUNDS:
+                break
+            # primal-dual active-set step: drop negative multipliers, add the most violated rows
+            new = np.full((todo.size, self.p), -1, dtype=np.intp)
+            for i, col in enumerate(todo):
+                keep = active[col][(active[col] >= 0) & (mu[col] >= 0)]
+                viol = np.flatnonzero(V[:, i] < -tol[col])
+                viol = viol[np.argsort(V[viol, i])][: min(REPAIR_ADD, self.p - keep.size)]
+                A = np.unique(np.concatenate([keep, viol]))
+                new[i, : A.size] = A
+            X[:, todo], mu[todo], active[todo] = self._warm_solve(Z[:, todo], new)
+        bad = np.zeros(Z.shape[1], dtype=bool)
+        bad[todo] = True
         for col in np.flatnonzero(bad):
             X[:, col], A = self._nnls_project(Z[:, col], tol[col], warm[col][warm[col] >= 0])
             active[col] = -1
             active[col, : len(A)] = A
+        return X, active
+
+    def prox(self, Z: np.ndarray, tau: float, warm: np.ndarray | None = None,
+             rtol: float = 1e-12):
+        r"""The prox of :math:`\tau \|x\| + I_{\mathcal K}(x)`, column by column.
+
+        For a convex cone it is :math:`\mathrm{shrink}_\tau(\Pi_{\mathcal K}(z))` (project,
+        then shrink the norm by ``tau``). A column whose :meth:`norm_bounds` is at most ``tau``
+        shrinks to exactly zero whatever its projection, so only the others are projected (on a
+        sparse iterate most columns are zero). Returns ``(X, active)`` as :meth:`project`;
+        skipped columns keep their warm sets.
+        """
+        p, k = Z.shape
+        active = (warm.copy() if warm is not None and warm.shape == (k, p)
+                  else np.full((k, p), -1, dtype=np.intp))
+        X = np.zeros_like(Z)
+        live = np.flatnonzero(self.norm_bounds(Z, active) > tau)
+        if live.size:
+            P, active[live] = self.project(Z[:, live], active[live], rtol)
+            nrm = np.linalg.norm(P, axis=0)
+            X[:, live] = P * (np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0))[None, :]
         return X, active
 
     def _nnls_project(self, z: np.ndarray, tol: float, start):

@@ -32,9 +32,9 @@ pyscnn's ``ConvexReLU``). The default dictionary is the output-coordinate axes (
 one-vs-all extension) plus the right singular vectors of the gated-relaxation solution.
 
 Solver (:func:`cone_fista`): accelerated proximal gradient whose prox is exact --
-``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone -- with the projection of
-:meth:`attnlens.convex.cones.ConeBlock.project`; iterates are feasible and no penalty parameter
-is tuned. Certificate (:func:`attnlens.convex.relu_program.certify_relu`): a residual floating-point violation is repaired by
+``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone -- :meth:`attnlens.convex.cones.ConeBlock.prox`
+(columns that shrink to zero are not projected); iterates are feasible and no penalty
+parameter is tuned. Certificate (:func:`attnlens.convex.relu_program.certify_relu`): a residual floating-point violation is repaired by
 moving the column along the gate generator ``h_j`` (inside ``K_j``) before the primal value is
 taken; the dual point ``t grad f`` with ``t = min(1, beta / max_k ||Pi_K(-A^* grad f e_k)||)``
 is dual feasible (the dual norm of a cone-constrained column is computed exactly by one
@@ -63,12 +63,6 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------ solver
-
-
-def _group_shrink(X: np.ndarray, tau: float) -> np.ndarray:
-    nrm = np.linalg.norm(X, axis=0)
-    scale = np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0)
-    return X * scale[None, :]
 
 
 def _smooth_norm_sq(program: ReluProgram, rng: np.random.Generator, iters: int = 25) -> float:
@@ -120,8 +114,8 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
         g = program.grad_x(loss.gradient(program.forward_x(Yx), Y))
         Xn = []
         for b, (y, gj, cone) in enumerate(zip(Yx, g, program.cones, strict=True)):
-            P, warm[b] = cone.project(y - gj / L, warm[b])
-            Xn.append(_group_shrink(P, beta / L))
+            P, warm[b] = cone.prox(y - gj / L, beta / L, warm[b])
+            Xn.append(P)
         inner = sum(np.sum((y - zn) * (zn - z)) for y, zn, z in zip(Yx, Xn, X, strict=True))
         if inner > 0:
             t = 1.0

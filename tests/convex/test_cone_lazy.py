@@ -1,0 +1,112 @@
+"""The lazy cone paths (prox that skips columns, exact max of dual norms) against exhaustive ones.
+
+``ConeBlock.norm_bounds`` must bound every projection's norm from above, whatever the warm
+sets; ``prox`` must equal shrink(project) column for column; ``max_dual_norm`` must equal the
+maximum over every column's exact projection.
+"""
+
+import numpy as np
+import pytest
+
+from attnlens.convex.cones import attention_cones, build_cones
+from attnlens.convex.programs import sample_gates
+from attnlens.convex.relu_program import max_dual_norm
+
+
+def _cones(head, seed=5, n=14, s=4, d=4):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, s, d))
+    gates = sample_gates(head, 3, s, d, rng, 2 if head == "bfno" else 1)
+    if head == "self_attention":
+        return attention_cones(X, gates)[0], rng
+    return build_cones(X, head, gates, 2 if head == "bfno" else 1)[0], rng
+
+
+def _columns(cone, rng, k=8):
+    """Half far outside the cone (projections near the apex), half near its generator."""
+    h = cone.interior / np.linalg.norm(cone.interior)
+    return np.hstack([rng.standard_normal((cone.p, k // 2)),
+                      2.0 * h[:, None] + 0.7 * rng.standard_normal((cone.p, k - k // 2))])
+
+
+def _shrink(P, tau):
+    nrm = np.linalg.norm(P, axis=0)
+    return P * np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0)[None, :]
+
+
+@pytest.mark.parametrize("head", ["self_attention", "fno", "bfno", "mixer"])
+def test_norm_bounds_bound_the_projection_and_are_exact_on_its_active_set(head):
+    cones, rng = _cones(head)
+    cone = cones[0]
+    Z = _columns(cone, rng)
+    P, active = cone.project(Z)
+    exact = np.linalg.norm(P, axis=0)
+    # no warm sets: ||z||; the right active sets: the projection itself
+    np.testing.assert_allclose(cone.norm_bounds(Z), np.linalg.norm(Z, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(cone.norm_bounds(Z, active), exact, rtol=1e-8, atol=1e-10)
+    # wrong warm sets (another column's, truncated ones, random rows): still upper bounds
+    wrong = [np.roll(active, 1, axis=0), np.where(np.arange(cone.p) < 2, active, -1),
+             rng.integers(0, len(cone.signs), size=active.shape)]
+    for warm in wrong:
+        assert np.all(cone.norm_bounds(Z, warm) >= exact * (1 - 1e-12))
+    assert np.any(exact < 0.95 * np.linalg.norm(Z, axis=0))  # the cones do cut
+
+
+@pytest.mark.parametrize("head", ["self_attention", "fno"])
+def test_prox_equals_shrink_of_projection(head):
+    cones, rng = _cones(head)
+    cone = cones[1]
+    Z = _columns(cone, rng, k=10)
+    P, active = cone.project(Z)
+    nrm = np.linalg.norm(P, axis=0)
+    tau = float(np.median(nrm))  # about half of the columns shrink to zero
+    for warm in (None, active, np.roll(active, 3, axis=0)):
+        X, _ = cone.prox(Z, tau, warm)
+        np.testing.assert_allclose(X, _shrink(P, tau), rtol=1e-8, atol=1e-10)
+    assert 0 < np.sum(np.linalg.norm(X, axis=0) == 0) < Z.shape[1]
+
+
+@pytest.mark.parametrize("head", ["self_attention", "bfno"])
+def test_max_dual_norm_equals_the_exhaustive_maximum(head):
+    cones, rng = _cones(head)
+    Hs = [_columns(c, rng, k=6) for c in cones]
+    exhaustive = max(float(np.linalg.norm(c.project(H)[0], axis=0).max())
+                     for c, H in zip(cones, Hs, strict=True))
+    value, warm = max_dual_norm(cones, Hs)
+    assert value == pytest.approx(exhaustive, rel=1e-9)
+    # warm-started again on slightly moved columns: still the exhaustive maximum
+    Hs2 = [H + 1e-3 * rng.standard_normal(H.shape) for H in Hs]
+    exhaustive2 = max(float(np.linalg.norm(c.project(H)[0], axis=0).max())
+                      for c, H in zip(cones, Hs2, strict=True))
+    assert max_dual_norm(cones, Hs2, warm)[0] == pytest.approx(exhaustive2, rel=1e-9)
+
+
+@pytest.mark.parametrize("head", ["self_attention", "fno"])
+def test_active_set_repair_gives_the_cutting_plane_projection(head, monkeypatch):
+    """Warm starts that fail their KKT check are repaired by active-set steps; the projections
+    equal the cold cutting-plane NNLS ones, with fewer NNLS solves."""
+    from attnlens.convex import cones as cones_mod
+
+    cones, rng = _cones(head, n=30)
+    cone = cones[2]
+    Z = _columns(cone, rng, k=12)
+    _, active = cone.project(Z)
+    Z2 = Z + 0.1 * rng.standard_normal(Z.shape)  # moved enough to change the active sets
+    cold, _ = cone.project(Z2)
+    calls = {"n": 0}
+    nnls = cones_mod.ConeBlock._nnls_project
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return nnls(self, *args, **kwargs)
+
+    monkeypatch.setattr(cones_mod.ConeBlock, "_nnls_project", counted)
+    counts = {}
+    for rounds in (0, cones_mod.REPAIR_ROUNDS):
+        monkeypatch.setattr(cones_mod, "REPAIR_ROUNDS", rounds)
+        calls["n"] = 0
+        warm_proj, _ = cone.project(Z2, active)
+        counts[rounds] = calls["n"]
+        np.testing.assert_allclose(warm_proj, cold, rtol=1e-8, atol=1e-10)
+        assert cone.min_values(warm_proj).min() >= -1e-10
+    assert counts[cones_mod.REPAIR_ROUNDS] < counts[0]  # the repair path was taken
