@@ -110,3 +110,19 @@ def test_active_set_repair_gives_the_cutting_plane_projection(head, monkeypatch)
         np.testing.assert_allclose(warm_proj, cold, rtol=1e-8, atol=1e-10)
         assert cone.min_values(warm_proj).min() >= -1e-10
     assert counts[cones_mod.REPAIR_ROUNDS] < counts[0]  # the repair path was taken
+
+
+@pytest.mark.parametrize("head", ["self_attention", "fno"])
+def test_project_or_bound_stops_only_where_the_bound_is_below_stop(head):
+    cones, rng = _cones(head, n=30)
+    cone = cones[0]
+    Z = _columns(cone, rng, k=12)
+    P, _ = cone.project(Z)
+    exact_norm = np.linalg.norm(P, axis=0)
+    stop = np.full(Z.shape[1], float(np.median(exact_norm)))
+    X, _, exact = cone.project_or_bound(Z, stop)
+    np.testing.assert_allclose(X[:, exact], P[:, exact], rtol=1e-8, atol=1e-10)
+    nrm = np.linalg.norm(X[:, ~exact], axis=0)
+    assert np.all(nrm <= stop[~exact])  # the reason to stop
+    assert np.all(nrm >= exact_norm[~exact] * (1 - 1e-12))  # and still an upper bound
+    assert (~exact).any()  # some columns stopped early

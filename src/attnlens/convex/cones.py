@@ -29,6 +29,8 @@ from scipy.optimize import nnls
 from attnlens.convex.gated_attention import CHUNK_ELEMENTS, gate_patterns
 from attnlens.convex.operators import check_dense_size, group_slices
 
+#: projections hold every constraint to ``-rtol ||z||``
+PROJECTION_RTOL = 1e-12
 #: primal-dual active-set steps tried on a failed warm start before the cutting-plane NNLS
 REPAIR_ROUNDS = 4
 #: most violated rows added to an active set per step
@@ -151,7 +153,7 @@ class ConeBlock:
         X, _, _ = self._warm_solve(Z, warm, clip=True)
         return np.linalg.norm(X, axis=0)
 
-    def project(self, Z: np.ndarray, warm: np.ndarray | None = None, rtol: float = 1e-12):
+    def project(self, Z: np.ndarray, warm: np.ndarray | None = None, rtol: float = PROJECTION_RTOL):
         r"""Euclidean projection of every column of ``Z`` (p, k) onto the cone.
 
         :math:`\Pi_{\mathcal K}(z) = z + C^\top \mu` with
@@ -162,6 +164,17 @@ class ConeBlock:
         multipliers are non-negative and the result satisfies every constraint (KKT).
         Otherwise a cutting-plane NNLS adds the most violated constraints until all hold up to
         ``rtol * ||z||``. Returns ``(X, active)`` (``active`` to pass back as ``warm``).
+        """
+        X, active, _ = self.project_or_bound(Z, None, warm, rtol)
+        return X, active
+
+    def project_or_bound(self, Z: np.ndarray, stop: np.ndarray | None,
+                         warm: np.ndarray | None = None, rtol: float = PROJECTION_RTOL):
+        """:meth:`project`, giving up on columns shown not to matter: ``(X, active, exact)``.
+
+        A column whose cutting-plane bound falls to ``stop[k]`` or below may stop early with
+        ``X[:, k] = z + C^T mu`` (``mu >= 0``, so ``||X[:, k]|| <= stop[k]`` bounds its
+        projection's norm) and ``exact[k]`` False; the others are exact projections.
         """
         X, mu, warm = self._warm_solve(Z, warm)
         active = warm.copy()
@@ -182,22 +195,24 @@ class ConeBlock:
                 A = np.unique(np.concatenate([keep, viol]))
                 new[i, : A.size] = A
             X[:, todo], mu[todo], active[todo] = self._warm_solve(Z[:, todo], new)
-        bad = np.zeros(Z.shape[1], dtype=bool)
-        bad[todo] = True
-        for col in np.flatnonzero(bad):
-            X[:, col], A = self._nnls_project(Z[:, col], tol[col], warm[col][warm[col] >= 0])
+        exact = np.ones(Z.shape[1], dtype=bool)
+        for col in todo:
+            X[:, col], A, exact[col] = self._nnls_project(
+                Z[:, col], tol[col], warm[col][warm[col] >= 0],
+                -1.0 if stop is None else float(stop[col]))
             active[col] = -1
             active[col, : len(A)] = A
-        return X, active
+        return X, active, exact
 
     def prox(self, Z: np.ndarray, tau: float, warm: np.ndarray | None = None,
-             rtol: float = 1e-12):
+             rtol: float = PROJECTION_RTOL):
         r"""The prox of :math:`\tau \|x\| + I_{\mathcal K}(x)`, column by column.
 
         For a convex cone it is :math:`\mathrm{shrink}_\tau(\Pi_{\mathcal K}(z))` (project,
         then shrink the norm by ``tau``). A column whose :meth:`norm_bounds` is at most ``tau``
         shrinks to exactly zero whatever its projection, so only the others are projected (on a
-        sparse iterate most columns are zero). Returns ``(X, active)`` as :meth:`project`;
+        sparse iterate most columns are zero), and their cutting planes stop once their bound
+        reaches ``tau``. Returns ``(X, active)`` as :meth:`project`;
         skipped columns keep their warm sets.
         """
         p, k = Z.shape
@@ -205,13 +220,17 @@ class ConeBlock:
                   else np.full((k, p), -1, dtype=np.intp))
         X = np.zeros_like(Z)
         live = np.flatnonzero(self.norm_bounds(Z, active) > tau)
-        if live.size:
-            P, active[live] = self.project(Z[:, live], active[live], rtol)
+        if live.size:  # an early-stopped column has ||P|| <= tau: shrunk to zero below
+            P, active[live], _ = self.project_or_bound(Z[:, live], np.full(live.size, tau),
+                                                       active[live], rtol)
             nrm = np.linalg.norm(P, axis=0)
             X[:, live] = P * (np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0))[None, :]
         return X, active
 
-    def _nnls_project(self, z: np.ndarray, tol: float, start):
+    def _nnls_project(self, z: np.ndarray, tol: float, start, stop: float = -1.0):
+        """Cutting-plane NNLS: ``(x, active, exact)``. Every round's ``x = z + C_W^T mu``
+        (``mu >= 0``) bounds the projection's norm, so the column is given up (``exact``
+        False) as soon as ``||x|| <= stop``: it cannot matter to the caller."""
         v = self.apply(z[:, None])[:, 0]
         W = np.unique(np.concatenate([start, np.argpartition(v, min(2 * self.p, len(v) - 1))
                                       [: 2 * self.p]]))
@@ -219,9 +238,11 @@ class ConeBlock:
             CW = self.signs[W, None] * self.rows(W)  # (|W|, p)
             mu, _ = nnls(CW.T, -z, maxiter=50 * max(len(W), 1))
             x = z + CW.T @ mu
+            if np.linalg.norm(x) <= stop:
+                return x, W[mu > 0][: self.p], False
             v = self.apply(x[:, None])[:, 0]
             if v.min() >= -tol:
-                return x, W[mu > 0][: self.p]
+                return x, W[mu > 0][: self.p], True
             new = np.argpartition(v, min(2 * self.p, len(v) - 1))[: 2 * self.p]
             W = np.unique(np.concatenate([W, new[v[new] < -tol]]))
         raise RuntimeError("cone projection did not converge (cutting-plane NNLS).")

@@ -161,7 +161,8 @@ def max_dual_norm(cones: list, Hs: list[np.ndarray], warm: list | None = None):
     for bound, b, k in order:
         if bound <= best:
             break
-        P, act = cones[b].project(Hs[b][:, [k]], warm[b][[k]])
+        P, act, _ = cones[b].project_or_bound(Hs[b][:, [k]], np.array([best]),
+                                              warm[b][[k]])  # stops once it cannot win
         warm[b][k] = act[0]
         best = max(best, float(np.linalg.norm(P)))
     return best, warm
