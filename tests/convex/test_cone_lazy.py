@@ -126,3 +126,49 @@ def test_project_or_bound_stops_only_where_the_bound_is_below_stop(head):
     assert np.all(nrm <= stop[~exact])  # the reason to stop
     assert np.all(nrm >= exact_norm[~exact] * (1 - 1e-12))  # and still an upper bound
     assert (~exact).any()  # some columns stopped early
+
+
+def test_dual_spacing_doubles_only_far_from_tol_and_when_costly():
+    from attnlens.convex.relu import MAX_DUAL_SPACING, _dual_spacing
+
+    assert _dual_spacing(10, 10, ratio=1e3, cold=3) == 20
+    assert _dual_spacing(40, 10, ratio=1e3, cold=1) == 80
+    assert _dual_spacing(10 * MAX_DUAL_SPACING, 10, 1e3, 5) == 10 * MAX_DUAL_SPACING  # capped
+    assert _dual_spacing(80, 10, ratio=2.0, cold=5) == 10  # near tol: every check
+    assert _dual_spacing(80, 10, ratio=1e3, cold=0) == 10  # cheap (warm) evaluations
+
+
+def test_spaced_dual_evaluations_leave_the_iterates_unchanged(monkeypatch):
+    """The same iterates whether the dual part runs at every check or is spaced out; a solve
+    to tol still ends certified."""
+    from attnlens.convex import relu as relu_mod
+    from attnlens.convex.programs import build_program
+
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((40, 4, 3))
+    y = (X[:, :, 0].mean(axis=1) > 0).astype(int)
+    Y = np.eye(2)[y]
+    gates = sample_gates("self_attention", 3, 4, 3, rng)
+    prog = build_program(X, "self_attention", "relu", 2, gates=gates)
+    runs, duals = {}, {}
+    certify = relu_mod.certify_relu
+
+    def counted(*args, dual=True, **kwargs):
+        duals[far] += dual
+        return certify(*args, dual=dual, **kwargs)
+
+    monkeypatch.setattr(relu_mod, "certify_relu", counted)
+    for far in (np.inf, 0.0):  # never spaced / always spaced (when cold projections ran)
+        monkeypatch.setattr(relu_mod, "FAR_FROM_TOL", far)
+        duals[far] = 0
+        runs[far] = relu_mod.cone_fista(prog, Y, 1e-2, "squared", tol=0.0, max_iter=120,
+                                        rng=np.random.default_rng(0))
+    assert duals[0.0] < duals[np.inf] == 12  # the spacing was exercised
+    a, b = runs[np.inf], runs[0.0]
+    assert a.iterations == b.iterations == 120
+    assert a.objective == b.objective
+    for za, zb in zip(a.Z, b.Z, strict=True):
+        np.testing.assert_array_equal(za, zb)
+    res = relu_mod.cone_fista(prog, Y, 1e-2, "squared", tol=1e-6, max_iter=20000,
+                              rng=np.random.default_rng(0))
+    assert res.certificate <= 1e-6 and str(res.status) == "optimal"

@@ -70,6 +70,9 @@ class ConeBlock:
     (:class:`AttentionCone`) override :meth:`rows`, :meth:`apply` and :meth:`adjoint`.
     """
 
+    #: cutting-plane NNLS projections so far (the expensive kind; a statistic for callers)
+    nnls_calls = 0
+
     def __init__(self, M: np.ndarray, signs: np.ndarray, interior: np.ndarray):
         self.M = M  # (N, p), shared
         self.signs = signs  # (N,)
@@ -177,12 +180,22 @@ class ConeBlock:
         projection's norm) and ``exact[k]`` False; the others are exact projections.
         """
         X, mu, warm = self._warm_solve(Z, warm)
+        return self._complete(Z, X, mu, warm, stop, rtol)
+
+    def _complete(self, Z, X, mu, warm, stop, rtol):
+        """:meth:`project_or_bound` from the warm least squares ``X, mu`` on ``warm``."""
         active = warm.copy()
+        exact = np.ones(Z.shape[1], dtype=bool)
         tol = rtol * np.maximum(np.linalg.norm(Z, axis=0), 1e-300)
         todo = np.arange(Z.shape[1])
         for attempt in range(REPAIR_ROUNDS + 1):
+            nonneg = np.all(mu[todo] >= 0, axis=1)
+            if stop is not None:  # mu >= 0: ||x|| bounds the projection's norm
+                done = nonneg & (np.linalg.norm(X[:, todo], axis=0) <= stop[todo])
+                exact[todo[done]] = False
+                todo, nonneg = todo[~done], nonneg[~done]
             V = self._apply_chunked(X[:, todo])  # (N, len(todo))
-            fail = np.any(mu[todo] < 0, axis=1) | (V.min(axis=0, initial=np.inf) < -tol[todo])
+            fail = ~nonneg | (V.min(axis=0, initial=np.inf) < -tol[todo])
             todo, V = todo[fail], V[:, fail]
             if not todo.size or attempt == REPAIR_ROUNDS:
                 break
@@ -195,7 +208,6 @@ class ConeBlock:
                 A = np.unique(np.concatenate([keep, viol]))
                 new[i, : A.size] = A
             X[:, todo], mu[todo], active[todo] = self._warm_solve(Z[:, todo], new)
-        exact = np.ones(Z.shape[1], dtype=bool)
         for col in todo:
             X[:, col], A, exact[col] = self._nnls_project(
                 Z[:, col], tol[col], warm[col][warm[col] >= 0],
@@ -215,14 +227,16 @@ class ConeBlock:
         reaches ``tau``. Returns ``(X, active)`` as :meth:`project`;
         skipped columns keep their warm sets.
         """
-        p, k = Z.shape
-        active = (warm.copy() if warm is not None and warm.shape == (k, p)
-                  else np.full((k, p), -1, dtype=np.intp))
+        P, mu, active = self._warm_solve(Z, warm)
+        bound = np.linalg.norm(P, axis=0)  # as norm_bounds where every mu >= 0
+        neg = np.flatnonzero(np.any(mu < 0, axis=1))
+        if neg.size:
+            bound[neg] = self.norm_bounds(Z[:, neg], active[neg])
         X = np.zeros_like(Z)
-        live = np.flatnonzero(self.norm_bounds(Z, active) > tau)
+        live = np.flatnonzero(bound > tau)
         if live.size:  # an early-stopped column has ||P|| <= tau: shrunk to zero below
-            P, active[live], _ = self.project_or_bound(Z[:, live], np.full(live.size, tau),
-                                                       active[live], rtol)
+            P, active[live], _ = self._complete(Z[:, live], P[:, live], mu[live], active[live],
+                                                np.full(live.size, tau), rtol)
             nrm = np.linalg.norm(P, axis=0)
             X[:, live] = P * (np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0))[None, :]
         return X, active
@@ -231,6 +245,7 @@ class ConeBlock:
         """Cutting-plane NNLS: ``(x, active, exact)``. Every round's ``x = z + C_W^T mu``
         (``mu >= 0``) bounds the projection's norm, so the column is given up (``exact``
         False) as soon as ``||x|| <= stop``: it cannot matter to the caller."""
+        self.nnls_calls += 1
         v = self.apply(z[:, None])[:, 0]
         W = np.unique(np.concatenate([start, np.argpartition(v, min(2 * self.p, len(v) - 1))
                                       [: 2 * self.p]]))

@@ -169,18 +169,23 @@ def max_dual_norm(cones: list, Hs: list[np.ndarray], warm: list | None = None):
 
 
 def certify_relu(program: ReluProgram, Xs: list[np.ndarray], Y: np.ndarray, beta: float,
-                 loss: str | Loss, warm: list | None = None) -> ReluCertificate:
+                 loss: str | Loss, warm: list | None = None,
+                 dual: bool = True) -> ReluCertificate:
     """Primal value at the repaired point, dual value and relative gap (see module doc).
 
     The dual norm of column ``k`` is ``min_{mu >= 0} ||grad_k - C^T mu|| = ||Pi_K(-grad_k)||``
     (one cone projection); only their maximum enters, computed exactly by
-    :func:`max_dual_norm`.
+    :func:`max_dual_norm`. ``dual=False``: the primal value only (``certificate`` inf).
     """
     loss = get_loss(loss, "certify_relu")
     Xf, violation, ok = make_feasible(program, Xs)
     yhat = program.forward_x(Xf)
     primal = loss.value(yhat, Y) + beta * sum(
         float(np.linalg.norm(X, axis=0).sum()) for X in Xf)
+    if not dual:  # primal value only (the dual norms are the expensive part)
+        return ReluCertificate(primal=primal, dual=-np.inf, certificate=np.inf,
+                               grad_ratio=np.nan, X=Xf, violation=violation, repairable=ok,
+                               warm=warm)
     grad = loss.gradient(yhat, Y)
     gam, new_warm = max_dual_norm(program.cones, [-W for W in program.grad_x(grad)], warm)
     t = 1.0 if gam <= beta else beta / gam
