@@ -172,17 +172,19 @@ class ConeBlock:
         return X, active
 
     def project_or_bound(self, Z: np.ndarray, stop: np.ndarray | None,
-                         warm: np.ndarray | None = None, rtol: float = PROJECTION_RTOL):
+                         warm: np.ndarray | None = None, rtol: float = PROJECTION_RTOL,
+                         max_rounds: int | None = None):
         """:meth:`project`, giving up on columns shown not to matter: ``(X, active, exact)``.
 
-        A column whose cutting-plane bound falls to ``stop[k]`` or below may stop early with
-        ``X[:, k] = z + C^T mu`` (``mu >= 0``, so ``||X[:, k]|| <= stop[k]`` bounds its
-        projection's norm) and ``exact[k]`` False; the others are exact projections.
+        A column whose cutting-plane bound falls to ``stop[k]`` or below (or that used up
+        ``max_rounds`` cutting-plane rounds) may stop early with ``X[:, k] = z + C^T mu``
+        (``mu >= 0``, so ``||X[:, k]||`` bounds its projection's norm) and ``exact[k]`` False;
+        the others are exact projections.
         """
         X, mu, warm = self._warm_solve(Z, warm)
-        return self._complete(Z, X, mu, warm, stop, rtol)
+        return self._complete(Z, X, mu, warm, stop, rtol, max_rounds)
 
-    def _complete(self, Z, X, mu, warm, stop, rtol):
+    def _complete(self, Z, X, mu, warm, stop, rtol, max_rounds=None):
         """:meth:`project_or_bound` from the warm least squares ``X, mu`` on ``warm``."""
         active = warm.copy()
         exact = np.ones(Z.shape[1], dtype=bool)
@@ -211,7 +213,7 @@ class ConeBlock:
         for col in todo:
             X[:, col], A, exact[col] = self._nnls_project(
                 Z[:, col], tol[col], warm[col][warm[col] >= 0],
-                -1.0 if stop is None else float(stop[col]))
+                -1.0 if stop is None else float(stop[col]), max_rounds)
             active[col] = -1
             active[col, : len(A)] = A
         return X, active, exact
@@ -241,19 +243,21 @@ class ConeBlock:
             X[:, live] = P * (np.maximum(1.0 - tau / np.maximum(nrm, 1e-300), 0.0))[None, :]
         return X, active
 
-    def _nnls_project(self, z: np.ndarray, tol: float, start, stop: float = -1.0):
+    def _nnls_project(self, z: np.ndarray, tol: float, start, stop: float = -1.0,
+                      max_rounds: int | None = None):
         """Cutting-plane NNLS: ``(x, active, exact)``. Every round's ``x = z + C_W^T mu``
         (``mu >= 0``) bounds the projection's norm, so the column is given up (``exact``
-        False) as soon as ``||x|| <= stop``: it cannot matter to the caller."""
+        False) as soon as ``||x|| <= stop`` (it cannot matter to the caller) or after
+        ``max_rounds`` rounds (a bound is all the caller asked for)."""
         self.nnls_calls += 1
         v = self.apply(z[:, None])[:, 0]
         W = np.unique(np.concatenate([start, np.argpartition(v, min(2 * self.p, len(v) - 1))
                                       [: 2 * self.p]]))
-        for _ in range(200):
+        for rnd in range(200):
             CW = self.signs[W, None] * self.rows(W)  # (|W|, p)
             mu, _ = nnls(CW.T, -z, maxiter=50 * max(len(W), 1))
             x = z + CW.T @ mu
-            if np.linalg.norm(x) <= stop:
+            if np.linalg.norm(x) <= stop or (max_rounds is not None and rnd + 1 >= max_rounds):
                 return x, W[mu > 0][: self.p], False
             v = self.apply(x[:, None])[:, 0]
             if v.min() >= -tol:

@@ -78,15 +78,18 @@ __all__ = ["cone_norm_upper", "cone_norm_search", "relu_lower_bound", "refine_br
 
 #: relative safety factor on the upper bound of a cone-restricted norm (float rounding)
 _SAFETY = 1e-10
+#: cutting-plane rounds spent on each ``c_k`` bound (any round's multipliers give a valid one)
+BOUND_ROUNDS = 8
 
 
 def _projection_bound(cone: ConeBlock, U: np.ndarray) -> np.ndarray:
     """``max_{w in K, ||w|| <= 1} u^T w`` bounded from above, for every column ``u`` of ``U``.
 
-    ``cone.project`` returns ``u + C^T mu`` with ``mu >= 0``; its norm bounds ``u^T w`` on the
-    unit ball of the cone whether or not the projection is exact (``mu^T C w >= 0``).
+    ``cone.project_or_bound`` returns ``u + C^T mu`` with ``mu >= 0``; its norm bounds
+    ``u^T w`` on the unit ball of the cone whether or not the projection is exact
+    (``mu^T C w >= 0``), so the cutting plane may stop after :data:`BOUND_ROUNDS` rounds.
     """
-    P, _ = cone.project(U, None)
+    P, _, _ = cone.project_or_bound(U, None, max_rounds=BOUND_ROUNDS)
     return np.linalg.norm(P, axis=0)
 
 
