@@ -206,7 +206,9 @@ class ConeBlock:
             for i, col in enumerate(todo):
                 keep = active[col][(active[col] >= 0) & (mu[col] >= 0)]
                 viol = np.flatnonzero(V[:, i] < -tol[col])
-                viol = viol[np.argsort(V[viol, i])][: min(REPAIR_ADD, self.p - keep.size)]
+                room = min(REPAIR_ADD, self.p - keep.size)
+                if viol.size > room:  # the `room` most violated (a partition, not a sort)
+                    viol = viol[np.argpartition(V[viol, i], max(room - 1, 0))[:room]]
                 A = np.unique(np.concatenate([keep, viol]))
                 new[i, : A.size] = A
             X[:, todo], mu[todo], active[todo] = self._warm_solve(Z[:, todo], new)
