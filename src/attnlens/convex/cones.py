@@ -156,7 +156,8 @@ class ConeBlock:
         X, _, _ = self._warm_solve(Z, warm, clip=True)
         return np.linalg.norm(X, axis=0)
 
-    def project(self, Z: np.ndarray, warm: np.ndarray | None = None, rtol: float = PROJECTION_RTOL):
+    def project(self, Z: np.ndarray, warm: np.ndarray | None = None,
+                rtol: float = PROJECTION_RTOL):
         r"""Euclidean projection of every column of ``Z`` (p, k) onto the cone.
 
         :math:`\Pi_{\mathcal K}(z) = z + C^\top \mu` with
@@ -165,7 +166,8 @@ class ConeBlock:
         active sets of the previous call (``warm``: (k, p) row indices, padded with -1) are
         tried first: the least-squares solve on an active set is the exact projection when its
         multipliers are non-negative and the result satisfies every constraint (KKT).
-        Otherwise a cutting-plane NNLS adds the most violated constraints until all hold up to
+        Otherwise up to :data:`REPAIR_ROUNDS` primal-dual active-set steps are tried, then a
+        cutting-plane NNLS adds the most violated constraints until all hold up to
         ``rtol * ||z||``. Returns ``(X, active)`` (``active`` to pass back as ``warm``).
         """
         X, active, _ = self.project_or_bound(Z, None, warm, rtol)
@@ -228,8 +230,8 @@ class ConeBlock:
         then shrink the norm by ``tau``). A column whose :meth:`norm_bounds` is at most ``tau``
         shrinks to exactly zero whatever its projection, so only the others are projected (on a
         sparse iterate most columns are zero), and their cutting planes stop once their bound
-        reaches ``tau``. Returns ``(X, active)`` as :meth:`project`;
-        skipped columns keep their warm sets.
+        reaches ``tau``. Returns ``(X, active)`` as :meth:`project`; skipped columns keep their
+        warm sets.
         """
         P, mu, active = self._warm_solve(Z, warm)
         bound = np.linalg.norm(P, axis=0)  # as norm_bounds where every mu >= 0

@@ -32,9 +32,9 @@ pyscnn's ``ConvexReLU``). The default dictionary is the output-coordinate axes (
 one-vs-all extension) plus the right singular vectors of the gated-relaxation solution.
 
 Solver (:func:`cone_fista`): accelerated proximal gradient whose prox is exact --
-``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone -- :meth:`attnlens.convex.cones.ConeBlock.prox`
-(columns that shrink to zero are not projected); iterates are feasible and no penalty
-parameter is tuned. Certificate (:func:`attnlens.convex.relu_program.certify_relu`): a residual floating-point violation is repaired by
+``prox(z) = shrink_beta(Pi_K(z))`` for a convex cone --
+:meth:`attnlens.convex.cones.ConeBlock.prox` (columns that shrink to zero are not projected);
+iterates are feasible and no penalty parameter is tuned. Certificate (:func:`attnlens.convex.relu_program.certify_relu`): a residual floating-point violation is repaired by
 moving the column along the gate generator ``h_j`` (inside ``K_j``) before the primal value is
 taken; the dual point ``t grad f`` with ``t = min(1, beta / max_k ||Pi_K(-A^* grad f e_k)||)``
 is dual feasible (the dual norm of a cone-constrained column is computed exactly by one
@@ -106,8 +106,8 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
     (``1/L``, ``L = ||A||^2`` times the loss curvature): no penalty parameter. Gradient
     restarts (O'Donoghue & Candes 2015); the certificate of :func:`certify_relu` every
     ``check_every`` iterations (its dual part spaced out while it is far above ``tol`` and
-    needs cutting-plane projections, :func:`_dual_spacing`). ``x0``: a warm start (cone variables shaped like
-    ``program.x_zeros()``; projected onto the cones first). Returns a
+    needs cutting-plane projections, :func:`_dual_spacing`). ``x0``: a warm start (cone
+    variables shaped like ``program.x_zeros()``; projected onto the cones first). Returns a
     :class:`~attnlens.convex.solvers.ConvexResult`.
     """
     start = time.perf_counter()
