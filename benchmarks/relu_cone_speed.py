@@ -34,25 +34,23 @@ CASES = [("bfno", 16, 500, 32, 5, 3e-3, 100), ("self_attention", 4, 200, 8, 3, 1
 def child(src: str, case: str) -> dict:
     """Run one case with the attnlens found in ``src`` (imported before anything else)."""
     sys.path.insert(0, src)
+    import attnlens  # noqa: F401  (bound to src now: _common's path insert below cannot move it)
+
+    sys.path.insert(1, str(HERE))
     import time
 
     import numpy as np
+    from relu_bracket import _inputs  # the relu_bracket benchmark's inputs
 
     from attnlens._validation import check_random_state
     from attnlens.convex import cones
     from attnlens.convex._linalg import one_blas_thread
     from attnlens.convex.programs import build_program, sample_gates
     from attnlens.convex.relu import solve_relu
-    from attnlens.transfer.features import extract_features
     from attnlens.transfer.heads import BFNO_GROUPS
-    from attnlens.transfer.pipeline import AVGPOOL_STORE_DIM
-    from attnlens.transfer.runner import prepare_inputs
 
     head, d, n, s, m, beta, iters = _parse(case)
-    feats = extract_features("minilm", "rotten_tomatoes", max_tokens=64,
-                             store_dim=AVGPOOL_STORE_DIM, progress=False)
-    data = prepare_inputs(feats, d, 0, max_train=n, max_tokens=s)
-    X, y = data.tokens[data.train], data.labels[data.train]
+    X, y = _inputs(d, n, s, 0)
     Y = np.eye(len(np.unique(y)))[np.unique(y, return_inverse=True)[1]]
     rng = check_random_state(0)
     groups = BFNO_GROUPS if head == "bfno" else 1
@@ -123,7 +121,7 @@ def main(cases: list[str], baseline: str) -> dict:
 
 
 if __name__ == "__main__":
-    # no _common import before child(): it would load attnlens from this tree
+    # no _common import before child(): attnlens must first be bound to --src
     args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     if "--child" in sys.argv:
         print(json.dumps(child(args["src"], args["case"])))

@@ -103,13 +103,6 @@ class ConeBlock:
         step = max(1, CHUNK_ELEMENTS // max(len(self.signs), 1))
         return [slice(lo, min(lo + step, k)) for lo in range(0, k, step)]
 
-    def _apply_chunked(self, W: np.ndarray) -> np.ndarray:
-        """``C W`` (N, k), computed in :meth:`column_chunks`."""
-        out = np.empty((len(self.signs), W.shape[1]))
-        for sl in self.column_chunks(W.shape[1]):
-            out[:, sl] = self.apply(W[:, sl])
-        return out
-
     def min_values(self, W: np.ndarray) -> np.ndarray:
         """``min_rows (C W)`` per column of ``W`` (p, k) -> (k,), in column chunks."""
         out = np.full(W.shape[1], np.inf)
@@ -198,21 +191,20 @@ class ConeBlock:
                 done = nonneg & (np.linalg.norm(X[:, todo], axis=0) <= stop[todo])
                 exact[todo[done]] = False
                 todo, nonneg = todo[~done], nonneg[~done]
-            V = self._apply_chunked(X[:, todo])  # (N, len(todo))
-            fail = ~nonneg | (V.min(axis=0, initial=np.inf) < -tol[todo])
-            todo, V = todo[fail], V[:, fail]
+            fail = ~nonneg
+            new = np.full((todo.size, self.p), -1, dtype=np.intp)
+            for sl in self.column_chunks(todo.size):  # C X in column chunks, never (N, k)
+                V = self.apply(X[:, todo[sl]])  # (N, chunk)
+                fail[sl] |= V.min(axis=0, initial=np.inf) < -tol[todo[sl]]
+                if attempt == REPAIR_ROUNDS:
+                    continue
+                for i in np.flatnonzero(fail[sl]):
+                    col = todo[sl.start + i]
+                    A = self._repair_set(active[col], mu[col], V[:, i], tol[col])
+                    new[sl.start + i, : A.size] = A
+            todo, new = todo[fail], new[fail]
             if not todo.size or attempt == REPAIR_ROUNDS:
                 break
-            # primal-dual active-set step: drop negative multipliers, add the most violated rows
-            new = np.full((todo.size, self.p), -1, dtype=np.intp)
-            for i, col in enumerate(todo):
-                keep = active[col][(active[col] >= 0) & (mu[col] >= 0)]
-                viol = np.flatnonzero(V[:, i] < -tol[col])
-                room = min(REPAIR_ADD, self.p - keep.size)
-                if viol.size > room:  # the `room` most violated (a partition, not a sort)
-                    viol = viol[np.argpartition(V[viol, i], max(room - 1, 0))[:room]]
-                A = np.unique(np.concatenate([keep, viol]))
-                new[i, : A.size] = A
             X[:, todo], mu[todo], active[todo] = self._warm_solve(Z[:, todo], new)
         for col in todo:
             X[:, col], A, exact[col] = self._nnls_project(
@@ -221,6 +213,17 @@ class ConeBlock:
             active[col] = -1
             active[col, : len(A)] = A
         return X, active, exact
+
+    def _repair_set(self, active: np.ndarray, mu: np.ndarray, v: np.ndarray,
+                    tol: float) -> np.ndarray:
+        """Primal-dual active-set step for one column: drop the rows with negative multipliers,
+        add the :data:`REPAIR_ADD` most violated rows of ``v = C x`` (a partition, not a sort)."""
+        keep = active[(active >= 0) & (mu >= 0)]
+        viol = np.flatnonzero(v < -tol)
+        room = min(REPAIR_ADD, self.p - keep.size)
+        if viol.size > room:
+            viol = viol[np.argpartition(v[viol], max(room - 1, 0))[:room]]
+        return np.unique(np.concatenate([keep, viol]))
 
     def prox(self, Z: np.ndarray, tau: float, warm: np.ndarray | None = None,
              rtol: float = PROJECTION_RTOL):

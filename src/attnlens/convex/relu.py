@@ -143,7 +143,7 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
         X, t = Xn, t_new
         if it % check_every == 0 or it == max_iter:
             full = it >= next_dual or it == max_iter
-            calls = sum(cone.nnls_calls for cone in program.cones)
+            calls = sum(cone.nnls_calls for cone in program.cones) if full else 0
             cert = certify_relu(program, X, Y, beta, loss, cwarm, dual=full)
             if full:
                 cwarm = cert.warm
