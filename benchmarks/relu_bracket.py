@@ -23,6 +23,11 @@ ReLU program on the same inputs (rows without a ``head`` field are self-attentio
 of the bracket are valid at any accuracy);
 ``--quick`` runs the first case only (no file written).
 
+Resuming: the initial solve of each case (the ``before`` column, half an hour or more at the
+transfer size) is pickled to ``.attnlens-cache/relu_bracket/`` (atomically, keyed by the case,
+head and tol); a re-run of the same case loads it instead of solving again and reports the
+CPU seconds the original solve took (``before.resumed: true``).
+
 At the transfer runs' own size (n = 3000 sentences, 32 tokens, m = 5 gates, the beta the
 transfer run selected) only the heads with small cones are in reach:
 ``python benchmarks/relu_bracket.py --head=mlp --out=relu_bracket_transfer
@@ -37,7 +42,7 @@ import os
 import sys
 import time
 
-from _common import option, write_result
+from _common import HERE, option, write_result
 
 NAME = "relu_bracket"
 BRACKET_TOL = 1e-2
@@ -59,6 +64,28 @@ def _inputs(d: int, n: int, s: int, seed: int):
     return data.tokens[data.train], data.labels[data.train]
 
 
+CHECKPOINTS = HERE.parent / ".attnlens-cache" / "relu_bracket"
+
+
+def _initial_solve(key: str, solve, rng):
+    """``solve()`` -> ``(result, cpu_seconds, resumed)``, pickled under ``key`` with ``rng``'s
+    state after the solve (a resumed run continues with the same random stream)."""
+    import pickle
+
+    from attnlens._io import atomic_write_bytes
+
+    path = CHECKPOINTS / f"{key}.pkl"
+    if path.exists():
+        base, cpu, state = pickle.loads(path.read_bytes())
+        rng.bit_generator.state = state
+        return base, cpu, True
+    c0 = time.process_time()
+    base = solve()
+    cpu = time.process_time() - c0
+    atomic_write_bytes(path, pickle.dumps((base, cpu, rng.bit_generator.state)))
+    return base, cpu, False
+
+
 def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
         head: str = "self_attention", tol: float = TOL) -> dict:
     import numpy as np
@@ -78,9 +105,11 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
     groups = BFNO_GROUPS if head == "bfno" else 1  # as the transfer's B-FNO
     gates = sample_gates(head, m, X.shape[1], d, rng, groups)
     with one_blas_thread():
-        c0 = time.process_time()
         program = build_program(X, head, "relu", len(classes), gates=gates, groups=groups)
-        base = solve_relu(program, Y, beta, "squared", tol=tol, max_iter=20000, rng=rng)
+        base, cpu0, resumed = _initial_solve(
+            f"{head}-{d}-{n}-{s}-{m}-{beta:g}-{seed}-{tol:g}",
+            lambda: solve_relu(program, Y, beta, "squared", tol=tol, max_iter=20000, rng=rng),
+            rng)
         c1 = time.process_time()
         program = dataclasses.replace(program, directions=[
             E[:, : E.shape[1] // 2] for _, E in base.cone_factors])
@@ -96,7 +125,7 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
         "before": {"upper": base.objective, "lower": base.lower_bound,
                    "width": width(base.objective, base.lower_bound),
                    "certificate": base.certificate, "iterations": base.iterations,
-                   "cpu_seconds": c1 - c0,
+                   "cpu_seconds": cpu0, "resumed": resumed,
                    "directions": [int(E.shape[1] // 2) for _, E in base.cone_factors]},
         "round0_cone_bound": {"lower": lb0, "width": width(base.objective, max(lb0,
                                                                               base.lower_bound)),
