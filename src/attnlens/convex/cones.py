@@ -270,7 +270,10 @@ class ConeBlock:
             if v.min() >= -tol:
                 return x, W[mu > 0][: self.p], True
             new = np.argpartition(v, min(2 * self.p, len(v) - 1))[: 2 * self.p]
-            W = np.unique(np.concatenate([W, new[v[new] < -tol]]))
+            # rows with a zero multiplier leave the working set: x stays the projection onto
+            # the support's cone, so the distance still grows every round (finite), and the
+            # NNLS keeps at most 3 p columns
+            W = np.unique(np.concatenate([W[mu > 0], new[v[new] < -tol]]))
         raise RuntimeError("cone projection did not converge (cutting-plane NNLS).")
 
 

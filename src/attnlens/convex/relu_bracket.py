@@ -79,7 +79,7 @@ __all__ = ["cone_norm_upper", "cone_norm_search", "relu_lower_bound", "refine_br
 #: relative safety factor on the upper bound of a cone-restricted norm (float rounding)
 _SAFETY = 1e-10
 #: cutting-plane rounds spent on each ``c_k`` bound (any round's multipliers give a valid one)
-BOUND_ROUNDS = 8
+BOUND_ROUNDS = 64
 
 
 def _projection_bound(cone: ConeBlock, U: np.ndarray) -> np.ndarray:
@@ -93,24 +93,39 @@ def _projection_bound(cone: ConeBlock, U: np.ndarray) -> np.ndarray:
     return np.linalg.norm(P, axis=0)
 
 
-def cone_norm_upper(H: np.ndarray, cone: ConeBlock, max_rank: int | None = None) -> float:
+def cone_norm_upper(H: np.ndarray, cone: ConeBlock, max_rank: int | None = None,
+                    floor: float = 0.0, batch: int = 4) -> float:
     r"""An upper bound on :math:`\max_{w \in K, \|w\| \le 1} \|H^\top w\|` (module doc).
 
     ``H`` (p, q). Uses the ``max_rank`` leading singular pairs (all by default); never above
-    ``||H||_2``.
+    ``||H||_2``. The ``c_k`` are bounded ``batch`` singular vectors at a time, leading first,
+    and the work stops as soon as the bound is at most ``floor`` (a caller that only needs to
+    know the value is below ``floor`` -- the result is then some valid bound ``<= floor``) or
+    no later ``r`` can improve it: with ``Q = sum_{k<=r} c_k^2`` and ``P = sum_{k<=r}
+    sigma_k^2 c_k^2``, every ``r' >= r`` gives at least ``P + t (1 - Q)`` for ``Q <= 1`` (``t``
+    the smallest tail ``sigma_{r'+1}^2`` left) and ``P - sigma_{r+1}^2 (Q - 1)`` otherwise.
     """
     U, S, _ = np.linalg.svd(H, full_matrices=False)
     r_max = S.size if max_rank is None else min(int(max_rank), S.size)
     if r_max == 0 or S[0] == 0.0:
         return 0.0
-    Ur = U[:, :r_max]
-    c = np.maximum(_projection_bound(cone, Ur), _projection_bound(cone, -Ur))
-    c = np.minimum(c, 1.0)  # |u^T w| <= 1 on the unit ball anyway
     s2 = S**2
+    tails = np.append(s2[1:], 0.0)  # sigma_{r+1}^2 for r = 1..S.size
+    t_min = tails[r_max - 1]
     best = s2[0]
-    for r in range(1, r_max + 1):
-        tail = s2[r] if r < S.size else 0.0
-        best = min(best, tail + float(np.sum((s2[:r] - tail) * c[:r] ** 2)))
+    floor2 = (float(floor) / (1.0 + _SAFETY)) ** 2
+    c = np.zeros(0)
+    while c.size < r_max and best > floor2:
+        Ur = U[:, c.size:min(c.size + batch, r_max)]
+        cb = np.maximum(_projection_bound(cone, Ur), _projection_bound(cone, -Ur))
+        c = np.concatenate([c, np.minimum(cb, 1.0)])  # |u^T w| <= 1 on the unit ball anyway
+        cs2 = c**2
+        for r in range(c.size - cb.size + 1, c.size + 1):
+            best = min(best, tails[r - 1] + float(np.sum((s2[:r] - tails[r - 1]) * cs2[:r])))
+        Q, P = float(np.sum(cs2)), float(np.sum(s2[:c.size] * cs2))
+        reachable = P + t_min * (1.0 - Q) if Q <= 1.0 else P - tails[c.size - 1] * (Q - 1.0)
+        if reachable >= best:
+            break
     return float(np.sqrt(max(best, 0.0)) * (1.0 + _SAFETY))
 
 
@@ -163,12 +178,22 @@ def relu_lower_bound(program: ReluProgram, R: np.ndarray, Y: np.ndarray, beta: f
                      loss: str | Loss) -> tuple[float, list[float]]:
     """A valid lower bound on ``P_relu(S)`` from the residual ``R = grad f`` (module doc).
 
-    Returns ``(bound, gammas)`` with ``gammas[j]`` the upper bound on block ``j``'s
-    cone-restricted dual norm.
+    Returns ``(bound, gammas)`` with ``gammas[j]`` an upper bound on block ``j``'s
+    cone-restricted dual norm. Blocks are bounded in decreasing order of ``||H_j||_2``, each
+    only until it is known to be at most ``max(beta, the largest gamma so far)`` (the bound
+    uses only the maximum; a block's spectral norm at or below it is kept as its gamma), so
+    the bound is the one of the full per-block bounds, and ``gammas`` may be looser than
+    those below the maximum.
     """
     loss = get_loss(loss, "relu_lower_bound")
-    gammas = [cone_norm_upper(-blk.adjoint(R), cone)
-              for blk, cone in zip(program.blocks, program.cones, strict=True)]
+    Hs = [-blk.adjoint(R) for blk in program.blocks]
+    spectral = [float(np.linalg.norm(H, 2)) if H.size else 0.0 for H in Hs]
+    gammas = list(spectral)
+    gmax = beta  # only max(beta, max_j gamma_j) enters the bound
+    for j in np.argsort(spectral)[::-1]:  # largest first: the others may stop at the max
+        if spectral[j] > gmax:
+            gammas[j] = cone_norm_upper(Hs[j], program.cones[j], floor=gmax)
+            gmax = max(gmax, gammas[j])
     gmax = max(gammas) if gammas else 0.0
     t = 1.0 if gmax <= beta else beta / gmax
     return loss.dual_value(R, Y, t), gammas
