@@ -172,3 +172,33 @@ def test_spaced_dual_evaluations_leave_the_iterates_unchanged(monkeypatch):
     res = relu_mod.cone_fista(prog, Y, 1e-2, "squared", tol=1e-6, max_iter=20000,
                               rng=np.random.default_rng(0))
     assert res.certificate <= 1e-6 and str(res.status) == "optimal"
+
+
+@pytest.mark.parametrize("head", ["self_attention", "fno"])
+def test_cutting_plane_drops_rows_and_still_projects(head, monkeypatch):
+    """The cutting plane keeps only the positive-multiplier rows plus the new violated ones
+    (at most 3 p NNLS columns, several rounds) and ends at the projection given by scipy's NNLS
+    over every row at once."""
+    from scipy.optimize import nnls
+
+    from attnlens.convex import cones as cones_mod
+
+    cones, rng = _cones(head, n=60, s=6, d=4)
+    cone = cones[1]
+    C = cone.dense()  # (N, p)
+    Z = _columns(cone, rng, k=6)
+    sizes = []
+    real = cones_mod.nnls
+
+    def recorded(A, b, **kwargs):
+        sizes.append(A.shape[1])
+        return real(A, b, **kwargs)
+
+    monkeypatch.setattr(cones_mod, "nnls", recorded)
+    P, _ = cone.project(Z)
+    assert len(sizes) > Z.shape[1]  # some columns needed more than one round
+    assert max(sizes) <= 3 * cone.p
+    assert C.shape[0] > 10 * cone.p
+    for k in range(Z.shape[1]):
+        mu, _ = nnls(C.T, -Z[:, k], maxiter=50 * C.shape[0])
+        np.testing.assert_allclose(P[:, k], Z[:, k] + C.T @ mu, atol=1e-8)

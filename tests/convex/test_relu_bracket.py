@@ -22,6 +22,7 @@ from attnlens.convex.relu_bracket import (
     cone_norm_search,
     cone_norm_upper,
     refine_bracket,
+    relu_lower_bound,
     solve_relu_bracket,
 )
 from attnlens.errors import IgnoredParameterWarning
@@ -228,3 +229,56 @@ def test_estimator_bracket_option():
         ConvexAttentionClassifier(bracket_tol=1e-2, bracket_rounds=-2, **common).fit(X, y)
     with pytest.warns(IgnoredParameterWarning, match="bracket_tol"):
         ConvexAttentionClassifier(activation="linear", bracket_tol=1e-2).fit(X, y)
+
+
+def _wide_attention_case(seed=0):
+    """Self-attention with d = 3 and two outputs: blocks of 9 x 6 (six singular pairs)."""
+    rng = np.random.default_rng(seed)
+    n, s, d = 12, 3, 3
+    X = rng.standard_normal((n, s, d))
+    y = (np.einsum("nta,nub->n", X, X) > 0).astype(int)
+    gates = sample_gates("self_attention", 3, s, d, rng)
+    return build_program(X, "self_attention", "relu", 2, gates=gates), np.eye(2)[y]
+
+
+def _reference_cone_norm_upper(H: np.ndarray, C: np.ndarray) -> float:
+    """The module's bound with every ``c_k`` exact (scipy NNLS) and every ``r`` tried."""
+    U, S, _ = np.linalg.svd(H, full_matrices=False)
+    c = np.minimum([max(_cone_support(C, u), _cone_support(C, -u)) for u in U.T], 1.0)
+    s2 = S**2
+    tails = np.append(s2[1:], 0.0)
+    return float(np.sqrt(min([s2[0]] + [tails[r - 1] + np.sum((s2[:r] - tails[r - 1])
+                                                               * c[:r] ** 2)
+                                         for r in range(1, S.size + 1)])))
+
+
+def test_cone_norm_upper_early_stops_keep_the_bound():
+    program, Y = _wide_attention_case()
+    rng = np.random.default_rng(1)
+    R = rng.standard_normal(Y.shape) / Y.shape[0]
+    for blk, cone in zip(program.blocks, program.cones, strict=True):
+        H = -blk.adjoint(R)
+        ref = _reference_cone_norm_upper(H, cone.dense())
+        for batch in (1, 2, 6):  # the stopping rule may end the batches early: same value
+            assert cone_norm_upper(H, cone, batch=batch) == pytest.approx(ref, rel=1e-9)
+        above = cone_norm_upper(H, cone, floor=1.05 * ref, batch=1)
+        assert ref * (1 - 1e-9) <= above <= 1.05 * ref  # some valid bound under the floor
+        assert cone_norm_upper(H, cone, floor=0.5 * ref) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("beta", [1e-3, 0.7, 0.9, 10.0])
+def test_relu_lower_bound_equals_the_bound_of_the_full_block_bounds(beta):
+    program, Y = _wide_attention_case(seed=3)
+    rng = np.random.default_rng(2)
+    R = rng.standard_normal(Y.shape) / Y.shape[0]
+    full = [_reference_cone_norm_upper(-blk.adjoint(R), cone.dense())
+            for blk, cone in zip(program.blocks, program.cones, strict=True)]
+    gmax = max(full)
+    expected = get_loss("squared").dual_value(R, Y, min(1.0, beta / gmax))
+    bound, gammas = relu_lower_bound(program, R, Y, beta, "squared")
+    assert bound == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert np.all(np.array(gammas) >= np.array(full) * (1 - 1e-9))  # each still an upper bound
+    if gmax > beta:  # the maximum is computed in full
+        assert max(gammas) == pytest.approx(gmax, rel=1e-9)
+    else:  # only known to be at most beta
+        assert max(gammas) <= beta * (1 + 1e-12)
