@@ -11,8 +11,11 @@ checked out with ``git worktree`` (default ``a950707``, the commit before the la
 Reports CPU seconds (``time.process_time``, one BLAS thread), cutting-plane NNLS solves, the
 objective reached (must agree) and the speed-up.
 
-``python benchmarks/relu_cone_speed.py [--baseline=REV] [--cases=head:d:n:s:m:beta:iters,...]``
-writes benchmarks/results/relu_cone_speed.json.
+``python benchmarks/relu_cone_speed.py [--baseline=REV] [--cases=head:d:n:s:m:beta:iters,...]
+[--out=NAME]`` writes benchmarks/results/relu_cone_speed.json (or NAME.json).
+
+relu_cone_speed_workingset.json measures the cutting plane's working set (rows with a zero
+multiplier dropped each round, fec9135) against ``bb1a792``, the commit before it.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def _run(src: Path, case: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(cases: list[str], baseline: str) -> dict:
+def main(cases: list[str], baseline: str, name: str = NAME) -> dict:
     from _common import machine, write_result
 
     root = HERE.parent
@@ -109,14 +112,14 @@ def main(cases: list[str], baseline: str) -> dict:
         finally:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
                            check=False, capture_output=True)
-    payload = {"benchmark": NAME, "machine": machine(), "baseline_revision": baseline,
+    payload = {"benchmark": name, "machine": machine(), "baseline_revision": baseline,
                "settings": {"loss": "squared", "tol": 0.0, "blas_threads": 1,
                             "dataset": "rotten_tomatoes", "backbone": "minilm", "seed": 0,
                             "case_format": "head:d:n:s:m:beta:fista_iterations"},
                "rows": rows,
                "note": "baseline and current run back to back in child processes of the same "
                        "run; CPU seconds by time.process_time"}
-    write_result(NAME, payload)
+    write_result(name, payload)
     return payload
 
 
@@ -128,4 +131,5 @@ if __name__ == "__main__":
     else:
         sys.path.insert(0, str(HERE))
         main(args["cases"].split(",") if "cases" in args
-             else [":".join(map(str, c)) for c in CASES], args.get("baseline", BASELINE))
+             else [":".join(map(str, c)) for c in CASES], args.get("baseline", BASELINE),
+             args.get("out", NAME))

@@ -121,3 +121,20 @@ def test_cone_projection_equals_cvxpy_projection():
             np.testing.assert_allclose(Pc[:, k], _cvxpy_projection(C, Zc[:, k]), atol=1e-6)
         assert cone.min_values(Pc).min() >= -1e-10
     assert np.linalg.norm(P[:, 4:], axis=0).min() > 0.1  # some projections are not the apex
+
+
+def test_make_feasible_leaves_zero_columns_and_repairs_the_others_alone():
+    """Zero columns are skipped (they are feasible): the others are repaired as they would be
+    without the zero columns beside them, and the violation is the same."""
+    X, Y, gates, rng = _case()
+    prog = build_program(X, "self_attention", "relu", 2, gates=gates)
+    Xs = [rng.standard_normal((c.p, 6)) for c in prog.cones]
+    for x in Xs:
+        x[:, [1, 4]] = 0.0
+    out, worst, ok = make_feasible(prog, Xs)
+    alone, worst_alone, ok_alone = make_feasible(prog, [x[:, [0, 2, 3, 5]] for x in Xs])
+    assert worst == worst_alone > 0 and ok == ok_alone
+    for full, part, c in zip(out, alone, prog.cones, strict=True):
+        assert not full[:, [1, 4]].any()
+        np.testing.assert_array_equal(full[:, [0, 2, 3, 5]], part)
+        assert c.min_values(full).min() >= -1e-12

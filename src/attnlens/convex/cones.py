@@ -267,13 +267,15 @@ class ConeBlock:
             if np.linalg.norm(x) <= stop or (max_rounds is not None and rnd + 1 >= max_rounds):
                 return x, W[mu > 0][: self.p], False
             v = self.apply(x[:, None])[:, 0]
-            if v.min() >= -tol:
+            new = np.flatnonzero(v < -tol)
+            if not new.size:
                 return x, W[mu > 0][: self.p], True
-            new = np.argpartition(v, min(2 * self.p, len(v) - 1))[: 2 * self.p]
+            if new.size > 2 * self.p:  # the 2 p most violated (a partition of those only)
+                new = new[np.argpartition(v[new], 2 * self.p - 1)[: 2 * self.p]]
             # rows with a zero multiplier leave the working set: x stays the projection onto
             # the support's cone, so the distance still grows every round (finite), and the
             # NNLS keeps at most 3 p columns
-            W = np.unique(np.concatenate([W[mu > 0], new[v[new] < -tol]]))
+            W = np.unique(np.concatenate([W[mu > 0], new]))
         raise RuntimeError("cone projection did not converge (cutting-plane NNLS).")
 
 

@@ -103,8 +103,9 @@ def make_feasible(program: ReluProgram, Xs: list[np.ndarray]):
     for X, cone in zip(Xs, program.cones, strict=True):
         ch = None  # C h (N,) >= 0, computed on the first violation
         tau = np.zeros(X.shape[1])
-        for sl in cone.column_chunks(X.shape[1]):  # (N, chunk) at a time
-            V = cone.apply(X[:, sl])
+        live = np.flatnonzero(np.any(X != 0, axis=0))  # a zero column is feasible
+        for sl in cone.column_chunks(live.size):  # (N, chunk) at a time
+            V = cone.apply(X[:, live[sl]])
             neg = V < 0
             if not neg.any():
                 continue
@@ -116,7 +117,7 @@ def make_feasible(program: ReluProgram, Xs: list[np.ndarray]):
                 ok = False
             with np.errstate(divide="ignore", invalid="ignore"):
                 need = np.where(neg & (ch[:, None] > 0), -V / ch[:, None], 0.0)
-            tau[sl] = need.max(axis=0) * (1 + 1e-9)
+            tau[live[sl]] = need.max(axis=0) * (1 + 1e-9)
         out.append(X if ch is None else X + cone.interior[:, None] * tau[None, :])
     return out, worst, ok
 
