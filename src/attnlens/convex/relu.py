@@ -151,6 +151,8 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
                 ratio = cert.certificate / tol if tol > 0 else np.inf
                 spacing = _dual_spacing(spacing, check_every, ratio, cold)
                 next_dual = it + spacing
+                logger.debug("relu fista it %d: primal %.8g certificate %.2e", it,
+                             cert.primal, cert.certificate)
             if cert.primal > prev * (1 + 1e-9) + 1e-15:  # safeguard: step too long
                 L *= 2.0
                 Yx, t = [x.copy() for x in X], 1.0

@@ -194,6 +194,8 @@ def relu_lower_bound(program: ReluProgram, R: np.ndarray, Y: np.ndarray, beta: f
         if spectral[j] > gmax:
             gammas[j] = cone_norm_upper(Hs[j], program.cones[j], floor=gmax)
             gmax = max(gmax, gammas[j])
+            logger.debug("block %d: dual norm <= %.4g beta (spectral %.4g beta)", j,
+                         gammas[j] / beta, spectral[j] / beta)
     gmax = max(gammas) if gammas else 0.0
     t = 1.0 if gmax <= beta else beta / gmax
     return loss.dual_value(R, Y, t), gammas
