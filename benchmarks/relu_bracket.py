@@ -87,7 +87,7 @@ def _initial_solve(key: str, solve, rng):
 
 
 def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
-        head: str = "self_attention", tol: float = TOL) -> dict:
+        head: str = "self_attention", tol: float = TOL, progress=None) -> dict:
     import numpy as np
 
     from attnlens._validation import check_random_state
@@ -111,23 +111,33 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
             lambda: solve_relu(program, Y, beta, "squared", tol=tol, max_iter=20000, rng=rng),
             rng)
         c1 = time.process_time()
+        width = lambda u, lo: (u - lo) / u  # noqa: E731
+        case = {"head": head, "tol": tol, "d": d, "n": n, "s": s, "m": m, "beta": beta,
+                "seed": seed}
+        before = {"upper": base.objective, "lower": base.lower_bound,
+                  "width": width(base.objective, base.lower_bound),
+                  "certificate": base.certificate, "iterations": base.iterations,
+                  "cpu_seconds": cpu0, "resumed": resumed,
+                  "directions": [int(E.shape[1] // 2) for _, E in base.cone_factors]}
+        rounds = []
+
+        def on_round(r: int, lower: float, upper: float) -> None:
+            rounds.append({"round": r, "lower": lower, "upper": upper,
+                           "width": width(upper, lower),
+                           "cpu_seconds": time.process_time() - c1})
+            if progress is not None:
+                progress(case | {"in_progress": True, "before": before, "rounds": rounds})
+
         program = dataclasses.replace(program, directions=[
             E[:, : E.shape[1] // 2] for _, E in base.cone_factors])
         R = get_loss("squared").gradient(program.forward(base.Z), Y)
         _, res = refine_bracket(program, Y, beta, "squared", base, bracket_tol=BRACKET_TOL,
-                                max_rounds=MAX_ROUNDS, tol=tol, max_iter=20000, rng=rng)
+                                max_rounds=MAX_ROUNDS, tol=tol, max_iter=20000, rng=rng,
+                                callback=on_round)
         c2 = time.process_time()
     info = res.bracket
-    width = lambda u, lo: (u - lo) / u  # noqa: E731
-    return {
-        "head": head, "tol": tol, "d": d, "n": n, "s": s, "m": m, "beta": beta, "seed": seed,
-        "before": {"upper": base.objective, "lower": base.lower_bound,
-                   "width": width(base.objective, base.lower_bound),
-                   "certificate": base.certificate, "iterations": base.iterations,
-                   "cpu_seconds": cpu0, "resumed": resumed,
-                   "directions": [int(E.shape[1] // 2) for _, E in base.cone_factors]},
-        # refine_bracket's round 0 is the cone-aware bound at the initial solution (the
-        # larger of it and the relaxation's bound): not computed twice
+    return case | {
+        "before": before,
         "round0_cone_bound": {"lower": info.lower[0],
                               "width": width(base.objective, info.lower[0]),
                               "spectral_over_beta": [float(np.linalg.norm(
@@ -159,15 +169,10 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False,
 
     path = RESULTS / f"{name}.json"
     rows = json.loads(path.read_text())["rows"] if append and path.exists() else []
-    payload: dict = {}
-    for case in cases or (CASES[:1] if quick else CASES):
-        rows.append(one(*case, head=head, tol=tol))
-        print(json.dumps({k: rows[-1][k] for k in ("head", "d", "n", "s", "beta", "seed",
-                                                   "width_ratio")}
-                         | {"before": rows[-1]["before"]["width"],
-                            "after": rows[-1]["after"]["width"],
-                            "cpu": rows[-1]["after"]["cpu_seconds"]}), flush=True)
-        payload = {
+    rows = [r for r in rows if not r.get("in_progress")]
+
+    def payload(rows: list) -> dict:
+        return {
             "settings": {"dataset": "rotten_tomatoes", "backbone": "minilm",
                          "activation": "relu", "loss": "squared", "bracket_tol": BRACKET_TOL,
                          "max_rounds": MAX_ROUNDS, "max_tokens": 64, "blas_threads": 1,
@@ -177,11 +182,24 @@ def main(cases: list | None = None, quick: bool = False, append: bool = False,
                       "bound: certified dual value; upper: attained by a ReLU network)",
             "previous_figure": "no bracket was measured on transfer data before; docs quoted "
                                "0.20 vs 0.39 on a synthetic self-attention problem",
-            "note": "CPU only, 2 cores shared with other sessions (see loadavg per row)",
+            "note": "CPU only, 2 cores shared with other sessions (see loadavg per row); a row "
+                    "with in_progress: true holds the rounds of a case still running",
         }
+
+    def progress(row: dict) -> None:  # every round's bracket as soon as it is known
         if not quick:
-            write_result(name, payload)
-    return payload
+            write_result(name, payload(rows + [row]))
+
+    for case in cases or (CASES[:1] if quick else CASES):
+        rows.append(one(*case, head=head, tol=tol, progress=progress))
+        print(json.dumps({k: rows[-1][k] for k in ("head", "d", "n", "s", "beta", "seed",
+                                                   "width_ratio")}
+                         | {"before": rows[-1]["before"]["width"],
+                            "after": rows[-1]["after"]["width"],
+                            "cpu": rows[-1]["after"]["cpu_seconds"]}), flush=True)
+        if not quick:
+            write_result(name, payload(rows))
+    return payload(rows)
 
 
 if __name__ == "__main__":

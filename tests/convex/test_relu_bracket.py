@@ -282,3 +282,18 @@ def test_relu_lower_bound_equals_the_bound_of_the_full_block_bounds(beta):
         assert max(gammas) == pytest.approx(gmax, rel=1e-9)
     else:  # only known to be at most beta
         assert max(gammas) <= beta * (1 + 1e-12)
+
+
+def test_refine_bracket_reports_every_round_to_the_callback(solved_attention_case):
+    program, Y, base = solved_attention_case
+    seen = []
+    _, res = refine_bracket(program, Y, 0.02, "squared", base, bracket_tol=1e-9, max_rounds=2,
+                            callback=lambda r, lo, up: seen.append((r, lo, up)))
+    info = res.bracket
+    assert [r for r, _, _ in seen] == list(range(len(seen)))
+    assert len(seen) == info.rounds + 1
+    # the last round's values may be replaced by the polish; the others are the reported ones
+    assert [lo for _, lo, _ in seen][:-1] == info.lower[:-1]
+    assert [up for _, _, up in seen][:-1] == info.upper[:-1]
+    with pytest.raises(ValueError, match="callback"):
+        refine_bracket(program, Y, 0.02, "squared", base, callback=3)

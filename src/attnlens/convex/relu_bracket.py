@@ -237,19 +237,22 @@ def _new_directions(vals: np.ndarray, V: np.ndarray, G: np.ndarray, threshold: f
     "tol": [Interval(Real, 0, None, closed="neither")],
     "max_iter": [Interval(Integral, 1, None)],
     "rng": [None, InstanceOf(np.random.Generator)],
+    "callback": [None, "callable"],
 })
 def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
                    result: ConvexResult, *, bracket_tol: float = 1e-2, max_rounds: int = 10,
                    max_new: int = 4, solver: str = "auto", tol: float = 1e-6,
-                   max_iter: int = 20000,
-                   rng: np.random.Generator | None = None) -> tuple[ReluProgram, ConvexResult]:
+                   max_iter: int = 20000, rng: np.random.Generator | None = None,
+                   callback=None) -> tuple[ReluProgram, ConvexResult]:
     """Narrow the bracket ``[lower_bound, objective]`` of ``P_relu(S)`` (module doc).
 
     ``result`` is what solving ``program`` returned (its ``cone_factors`` carry the
     dictionary, which refinement extends). ``bracket_tol``: stop once the relative width
     ``(objective - lower_bound) / objective`` is at most this; ``max_rounds``: at most this
     many re-solves of the restricted program; ``max_new``: directions added per block and
-    round. Returns ``(program, result)``: the enlarged program and the best result, whose
+    round; ``callback(round, lower, upper)``, if given, is called with every round's bracket as
+    soon as it is known (progress of a long run). Returns ``(program, result)``: the enlarged
+    program and the best result, whose
     ``objective`` is attained by its ``cone_factors`` (a ReLU network), ``lower_bound`` is a
     certified lower bound on ``P_relu(S)`` and ``bracket`` the :class:`BracketInfo`.
     """
@@ -281,6 +284,8 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
         lowers.append(lower)
         width = (upper - lower) / max(abs(upper), 1e-12)
         logger.info("bracket round %d: [%.6g, %.6g] width %.3e", rounds, lower, upper, width)
+        if callback is not None:
+            callback(rounds, lower, upper)
         if width <= bracket_tol:
             status = Status.OPTIMAL
             break
