@@ -110,6 +110,26 @@ class ConeBlock:
             out[sl] = self.apply(W[:, sl]).min(axis=0, initial=np.inf)
         return out
 
+    def active_sets(self, X: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+        """Warm active sets (k, p) for columns of ``X`` (p, k) that lie in the cone.
+
+        Row ``i`` is taken when ``C_i x <= rtol ||x||`` (the rows a projection onto the cone
+        that ended at ``x`` can have used), the ``p`` smallest if more; ``-1`` padded, empty
+        for zero columns. A hint for :meth:`project` / :meth:`prox`, which check it.
+        """
+        k = X.shape[1]
+        out = np.full((k, self.p), -1, dtype=np.intp)
+        nrm = np.linalg.norm(X, axis=0)
+        live = np.flatnonzero(nrm > 0)
+        for sl in self.column_chunks(live.size):  # (N, chunk) at a time
+            V = self.apply(X[:, live[sl]])
+            for i, col in enumerate(live[sl]):
+                idx = np.flatnonzero(V[:, i] <= rtol * nrm[col])
+                if idx.size > self.p:
+                    idx = idx[np.argpartition(V[idx, i], self.p - 1)[: self.p]]
+                out[col, : idx.size] = idx
+        return out
+
     def _warm_solve(self, Z: np.ndarray, warm: np.ndarray | None, clip: bool = False):
         """Least squares on the warm active sets: ``(X, mu, warm)``.
 

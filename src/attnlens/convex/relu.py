@@ -117,9 +117,10 @@ def cone_fista(program: ReluProgram, Y: np.ndarray, beta: float, loss: str | Los
     L = max(1.05 * _smooth_norm_sq(program, rng) * loss.curvature / n, 1e-12)
     X = program.x_zeros()
     warm = [None] * len(X)
-    if x0 is not None:
+    if x0 is not None:  # the warm start's own active sets start the projections
         X = [cone.project(np.asarray(x, dtype=np.float64), None)[0]
              for x, cone in zip(x0, program.cones, strict=True)]
+        warm = [cone.active_sets(x) for x, cone in zip(X, program.cones, strict=True)]
     Yx = [x.copy() for x in X]
     cwarm = None
     next_dual, spacing = check_every, check_every  # iterations between dual evaluations
