@@ -177,14 +177,16 @@ def test_spaced_dual_evaluations_leave_the_iterates_unchanged(monkeypatch):
 
 
 @pytest.mark.parametrize("head", ["self_attention", "fno"])
-def test_cutting_plane_drops_rows_and_still_projects(head, monkeypatch):
-    """The cutting plane keeps only the positive-multiplier rows plus the new violated ones
-    (at most 3 p NNLS columns, several rounds) and ends at the projection given by scipy's NNLS
-    over every row at once."""
+@pytest.mark.parametrize("cap", [1, 4])
+def test_cutting_plane_bounds_its_working_set_and_still_projects(head, cap, monkeypatch):
+    """The cutting plane holds at most ``WORKING_SET * p`` rows plus the new violated ones
+    (zero-multiplier rows with the most slack leave), over several rounds, and ends at the
+    projection given by scipy's NNLS over every row at once."""
     from scipy.optimize import nnls
 
     from attnlens.convex import cones as cones_mod
 
+    monkeypatch.setattr(cones_mod, "WORKING_SET", cap)
     cones, rng = _cones(head, n=60, s=6, d=4)
     cone = cones[1]
     C = cone.dense()  # (N, p)
@@ -199,7 +201,7 @@ def test_cutting_plane_drops_rows_and_still_projects(head, monkeypatch):
     monkeypatch.setattr(cones_mod, "nnls", recorded)
     P, _ = cone.project(Z)
     assert len(sizes) > Z.shape[1]  # some columns needed more than one round
-    assert max(sizes) <= 3 * cone.p
+    assert max(sizes) <= (cap + 2) * cone.p
     assert C.shape[0] > 10 * cone.p
     for k in range(Z.shape[1]):
         mu, _ = nnls(C.T, -Z[:, k], maxiter=50 * C.shape[0])
