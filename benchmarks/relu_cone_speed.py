@@ -14,8 +14,11 @@ objective reached (must agree) and the speed-up.
 ``python benchmarks/relu_cone_speed.py [--baseline=REV] [--cases=head:d:n:s:m:beta:iters,...]
 [--out=NAME]`` writes benchmarks/results/relu_cone_speed.json (or NAME.json).
 
-relu_cone_speed_workingset.json measures the cutting plane's working set (rows with a zero
-multiplier dropped each round, fec9135) against ``bb1a792``, the commit before it.
+relu_cone_speed_workingset.json measures this session's cutting-plane changes (the working set
+capped at ``WORKING_SET * p`` rows, violated rows partitioned alone, ``make_feasible`` on
+nonzero columns, 474e302) against ``bb1a792``, the commit before them:
+``--baseline=bb1a792 --out=relu_cone_speed_workingset
+--cases=self_attention:16:100:32:5:0.01:20,bfno:16:500:32:5:0.003:100``.
 """
 
 from __future__ import annotations
