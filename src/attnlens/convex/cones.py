@@ -297,15 +297,14 @@ class ConeBlock:
             W = self._working_set(W, mu, v, new)
         raise RuntimeError("cone projection did not converge (cutting-plane NNLS).")
 
-
     def _working_set(self, W: np.ndarray, mu: np.ndarray, v: np.ndarray,
                      new: np.ndarray) -> np.ndarray:
-        """The next round's rows: ``W`` and the violated ``new``, at most
-        :data:`WORKING_SET` ``* p`` of them. Over that size the rows of ``W`` with a zero
-        multiplier and the most slack (``v = C x``) leave: ``x`` stays the projection onto the
-        cone of the rows kept, so the distance still grows every round. (Keeping only the
-        support took 5x more rounds on self-attention cones; keeping every row, NNLS on
-        thousands of columns.)"""
+        """The next round's rows: ``W`` and the violated ``new``. Over :data:`WORKING_SET`
+        ``* p`` rows in all, rows of ``W`` with a zero multiplier and the most slack
+        (``v = C x``) leave, as many as the excess (rows with a positive one always stay):
+        ``x`` stays the projection onto the cone of the rows kept, so the distance still grows
+        every round. (Keeping only the support took 5x more rounds on self-attention cones;
+        keeping every row, NNLS on thousands of columns.)"""
         extra = W.size + new.size - WORKING_SET * self.p
         if extra > 0:
             zero = np.flatnonzero(mu <= 0)
