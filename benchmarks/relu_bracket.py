@@ -47,6 +47,8 @@ from _common import HERE, option, write_result
 NAME = "relu_bracket"
 BRACKET_TOL = 1e-2
 MAX_ROUNDS = 10
+#: where each case's initial solve is pickled (a re-run resumes from it)
+CHECKPOINTS = HERE.parent / ".attnlens-cache" / "relu_bracket"
 TOL = 1e-6
 #: (d, n, s, m, beta, seed)
 CASES = [(4, 200, 8, 3, 1e-2, 0), (4, 200, 8, 3, 1e-2, 1), (4, 200, 8, 3, 1e-2, 2),
@@ -62,9 +64,6 @@ def _inputs(d: int, n: int, s: int, seed: int):
                              store_dim=AVGPOOL_STORE_DIM, progress=False)
     data = prepare_inputs(feats, d, seed, max_train=n, max_tokens=s)
     return data.tokens[data.train], data.labels[data.train]
-
-
-CHECKPOINTS = HERE.parent / ".attnlens-cache" / "relu_bracket"
 
 
 def _initial_solve(key: str, solve, rng):

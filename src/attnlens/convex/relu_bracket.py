@@ -196,9 +196,7 @@ def relu_lower_bound(program: ReluProgram, R: np.ndarray, Y: np.ndarray, beta: f
             gmax = max(gmax, gammas[j])
             logger.debug("block %d: dual norm <= %.4g beta (spectral %.4g beta)", j,
                          gammas[j] / beta, spectral[j] / beta)
-    gmax = max(gammas) if gammas else 0.0
-    t = 1.0 if gmax <= beta else beta / gmax
-    return loss.dual_value(R, Y, t), gammas
+    return loss.dual_value(R, Y, beta / gmax), gammas  # gmax >= beta: t = min(1, beta/max)
 
 
 def _pad(X: np.ndarray, k_old: int, k_new: int) -> np.ndarray:
