@@ -26,7 +26,10 @@ of the bracket are valid at any accuracy);
 Resuming: the initial solve of each case (the ``before`` column, half an hour or more at the
 transfer size) is pickled to ``.attnlens-cache/relu_bracket/`` (atomically, keyed by the case,
 head and tol); a re-run of the same case loads it instead of solving again and reports the
-CPU seconds the original solve took (``before.resumed: true``).
+CPU seconds the original solve took (``before.resumed: true``). Likewise the refinement after
+every re-solve (``refine_bracket(checkpoint=)``: the best result, the rounds so far and the rng
+state): a re-run continues with the next round (``after.resumed_after_rounds``; the CPU seconds
+add up, ``iterations`` and ``directions_added`` count this run's re-solves only).
 
 At the transfer runs' own size (n = 3000 sentences, 32 tokens, m = 5 gates, the beta the
 transfer run selected) only the heads with small cones are in reach:
@@ -66,22 +69,33 @@ def _inputs(d: int, n: int, s: int, seed: int):
     return data.tokens[data.train], data.labels[data.train]
 
 
-def _initial_solve(key: str, solve, rng):
-    """``solve()`` -> ``(result, cpu_seconds, resumed)``, pickled under ``key`` with ``rng``'s
-    state after the solve (a resumed run continues with the same random stream)."""
+def _load(path):
+    import pickle
+
+    return pickle.loads(path.read_bytes()) if path.exists() else None
+
+
+def _save(path, obj) -> None:
     import pickle
 
     from attnlens._io import atomic_write_bytes
 
+    atomic_write_bytes(path, pickle.dumps(obj))
+
+
+def _initial_solve(key: str, solve, rng):
+    """``solve()`` -> ``(result, cpu_seconds, resumed)``, pickled under ``key`` with ``rng``'s
+    state after the solve (a resumed run continues with the same random stream)."""
     path = CHECKPOINTS / f"{key}.pkl"
-    if path.exists():
-        base, cpu, state = pickle.loads(path.read_bytes())
+    saved = _load(path)
+    if saved is not None:
+        base, cpu, state = saved
         rng.bit_generator.state = state
         return base, cpu, True
     c0 = time.process_time()
     base = solve()
     cpu = time.process_time() - c0
-    atomic_write_bytes(path, pickle.dumps((base, cpu, rng.bit_generator.state)))
+    _save(path, (base, cpu, rng.bit_generator.state))
     return base, cpu, False
 
 
@@ -105,11 +119,11 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
     gates = sample_gates(head, m, X.shape[1], d, rng, groups)
     with one_blas_thread():
         program = build_program(X, head, "relu", len(classes), gates=gates, groups=groups)
+        key = f"{head}-{d}-{n}-{s}-{m}-{beta:g}-{seed}-{tol:g}"
         base, cpu0, resumed = _initial_solve(
-            f"{head}-{d}-{n}-{s}-{m}-{beta:g}-{seed}-{tol:g}",
+            key,
             lambda: solve_relu(program, Y, beta, "squared", tol=tol, max_iter=20000, rng=rng),
             rng)
-        c1 = time.process_time()
         width = lambda u, lo: (u - lo) / u  # noqa: E731
         case = {"head": head, "tol": tol, "d": d, "n": n, "s": s, "m": m, "beta": beta,
                 "seed": seed}
@@ -118,34 +132,47 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
                   "certificate": base.certificate, "iterations": base.iterations,
                   "cpu_seconds": cpu0, "resumed": resumed,
                   "directions": [int(E.shape[1] // 2) for _, E in base.cone_factors]}
-        rounds = []
+        # refinement done by an interrupted run: (re-solves, best result, rounds, rng state,
+        # CPU seconds)
+        rounds_path = CHECKPOINTS / f"{key}-rounds.pkl"
+        done, start, rounds, state, cpu_done = _load(rounds_path) or (0, base, [], None, 0.0)
+        if state is not None:
+            rng.bit_generator.state = state
+        c1 = time.process_time() - cpu_done  # CPU seconds count from the first round
 
         def on_round(r: int, lower: float, upper: float) -> None:
-            rounds.append({"round": r, "lower": lower, "upper": upper,
+            rounds.append({"round": done + r, "lower": lower, "upper": upper,
                            "width": width(upper, lower),
                            "cpu_seconds": time.process_time() - c1})
             if progress is not None:
                 progress(case | {"in_progress": True, "before": before, "rounds": rounds})
 
+        def on_resolve(r: int, best) -> None:  # the next round starts from here
+            _save(rounds_path, (done + r, best, rounds, rng.bit_generator.state,
+                                time.process_time() - c1))
+
         program = dataclasses.replace(program, directions=[
             E[:, : E.shape[1] // 2] for _, E in base.cone_factors])
         R = get_loss("squared").gradient(program.forward(base.Z), Y)
-        _, res = refine_bracket(program, Y, beta, "squared", base, bracket_tol=BRACKET_TOL,
-                                max_rounds=MAX_ROUNDS, tol=tol, max_iter=20000, rng=rng,
-                                callback=on_round)
+        _, res = refine_bracket(program, Y, beta, "squared", start, bracket_tol=BRACKET_TOL,
+                                max_rounds=MAX_ROUNDS - done, tol=tol, max_iter=20000, rng=rng,
+                                callback=on_round, checkpoint=on_resolve)
         c2 = time.process_time()
     info = res.bracket
+    earlier = rounds[:done]  # rounds of an interrupted run, before this one's first bound
     return case | {
         "before": before,
-        "round0_cone_bound": {"lower": info.lower[0],
-                              "width": width(base.objective, info.lower[0]),
+        "round0_cone_bound": {"lower": rounds[0]["lower"],
+                              "width": width(base.objective, rounds[0]["lower"]),
                               "spectral_over_beta": [float(np.linalg.norm(
                                   blk.adjoint(R), 2) / beta) for blk in program.blocks]},
         "after": {"upper": res.objective, "lower": res.lower_bound, "width": info.width,
-                  "status": str(info.status), "rounds": info.rounds,
+                  "status": str(info.status), "rounds": done + info.rounds,
+                  "resumed_after_rounds": done,
                   "directions_added": info.directions_added, "iterations": info.iterations,
-                  "cpu_seconds": c2 - c1, "upper_per_round": info.upper,
-                  "lower_per_round": info.lower,
+                  "cpu_seconds": c2 - c1,
+                  "upper_per_round": [r["upper"] for r in earlier] + info.upper,
+                  "lower_per_round": [r["lower"] for r in earlier] + info.lower,
                   "directions": [int(E.shape[1] // 2) for _, E in res.cone_factors]},
         "width_ratio": info.width / width(base.objective, base.lower_bound),
         "loadavg": list(os.getloadavg()),

@@ -297,3 +297,30 @@ def test_refine_bracket_reports_every_round_to_the_callback(solved_attention_cas
     assert [up for _, _, up in seen][:-1] == info.upper[:-1]
     with pytest.raises(ValueError, match="callback"):
         refine_bracket(program, Y, 0.02, "squared", base, callback=3)
+
+
+def test_refine_bracket_resumes_from_a_checkpoint(solved_attention_case):
+    program, Y, base = solved_attention_case
+    kw = dict(bracket_tol=1e-9, max_rounds=2)
+    _, full = refine_bracket(program, Y, 0.02, "squared", base, rng=np.random.default_rng(4),
+                             **kw)
+    assert full.bracket.rounds == 2  # the case needs both rounds (else nothing is resumed)
+    saved = []
+    rng = np.random.default_rng(4)
+    refine_bracket(program, Y, 0.02, "squared", base, rng=rng,
+                   checkpoint=lambda r, res: saved.append((r, res, rng.bit_generator.state)),
+                   **kw)
+    assert [r for r, _, _ in saved] == [1, 2]
+    rounds, res1, state = saved[0]  # stopped after the first re-solve
+    assert res1.lower_bound == full.bracket.lower[0]
+    assert res1.objective == full.bracket.upper[1]
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    _, resumed = refine_bracket(program, Y, 0.02, "squared", res1, rng=rng,
+                                **kw | {"max_rounds": 2 - rounds})
+    assert resumed.objective == full.objective
+    assert resumed.lower_bound == full.lower_bound
+    assert resumed.bracket.lower == full.bracket.lower[rounds:]
+    assert resumed.bracket.upper == full.bracket.upper[rounds:]
+    with pytest.raises(ValueError, match="checkpoint"):
+        refine_bracket(program, Y, 0.02, "squared", base, checkpoint="save")
