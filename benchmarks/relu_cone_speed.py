@@ -19,6 +19,9 @@ capped at ``WORKING_SET * p`` rows, violated rows partitioned alone, ``make_feas
 nonzero columns, 474e302) against ``bb1a792``, the commit before them:
 ``--baseline=bb1a792 --out=relu_cone_speed_workingset
 --cases=self_attention:16:100:32:5:0.01:20,bfno:16:500:32:5:0.003:100``.
+relu_cone_speed_fno.json checks FNO (p = s d = 512, the largest cone rows) for a regression
+since the first transfer-size run (8b1177f), both trees under the same load:
+``--baseline=8b1177f --out=relu_cone_speed_fno --cases=fno:16:500:32:5:0.003:40``.
 """
 
 from __future__ import annotations
