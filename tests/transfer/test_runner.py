@@ -183,3 +183,39 @@ def test_convex_heads_use_the_torch_backend_on_the_runner_device_when_asked():
     torch_head = make(0.1, 0, {"device": "cpu", "convex_backend": "torch"})
     assert (default.backend, default.device) == ("numpy", None)  # numpy unless asked
     assert (torch_head.backend, torch_head.device) == ("torch", "cpu")
+
+
+def test_a_convex_unit_stopped_midway_resumes_its_fit(rt_features, tmp_path, monkeypatch,
+                                                       caplog):
+    """A convex head's fit saves its solver state under the run folder; a unit stopped
+    midway resumes the fit on the next call (same result as an uninterrupted run) and leaves
+    no checkpoint behind."""
+    from attnlens.checkpoint import Checkpoint
+
+    head = "convex_attention_gated_relu"
+    kw = dict(heads=[head], seeds=[0], d=4, progress=False, grids={head: [0.03]},
+              options={"convex_tol": 1e-4})
+    ref = run_transfer(rt_features, run=RunFolder(tmp_path / "ref", {"t": "ck"}), **kw)
+    run = RunFolder(tmp_path / "run", {"t": "ck"})
+    real_save = Checkpoint.save
+
+    class Stopped(Exception):
+        pass
+
+    def save_then_stop(self, state, force=False):
+        real_save(self, state, force=True)
+        raise Stopped
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_stop)
+    with pytest.raises(Stopped):
+        run_transfer(rt_features, run=run, **kw)
+    saved = run.path / "checkpoints" / f"{head}-seed0-d4" / "beta0.03.pkl"
+    assert saved.exists() and not run.has_unit(f"{head}-seed0-d4")
+    monkeypatch.undo()
+    with caplog.at_level("INFO", logger="attnlens.checkpoint"):
+        res = run_transfer(rt_features, run=run, **kw)
+    assert "resuming from checkpoint" in caplog.text
+    assert not saved.exists()
+    got, want = res.units[f"{head}-seed0-d4"], ref.units[f"{head}-seed0-d4"]
+    assert got["objective"] == want["objective"] and got["test_acc"] == want["test_acc"]
+    assert got["fits"][0]["n_iter"] == want["fits"][0]["n_iter"]

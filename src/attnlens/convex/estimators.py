@@ -14,7 +14,9 @@ token-mean-pooled head output. Self-attention scores: ``score_t = x_t^T W1 z`` (
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -24,6 +26,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from attnlens._results import warn_on_status
 from attnlens._validation import (
+    InstanceOf,
     Integral,
     Interval,
     Options,
@@ -36,6 +39,8 @@ from attnlens._validation import (
     resolve_device,
     warn_ignored,
 )
+from attnlens.cache import arrays_checksum
+from attnlens.checkpoint import Checkpoint
 from attnlens.convex._linalg import progress_bar
 from attnlens.convex.heads import ACTIVATIONS, HEADS, ConvexHead
 from attnlens.convex.losses import LOSSES, get_loss
@@ -171,6 +176,10 @@ class ConvexAttentionClassifier(_HeadEstimator):
         cone-aware dual bound (:func:`attnlens.convex.relu_bracket.refine_bracket`) until its
         relative width is at most ``bracket_tol`` or ``bracket_rounds`` re-solves are spent.
     bracket_rounds : round budget of that refinement (>= 0).
+    checkpoint : a file path, or None. The FISTA solvers ("auto", "fista"; numpy backend,
+        linear and gated-ReLU heads) save their state there (atomically, about once a minute),
+        and a fit of the same data with the same settings and gates resumes from it -- a fit
+        of hours survives its process being stopped. The file is removed after the fit.
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
     ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``; for ``activation="relu"`` also
@@ -185,7 +194,8 @@ class ConvexAttentionClassifier(_HeadEstimator):
                  solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
                  random_state=None, n_groups: int = 5, verbose: bool = False,
                  backend: str = "numpy", device: str | None = None,
-                 bracket_tol: float | None = None, bracket_rounds: int = 10):
+                 bracket_tol: float | None = None, bracket_rounds: int = 10,
+                 checkpoint: str | os.PathLike | None = None):
         self.head = head
         self.activation = activation
         self.beta = beta
@@ -201,6 +211,7 @@ class ConvexAttentionClassifier(_HeadEstimator):
         self.device = device
         self.bracket_tol = bracket_tol
         self.bracket_rounds = bracket_rounds
+        self.checkpoint = checkpoint
 
     _parameter_constraints = {
         **_SHARED_CONSTRAINTS,
@@ -212,6 +223,7 @@ class ConvexAttentionClassifier(_HeadEstimator):
         "max_iter": [_COUNT],
         "bracket_tol": [None, Interval(Real, 0, 1, closed="neither")],
         "bracket_rounds": [Interval(Integral, 0, None)],
+        "checkpoint": [None, InstanceOf(str, os.PathLike, name="a file path")],
     }
 
     def _program(self, X: np.ndarray):
@@ -240,9 +252,12 @@ class ConvexAttentionClassifier(_HeadEstimator):
         Y = np.eye(len(self.classes_))[yi]
         t0 = time.perf_counter()
         program = self._program(X)
+        saver = self._checkpoint(X, yi) if self.checkpoint is not None else None
         res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
                     max_iter=self.max_iter, rng=rng, progress=self.verbose,
-                    backend=self.backend, device=self.device)
+                    backend=self.backend, device=self.device, checkpoint=saver)
+        if saver is not None:
+            saver.clear()
         if self.activation == "relu" and self.bracket_tol is not None:
             _, res = refine_bracket(program, Y, float(self.beta), self.loss, res,
                                     bracket_tol=float(self.bracket_tol),
@@ -264,6 +279,17 @@ class ConvexAttentionClassifier(_HeadEstimator):
             self.bracket_ = res.bracket
             self.network_ = self._relu_network()
         return self
+
+    def _checkpoint(self, X: np.ndarray, yi: np.ndarray) -> Checkpoint:
+        """The :class:`Checkpoint` at ``self.checkpoint``, keyed by the data, the gates and
+        every setting that changes the iterates."""
+        arrays = {"X": X, "y": yi}
+        if self.gates_ is not None:
+            arrays["gates"] = np.asarray(self.gates_)
+        settings = {k: getattr(self, k) for k in ("head", "activation", "beta", "loss",
+                                                  "solver", "tol", "max_iter", "n_groups")}
+        key = arrays_checksum(arrays) + json.dumps(settings, sort_keys=True)
+        return Checkpoint(self.checkpoint, key)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "Z_"):

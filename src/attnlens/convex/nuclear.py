@@ -31,6 +31,11 @@ torch device, default the GPU when one is visible) runs the FISTA iterations in 
 on the device (:mod:`attnlens.convex.torch_fista`); the reported certificate is still
 evaluated in float64 numpy on the final iterate.
 
+``checkpoint`` (``fista`` and ``auto`` on the numpy backend): the FISTA state is saved to a
+:class:`~attnlens.checkpoint.Checkpoint` as it goes, and a later call on the same problem
+continues from it with the same iterates -- a fit that outlasts its process (hours at d = 64
+with ten classes) resumes instead of starting over.
+
 Every result carries the certificate of :mod:`attnlens.convex.certificate` (the relative
 duality gap, a bound on the relative suboptimality); ``tol`` is on the certificate.
 """
@@ -48,6 +53,7 @@ from scipy.optimize import minimize
 
 from attnlens._results import Status
 from attnlens._validation import check_option, raise_invalid
+from attnlens.checkpoint import Checkpoint
 from attnlens.convex._linalg import DEFAULT_SEED, progress_bar, spectral_norm, svd, svt
 from attnlens.convex._reference import solve_cvxpy
 from attnlens.convex.certificate import certificate
@@ -77,6 +83,34 @@ def svt_flat(program: Program, x: np.ndarray, tau: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class FistaState:
+    """What the FISTA loop carries from one iteration to the next, at iteration ``it``: a run
+    given this state continues exactly where the one that saved it was."""
+
+    it: int
+    Z: np.ndarray  # flat iterate
+    Yx: np.ndarray  # flat extrapolated point
+    t: float
+    L: float
+    prev_obj: float
+    single: bool
+    misses: int
+
+
+@dataclass(frozen=True)
+class PathState:
+    """A :func:`fista_path` checkpoint: stage ``stage`` (the final ``beta`` is the last), the
+    iterations ``used`` before it, its starting Lipschitz estimate, and either its warm start
+    ``Z`` (not begun) or the FISTA state ``inner`` reached in it."""
+
+    stage: int
+    used: int
+    lipschitz: float | None
+    Z: list | None
+    inner: FistaState | None
+
+
+@dataclass(frozen=True)
 class FistaRun:
     """A FISTA result and the Lipschitz estimate it ended with (the next stage starts there)."""
 
@@ -89,8 +123,13 @@ def fista(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
           Z0: list | None = None, rng: np.random.Generator | None = None,
           progress: bool = False, precision: str = "auto",
           lipschitz: float | None = None, backend: str = "numpy",
-          device: str | None = None) -> ConvexResult:
-    """Accelerated proximal gradient with restarts; see :func:`fista_run`."""
+          device: str | None = None, checkpoint: Checkpoint | None = None) -> ConvexResult:
+    """Accelerated proximal gradient with restarts; see :func:`fista_run`. With a
+    ``checkpoint``: :func:`fista_path` without continuation (saves and resumes the state)."""
+    if checkpoint is not None:
+        return fista_path(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
+                          progress=progress, precision=precision, min_ratio=np.inf,
+                          checkpoint=checkpoint)
     return fista_run(program, Y, beta, loss, tol=tol, max_iter=max_iter,
                      check_every=check_every, Z0=Z0, rng=rng, progress=progress,
                      precision=precision, lipschitz=lipschitz, backend=backend,
@@ -128,7 +167,8 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
               Z0: list | None = None, rng: np.random.Generator | None = None,
               progress: bool = False, precision: str = "auto",
               lipschitz: float | None = None, backend: str = "numpy",
-              device: str | None = None) -> FistaRun:
+              device: str | None = None, state: FistaState | None = None,
+              on_check: Callable[[FistaState], None] | None = None) -> FistaRun:
     """Accelerated proximal gradient with restarts; see the module docstring.
 
     ``lipschitz``: a known bound on the gradient's Lipschitz constant (skips the power
@@ -143,6 +183,9 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     ``backend="torch"``: the same iterations in float64 torch on ``device``
     (:func:`attnlens.convex.torch_fista.fista_torch`; ``precision`` unused); ``program`` may
     then be a :class:`~attnlens.convex.torch_fista.TorchProgram` already on the device.
+    ``state``: continue from a :class:`FistaState` (``Z0`` and ``lipschitz`` unused);
+    ``on_check(state)`` is called after every certificate check that does not stop the run
+    (numpy backend; the state's arrays are not modified afterwards).
     """
     if backend == "torch":
         res, L = fista_torch(program, Y, beta, loss, tol=tol, max_iter=max_iter,
@@ -155,21 +198,22 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
     single = precision in ("mixed", "auto")
     switch_at = float64_switch(tol) if precision == "auto" else 0.0
     n = Y.shape[0]
-    if lipschitz is None:
-        lipschitz = lipschitz_bound(program, loss, n, rng, single)
-    L = lipschitz
-    Z = program.flatten(Z0 if Z0 is not None else program.zeros())  # flat iterates
-    Yx = Z.copy()
-    t = 1.0
-    status, cert, it = Status.MAX_ITER, float("inf"), 0
+    if state is not None:
+        it0, Z, Yx, t, L = state.it, state.Z, state.Yx, state.t, state.L
+        prev_obj, single, misses = state.prev_obj, state.single, state.misses
+    else:
+        L = lipschitz if lipschitz is not None else lipschitz_bound(program, loss, n, rng, single)
+        Z = program.flatten(Z0 if Z0 is not None else program.zeros())  # flat iterates
+        it0, Yx, t, prev_obj, misses = 0, Z.copy(), 1.0, np.inf, 0
+    status, cert, it = Status.MAX_ITER, float("inf"), it0
     primal = dual = ratio = float("nan")
-    prev_obj = np.inf
-    misses = 0
     bar = progress_bar(progress, max_iter, "fista")
+    if bar is not None and it0:
+        bar.update(it0)
     # squared loss: grad = (A^*A y - A^*Y) / n, with A^*A through the Gram where it is cheaper
     gram = loss.name == "squared" and program.has_normal()
     AtY = program.adjoint_flat(Y) if gram else None
-    for it in range(1, max_iter + 1):
+    for it in range(it0 + 1, max_iter + 1):
         V = gradient_step(program, loss, Y, Yx, L, single, AtY)
         finite = np.isfinite(V).all()
         if single and not finite:  # float32 overflow, or a faulty float32 GEMM
@@ -215,6 +259,8 @@ def fista_run(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
             if cert <= tol:
                 status = Status.OPTIMAL
                 break
+            if on_check is not None:
+                on_check(FistaState(it, Z, Yx, t, L, prev_obj, single, misses))
     if bar is not None:
         bar.close()
     Zs = [z.copy() for z in program.unflatten(Z)]
@@ -231,7 +277,7 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
                tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
                progress: bool = False, factor: float = 0.5, stage_tol: float = 3e-2,
                precision: str = "auto", min_ratio: float = 30.0, backend: str = "numpy",
-               device: str | None = None) -> ConvexResult:
+               device: str | None = None, checkpoint: Checkpoint | None = None) -> ConvexResult:
     """FISTA with continuation in ``beta`` (homotopy; e.g. Ma, Goldfarb & Chen 2011).
 
     Starts at ``beta_max = max_j ||A_j^*(grad f(0))||_2`` (where ``Z = 0`` is optimal), solves a
@@ -242,6 +288,11 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     stages cost more than they save). The result's certificate is the final stage's, so the
     bound is the same as :func:`fista`'s. ``backend="torch"``: every stage in torch on
     ``device`` (the operator moved there once).
+
+    ``checkpoint`` (numpy backend): a :class:`~attnlens.checkpoint.Checkpoint` that receives
+    a :class:`PathState` after every certificate check (at most every ``every_s`` seconds)
+    and at every stage's end; a call that finds a state for the same problem continues from
+    it with the same iterates (``seconds`` then counts this call only).
     """
     start = time.perf_counter()
     loss = get_loss(loss, "fista_path")
@@ -252,26 +303,49 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     bmax = max(spectral_norm(G) for G in G0)
     torch_backend = backend == "torch"
     target = TorchProgram(program, device) if torch_backend else program
-    L = None if torch_backend else lipschitz_bound(program, loss, n, rng, single)
-    Zs, used = None, 0
-    stages = []
+    betas = []
     b = bmax * factor if beta < bmax / min_ratio else 0.0
     while b > beta * 1.5:
-        stages.append(b)
+        betas.append(b)
         b *= factor
-    for bt in stages:
-        run = fista_run(target, Y, bt, loss, tol=stage_tol, max_iter=max(max_iter - used, 1),
-                        Z0=Zs, rng=rng, precision=precision, lipschitz=L, backend=backend)
+    betas.append(beta)  # the last stage: the target, to tol
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        k, used, L, Zs = saved.stage, saved.used, saved.lipschitz, saved.Z
+        logger.info("fista path: resuming stage %d of %d after %d iterations", k + 1,
+                    len(betas), used + (saved.inner.it if saved.inner is not None else 0))
+    else:
+        k, used, Zs = 0, 0, None
+        L = None if torch_backend else lipschitz_bound(program, loss, n, rng, single)
+    while True:
+        final = k == len(betas) - 1
+        inner = saved.inner if saved is not None and saved.stage == k else None
+        run = fista_run(target, Y, betas[k], loss, tol=tol if final else stage_tol,
+                        max_iter=max(max_iter - used, 1), Z0=Zs, rng=rng,
+                        progress=progress and final, precision=precision, lipschitz=L,
+                        backend=backend, state=inner,
+                        on_check=_path_saver(checkpoint, k, used, L))
         Zs, used, L = run.result.Z, used + run.result.iterations, run.lipschitz
-        logger.info("fista path: beta %.3g done in %d it (cert %.2e)", bt,
-                    run.result.iterations, run.result.certificate)
-        if used >= max_iter:
+        if final:
             break
-    res = fista(target, Y, beta, loss, tol=tol, max_iter=max(max_iter - used, 1), Z0=Zs,
-                rng=rng, progress=progress, precision=precision, lipschitz=L, backend=backend)
-    return dataclasses.replace(res, iterations=res.iterations + used,
+        logger.info("fista path: beta %.3g done in %d it (cert %.2e)", betas[k],
+                    run.result.iterations, run.result.certificate)
+        k = len(betas) - 1 if used >= max_iter else k + 1
+        if checkpoint is not None:
+            checkpoint.save(lambda k=k, used=used, L=L, Zs=Zs: PathState(k, used, L, Zs, None),
+                            force=True)
+    return dataclasses.replace(run.result, iterations=used,
                                seconds=time.perf_counter() - start,
-                               method="fista-path" if stages else "fista")
+                               method="fista-path" if len(betas) > 1 else "fista")
+
+
+def _path_saver(checkpoint: Checkpoint | None, stage: int, used: int,
+                lipschitz: float | None) -> Callable[[FistaState], None] | None:
+    """The ``on_check`` of stage ``stage``: save a :class:`PathState` holding the FISTA state
+    (the checkpoint decides whether enough time has passed)."""
+    if checkpoint is None:
+        return None
+    return lambda state: checkpoint.save(lambda: PathState(stage, used, lipschitz, None, state))
 
 
 def burer_monteiro(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
@@ -402,7 +476,7 @@ SSNAL_MIN_RATIO = 30.0
 def auto_solver(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                 tol: float = 1e-6, max_iter: int = 5000, rng: np.random.Generator | None = None,
                 progress: bool = False, backend: str = "numpy",
-                device: str | None = None) -> ConvexResult:
+                device: str | None = None, checkpoint: Checkpoint | None = None) -> ConvexResult:
     """``"auto"``: :func:`ssnal_solver` for the squared loss on one Kronecker block with a Gram
     (:meth:`Program.has_normal`: linear self-attention / MLP-Mixer up to a Gram side of 2,500)
     at ``beta < beta_max / SSNAL_MIN_RATIO``, where it was measured faster (docs/convex.md);
@@ -417,12 +491,15 @@ def auto_solver(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, 
         use_ssnal = beta < bmax / SSNAL_MIN_RATIO
     else:
         use_ssnal = False
-    if use_ssnal:
+    if use_ssnal:  # (seconds at the sizes it is chosen for: nothing to checkpoint)
         return ssnal_solver(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
                             progress=progress)
     return fista_path(program, Y, beta, loss, tol=tol, max_iter=max_iter, rng=rng,
-                      progress=progress)
+                      progress=progress, checkpoint=checkpoint)
 
+
+#: the solvers that save and resume their state through a ``checkpoint`` (numpy backend)
+CHECKPOINT_SOLVERS = ("auto", "fista")
 
 #: the solvers of nuclear-norm programs by the name of the ``solver`` parameter
 NUCLEAR_SOLVERS: dict[str, Callable[..., ConvexResult]] = {
@@ -437,8 +514,10 @@ NUCLEAR_SOLVERS: dict[str, Callable[..., ConvexResult]] = {
 def solve_nuclear(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,
                   solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
                   rng: np.random.Generator | None = None, progress: bool = False,
-                  backend: str = "numpy", device: str | None = None) -> ConvexResult:
-    """Solve a linear or gated-ReLU program with the solver named ``solver`` on ``backend``."""
+                  backend: str = "numpy", device: str | None = None,
+                  checkpoint: Checkpoint | None = None) -> ConvexResult:
+    """Solve a linear or gated-ReLU program with the solver named ``solver`` on ``backend``
+    (``checkpoint``: see :data:`CHECKPOINT_SOLVERS`)."""
     check_option(solver, "solver", NUCLEAR_SOLVERS, "solve")
     check_option(backend, "backend", BACKENDS, "solve")
     kwargs = dict(tol=tol, max_iter=max_iter, rng=rng, progress=progress)
@@ -448,4 +527,6 @@ def solve_nuclear(program: Program, Y: np.ndarray, beta: float, loss: str | Loss
                           "The torch backend runs the FISTA iterations; 'bm', 'ssnal' and "
                           "'cvxpy' run with backend='numpy'.", "solve")
         kwargs.update(backend=backend, device=device)
+    elif checkpoint is not None and solver in CHECKPOINT_SOLVERS:
+        kwargs.update(checkpoint=checkpoint)
     return NUCLEAR_SOLVERS[solver](program, Y, beta, loss, **kwargs)

@@ -17,6 +17,10 @@ primal value ``P`` and the dual value ``D`` of the scaled dual point (a bound on
 suboptimality). ``grad_ratio = max_j ||grad_j L(Z)||_2 / beta`` is reported too (<= 1 at an
 optimum). ``tol`` is on the certificate.
 
+``checkpoint``: a :class:`~attnlens.checkpoint.Checkpoint` the FISTA solvers (``"auto"``,
+``"fista"``; numpy backend, linear and gated-ReLU heads) save their state to and resume from
+(ignored, with a warning, elsewhere).
+
 ``backend``: ``"numpy"`` (default) or ``"torch"`` -- the FISTA iterations (``solver="fista"``
 or ``"auto"``) in float64 torch on ``device`` ("cpu", "cuda"; default the GPU when one is
 visible), see :mod:`attnlens.convex.torch_fista`; the certificate stays float64 numpy.
@@ -41,9 +45,15 @@ from attnlens._validation import (
     validate_params,
     warn_ignored,
 )
+from attnlens.checkpoint import Checkpoint
 from attnlens.convex._linalg import one_blas_thread
 from attnlens.convex.losses import LOSSES
-from attnlens.convex.nuclear import BACKENDS, NUCLEAR_SOLVERS, solve_nuclear
+from attnlens.convex.nuclear import (
+    BACKENDS,
+    CHECKPOINT_SOLVERS,
+    NUCLEAR_SOLVERS,
+    solve_nuclear,
+)
 from attnlens.convex.operators import Program, check_targets
 from attnlens.convex.relu import solve_relu
 from attnlens.convex.relu_program import ReluProgram
@@ -83,11 +93,13 @@ solve_program.register(ReluProgram, solve_relu)
     "warn": [Boolean()],
     "backend": [Options(*BACKENDS)],
     "device": [None, str],
+    "checkpoint": [None, InstanceOf(Checkpoint)],
 })
 def solve(program: Program, Y: np.ndarray, beta: float, loss: str = "squared", *,
           solver: str = "auto", tol: float = 1e-6, max_iter: int = 5000,
           rng: np.random.Generator | None = None, progress: bool = False,
-          warn: bool = True, backend: str = "numpy", device: str | None = None) -> ConvexResult:
+          warn: bool = True, backend: str = "numpy", device: str | None = None,
+          checkpoint: Checkpoint | None = None) -> ConvexResult:
     """Solve the block nuclear-norm program of ``program`` for targets ``Y`` (n, c).
 
     ``Y`` is one-hot for classification; any real targets work with ``loss="squared"``.
@@ -104,6 +116,13 @@ def solve(program: Program, Y: np.ndarray, beta: float, loss: str = "squared", *
         kwargs.update(backend=backend, device=device)
     elif device is not None:
         warn_ignored("device", device, "backend='numpy' runs on the CPU; set backend='torch'")
+    if checkpoint is not None:
+        if (isinstance(program, ReluProgram) or backend == "torch"
+                or solver not in CHECKPOINT_SOLVERS):
+            warn_ignored("checkpoint", checkpoint.path, "only the FISTA solvers ('auto', "
+                         "'fista') of linear and gated-ReLU heads on backend='numpy' resume")
+        else:
+            kwargs.update(checkpoint=checkpoint)
     if solver != "cvxpy" and program.cost() < SMALL_OPERATOR:
         with one_blas_thread():
             res = solve_program(program, Y, float(beta), loss, **kwargs)

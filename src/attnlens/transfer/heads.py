@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,8 @@ def _convex(head: str, activation: str) -> Callable[[float, int, Mapping[str, An
             kwargs.setdefault("n_gates", options["n_heads"])
         if head == "bfno":
             kwargs["n_groups"] = int(options.get("n_groups", BFNO_GROUPS))
+        if options.get("checkpoint_dir") is not None:  # a fit stopped midway resumes
+            kwargs["checkpoint"] = str(Path(options["checkpoint_dir"]) / f"beta{value:g}.pkl")
         return ConvexAttentionClassifier(**kwargs)
 
     return make

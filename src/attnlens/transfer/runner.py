@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -228,8 +229,13 @@ def _inputs_for(features: TransferFeatures, d: int, seed: int,
 
 def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
                   prep: Mapping[str, Any], options: Mapping[str, Any],
-                  grid: Sequence[float] | None, device: str) -> dict[str, Any]:
+                  grid: Sequence[float] | None, device: str,
+                  checkpoint_dir: str | None = None) -> dict[str, Any]:
     """One (head, seed, d) unit, on whatever worker: inputs, fit over the grid, test score.
+
+    ``checkpoint_dir``: the convex heads' fits save their solver state under
+    ``checkpoint_dir/<unit>/`` and a re-run resumes a fit stopped midway (see
+    :class:`~attnlens.convex.estimators.ConvexAttentionClassifier`'s ``checkpoint``).
 
     ``features`` is shared (sent to each worker once). A head whose estimator cannot be
     imported comes back unstored (:data:`attnlens.execution.NOT_STORED`) so a later run with
@@ -240,7 +246,10 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
     spec = get_head(name)
     data = _inputs_for(features, d, seed, prep)
     try:
-        unit = run_head(spec, data, seed, {**options, "device": device}, grid)
+        opts = {**options, "device": device}
+        if checkpoint_dir is not None:
+            opts["checkpoint_dir"] = str(Path(checkpoint_dir) / f"{name}-seed{seed}-d{d}")
+        unit = run_head(spec, data, seed, opts, grid)
     except ImportError as exc:
         logger.warning("head %s unavailable: %s", name, exc)
         return {"head": name, "kind": spec.kind, "seed": seed, "status": f"unavailable: {exc}",
@@ -313,7 +322,8 @@ def run_transfer(
     todo = [
         Unit(f"{name}-seed{seed}-d{d}", transfer_unit,
              {"name": name, "seed": seed, "d": d, "prep": prep, "options": dict(options or {}),
-              "grid": grids.get(name), "device": device})
+              "grid": grids.get(name), "device": device,
+              "checkpoint_dir": None if run is None else str(run.path / "checkpoints")})
         for seed in seeds for name in order
     ]
     if stored_only:

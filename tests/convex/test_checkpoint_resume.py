@@ -1,0 +1,116 @@
+"""A FISTA fit stopped midway and resumed from its checkpoint equals the uninterrupted fit."""
+
+import numpy as np
+import pytest
+
+from attnlens.checkpoint import Checkpoint
+from attnlens.convex import solve
+from attnlens.convex.estimators import ConvexAttentionClassifier
+from attnlens.convex.nuclear import fista_path
+from attnlens.convex.programs import build_program, sample_gates
+from attnlens.errors import IgnoredParameterWarning, InvalidParameterError
+
+
+class _Killed(Exception):
+    """Stands in for the process being stopped."""
+
+
+class _StopAfter(Checkpoint):
+    """A checkpoint that 'kills the process' right after its ``k``-th write."""
+
+    def __init__(self, path, key, k):
+        super().__init__(path, key, every_s=0.0)
+        self.k = k
+
+    def save(self, state, force=False):
+        wrote = super().save(state, force)
+        if wrote and self.saves == self.k:
+            raise _Killed
+        return wrote
+
+
+def _problem(n=80, s=5, d=3, m=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, s, d))
+    gates = sample_gates("self_attention", m, s, d, rng)
+    Y = np.eye(3)[rng.integers(0, 3, n)]
+    return build_program(X, "self_attention", "gated_relu", 3, gates=gates), Y
+
+
+@pytest.mark.parametrize(("k", "mid_stage"), [(1, False), (5, True), (150, True)])
+def test_fista_path_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, k, mid_stage):
+    """Continuation in beta (several stages); stopped after the k-th save -- at a stage's end,
+    inside an early stage, inside the final one -- then a fresh call with the same key
+    continues to the same iterates, bit for bit."""
+    program, Y = _problem()
+    beta = 2e-3  # below beta_max / 30: continuation stages
+
+    def run(checkpoint=None):  # a fresh rng per call: it seeds the Lipschitz power iteration
+        return fista_path(program, Y, beta, "squared", tol=1e-4, max_iter=3000,
+                          rng=np.random.default_rng(0), checkpoint=checkpoint)
+
+    ref = run()
+    assert ref.method == "fista-path" and ref.status == "optimal"
+    path = tmp_path / "fit.pkl"
+    with pytest.raises(_Killed):
+        run(_StopAfter(path, "p", k))
+    saved = Checkpoint(path, "p").load()
+    assert (saved.inner is not None) == mid_stage
+    resumed = run(Checkpoint(path, "p", 0.0))
+    assert resumed.iterations == ref.iterations
+    assert resumed.objective == ref.objective
+    for a, b in zip(resumed.Z, ref.Z, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_another_problem_is_not_resumed(tmp_path):
+    program, Y = _problem()
+    path = tmp_path / "fit.pkl"
+    with pytest.raises(_Killed):
+        fista_path(program, Y, 2e-3, "squared", tol=1e-4,
+                   checkpoint=_StopAfter(path, "beta=2e-3", 2))
+    ref = fista_path(program, Y, 5e-3, "squared", tol=1e-4)
+    other = fista_path(program, Y, 5e-3, "squared", tol=1e-4,
+                       checkpoint=Checkpoint(path, "beta=5e-3", 0.0))
+    assert other.iterations == ref.iterations
+    assert abs(other.objective - ref.objective) <= 1e-12 * ref.objective
+
+
+def test_checkpoint_saves_at_most_every_every_s_and_reads_back(tmp_path):
+    ck = Checkpoint(tmp_path / "a.pkl", "k", every_s=3600.0)
+    calls = []
+    assert not ck.save(lambda: calls.append(1) or {"x": 1})  # too soon: state() not called
+    assert calls == [] and ck.load() is None
+    assert ck.save(lambda: {"x": 2}, force=True)
+    assert ck.load() == {"x": 2}
+    assert Checkpoint(tmp_path / "a.pkl", "other").load() is None
+    (tmp_path / "a.pkl").write_bytes(b"not a pickle")
+    assert ck.load() is None
+    ck.clear()
+    assert not (tmp_path / "a.pkl").exists()
+    with pytest.raises(InvalidParameterError, match="key"):
+        Checkpoint(tmp_path / "b.pkl", "")
+    with pytest.raises(InvalidParameterError, match="every_s"):
+        Checkpoint(tmp_path / "b.pkl", "k", every_s=-1.0)
+
+
+def test_solve_warns_that_a_checkpoint_is_ignored_by_non_fista_solvers(tmp_path):
+    program, Y = _problem(n=30)
+    with pytest.warns(IgnoredParameterWarning, match="checkpoint"):
+        solve(program, Y, 0.05, solver="bm", tol=1e-4, warn=False,
+              checkpoint=Checkpoint(tmp_path / "c.pkl", "k"))
+
+
+def test_estimator_checkpoint_gives_the_same_fit_and_is_removed(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 4, 3))
+    y = rng.integers(0, 2, 60)
+    kw = dict(head="self_attention", activation="gated_relu", beta=0.01, n_gates=2, tol=1e-5,
+              random_state=0)
+    ref = ConvexAttentionClassifier(**kw).fit(X, y)
+    path = tmp_path / "fits" / "beta0.01.pkl"
+    got = ConvexAttentionClassifier(**kw, checkpoint=str(path)).fit(X, y)
+    assert got.objective_ == ref.objective_ and got.n_iter_ == ref.n_iter_
+    assert not path.exists()
+    with pytest.raises(InvalidParameterError, match="checkpoint"):
+        ConvexAttentionClassifier(**kw, checkpoint=3).fit(X, y)
