@@ -7,7 +7,6 @@ from attnlens.checkpoint import Checkpoint
 from attnlens.convex import solve
 from attnlens.convex.estimators import ConvexAttentionClassifier
 from attnlens.convex.nuclear import fista_path
-from attnlens.convex.programs import build_program, sample_gates
 from attnlens.errors import IgnoredParameterWarning, InvalidParameterError
 
 
@@ -29,20 +28,17 @@ class _StopAfter(Checkpoint):
         return wrote
 
 
-def _problem(n=80, s=5, d=3, m=2, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, s, d))
-    gates = sample_gates("self_attention", m, s, d, rng)
-    Y = np.eye(3)[rng.integers(0, 3, n)]
-    return build_program(X, "self_attention", "gated_relu", 3, gates=gates), Y
+#: the sizes of the gated self-attention problem (three classes, continuation stages at 2e-3)
+SIZES = dict(n=80, s=5, d=3, m=2, c=3)
 
 
 @pytest.mark.parametrize(("k", "mid_stage"), [(1, False), (5, True), (150, True)])
-def test_fista_path_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, k, mid_stage):
+def test_fista_path_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, k, mid_stage,
+                                                                       gated_problem):
     """Continuation in beta (several stages); stopped after the k-th save -- at a stage's end,
     inside an early stage, inside the final one -- then a fresh call with the same key
     continues to the same iterates, bit for bit."""
-    program, Y = _problem()
+    program, Y = gated_problem(**SIZES)
     beta = 2e-3  # below beta_max / 30: continuation stages
 
     def run(checkpoint=None):  # a fresh rng per call: it seeds the Lipschitz power iteration
@@ -63,8 +59,8 @@ def test_fista_path_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, 
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_checkpoint_of_another_problem_is_not_resumed(tmp_path):
-    program, Y = _problem()
+def test_a_checkpoint_of_another_problem_is_not_resumed(tmp_path, gated_problem):
+    program, Y = gated_problem(**SIZES)
     path = tmp_path / "fit.pkl"
     with pytest.raises(_Killed):
         fista_path(program, Y, 2e-3, "squared", tol=1e-4,
@@ -94,8 +90,8 @@ def test_checkpoint_saves_at_most_every_every_s_and_reads_back(tmp_path):
         Checkpoint(tmp_path / "b.pkl", "k", every_s=-1.0)
 
 
-def test_solve_warns_that_a_checkpoint_is_ignored_by_non_fista_solvers(tmp_path):
-    program, Y = _problem(n=30)
+def test_solve_warns_that_a_checkpoint_is_ignored_by_non_fista_solvers(tmp_path, gated_problem):
+    program, Y = gated_problem(**{**SIZES, "n": 30})
     with pytest.warns(IgnoredParameterWarning, match="checkpoint"):
         solve(program, Y, 0.05, solver="bm", tol=1e-4, warn=False,
               checkpoint=Checkpoint(tmp_path / "c.pkl", "k"))

@@ -10,16 +10,7 @@ import pytest
 from attnlens.convex import _linalg
 from attnlens.convex.certificate import certificate
 from attnlens.convex.nuclear import fista
-from attnlens.convex.programs import build_program, sample_gates
 from attnlens.errors import NonFiniteError
-
-
-def _problem(n=60, s=4, d=3, m=2, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, s, d))
-    gates = sample_gates("self_attention", m, s, d, rng)
-    Y = np.eye(2)[rng.integers(0, 2, n)]
-    return build_program(X, "self_attention", "gated_relu", 2, gates=gates), Y
 
 
 def _failing_gesdd(*args, **kwargs):
@@ -48,10 +39,10 @@ def test_svd_of_a_non_finite_block_names_the_problem():
         _linalg.svd(Z)
 
 
-def test_fista_leaves_float32_when_its_products_are_not_finite(monkeypatch, caplog):
+def test_fista_leaves_float32_when_its_products_are_not_finite(monkeypatch, caplog, gated_problem):
     """A float32 product that returns NaN (overflow, or a faulty float32 GEMM) switches the
     run to float64 products; it reaches the optimum of the float64 run."""
-    prog, Y = _problem()
+    prog, Y = gated_problem()
     ref = fista(prog, Y, 0.05, "squared", tol=1e-8, max_iter=20000, precision="double")
     forward = prog.forward_flat
 
@@ -67,8 +58,8 @@ def test_fista_leaves_float32_when_its_products_are_not_finite(monkeypatch, capl
     assert abs(res.objective - ref.objective) <= 1e-7 * ref.objective
 
 
-def test_float32_certificate_with_a_non_finite_product_is_evaluated_in_float64(monkeypatch):
-    prog, Y = _problem()
+def test_float32_certificate_with_a_non_finite_product_is_evaluated_in_float64(monkeypatch, gated_problem):
+    prog, Y = gated_problem()
     Zs = [np.random.default_rng(2).standard_normal(sh) * 0.1 for sh in prog.zshapes()]
     want = certificate(prog, Zs, Y, 0.05, "squared")
     forward = prog.forward
@@ -80,8 +71,8 @@ def test_float32_certificate_with_a_non_finite_product_is_evaluated_in_float64(m
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
-def test_fista_with_non_finite_float64_products_raises_a_named_error(monkeypatch):
-    prog, Y = _problem()
+def test_fista_with_non_finite_float64_products_raises_a_named_error(monkeypatch, gated_problem):
+    prog, Y = gated_problem()
     monkeypatch.setattr(prog, "forward_flat",
                         lambda x, single=False: np.full((prog.n, 2), np.inf))
     with pytest.raises(NonFiniteError, match=r"gradient step at iteration 1 is not finite"):
