@@ -53,6 +53,7 @@ def test_fista_path_resumed_after_a_stop_equals_the_uninterrupted_run(tmp_path, 
     saved = Checkpoint(path, "p").load()
     assert (saved.inner is not None) == mid_stage
     resumed = run(Checkpoint(path, "p", 0.0))
+    assert resumed.seconds > saved.seconds > 0  # the stopped call's time is counted too
     assert resumed.iterations == ref.iterations
     assert resumed.objective == ref.objective
     for a, b in zip(resumed.Z, ref.Z, strict=True):

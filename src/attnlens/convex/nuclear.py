@@ -100,14 +100,16 @@ class FistaState:
 @dataclass(frozen=True)
 class PathState:
     """A :func:`fista_path` checkpoint: stage ``stage`` (the final ``beta`` is the last), the
-    iterations ``used`` before it, its starting Lipschitz estimate, and either its warm start
-    ``Z`` (not begun) or the FISTA state ``inner`` reached in it."""
+    iterations ``used`` before it, its starting Lipschitz estimate, either its warm start
+    ``Z`` (not begun) or the FISTA state ``inner`` reached in it, and the ``seconds`` spent
+    so far (over every call)."""
 
     stage: int
     used: int
     lipschitz: float | None
     Z: list | None
     inner: FistaState | None
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
     ``checkpoint`` (numpy backend): a :class:`~attnlens.checkpoint.Checkpoint` that receives
     a :class:`PathState` after every certificate check (at most every ``every_s`` seconds)
     and at every stage's end; a call that finds a state for the same problem continues from
-    it with the same iterates (``seconds`` then counts this call only).
+    it with the same iterates (``seconds`` then adds up the calls).
     """
     start = time.perf_counter()
     loss = get_loss(loss, "fista_path")
@@ -310,8 +312,13 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
         b *= factor
     betas.append(beta)  # the last stage: the target, to tol
     saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and saved.stage >= len(betas):  # a key that did not pin the path
+        logger.warning("fista path: the checkpoint's stage %d does not exist (%d stages); "
+                       "starting over", saved.stage, len(betas))
+        saved = None
     if saved is not None:
         k, used, L, Zs = saved.stage, saved.used, saved.lipschitz, saved.Z
+        start -= saved.seconds
         logger.info("fista path: resuming stage %d of %d after %d iterations", k + 1,
                     len(betas), used + (saved.inner.it if saved.inner is not None else 0))
     else:
@@ -324,7 +331,7 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
                         max_iter=max(max_iter - used, 1), Z0=Zs, rng=rng,
                         progress=progress and final, precision=precision, lipschitz=L,
                         backend=backend, state=inner,
-                        on_check=_path_saver(checkpoint, k, used, L))
+                        on_check=_path_saver(checkpoint, k, used, L, start))
         Zs, used, L = run.result.Z, used + run.result.iterations, run.lipschitz
         if final:
             break
@@ -332,20 +339,22 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
                     run.result.iterations, run.result.certificate)
         k = len(betas) - 1 if used >= max_iter else k + 1
         if checkpoint is not None:
-            checkpoint.save(lambda k=k, used=used, L=L, Zs=Zs: PathState(k, used, L, Zs, None),
-                            force=True)
+            checkpoint.save(lambda k=k, used=used, L=L, Zs=Zs: PathState(
+                k, used, L, Zs, None, time.perf_counter() - start), force=True)
     return dataclasses.replace(run.result, iterations=used,
                                seconds=time.perf_counter() - start,
                                method="fista-path" if len(betas) > 1 else "fista")
 
 
 def _path_saver(checkpoint: Checkpoint | None, stage: int, used: int,
-                lipschitz: float | None) -> Callable[[FistaState], None] | None:
+                lipschitz: float | None, start: float) -> Callable[[FistaState], None] | None:
     """The ``on_check`` of stage ``stage``: save a :class:`PathState` holding the FISTA state
-    (the checkpoint decides whether enough time has passed)."""
+    (the checkpoint decides whether enough time has passed); ``start`` is the path's
+    :func:`time.perf_counter` origin (earlier calls' seconds already subtracted)."""
     if checkpoint is None:
         return None
-    return lambda state: checkpoint.save(lambda: PathState(stage, used, lipschitz, None, state))
+    return lambda state: checkpoint.save(lambda: PathState(
+        stage, used, lipschitz, None, state, time.perf_counter() - start))
 
 
 def burer_monteiro(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *,

@@ -165,6 +165,9 @@ def run_head(
             "certificate": _float_or_none(getattr(final, "certificate_", None)),
             "status": str(getattr(final, "status_", "")) or None,
             "n_iter": _int_or_none(getattr(final, "n_iter_", None)),
+            # the solver's own seconds: over every call when a fit resumed from a checkpoint
+            "solver_seconds": _float_or_none(getattr(getattr(final, "result_", None),
+                                                     "seconds", None)),
             "warnings": sorted({f"{w.category.__name__}: {w.message}"[:200] for w in caught}),
         }
         fits.append(fit)
