@@ -22,7 +22,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,8 +235,8 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
                   checkpoint_dir: str | None = None) -> dict[str, Any]:
     """One (head, seed, d) unit, on whatever worker: inputs, fit over the grid, test score.
 
-    ``checkpoint_dir``: the convex heads' fits save their solver state under
-    ``checkpoint_dir/<unit>/`` and a re-run resumes a fit stopped midway (see
+    ``checkpoint_dir``: this unit's folder where the convex heads' fits save their solver
+    state, so a re-run resumes a fit stopped midway (see
     :class:`~attnlens.convex.estimators.ConvexAttentionClassifier`'s ``checkpoint``).
 
     ``features`` is shared (sent to each worker once). A head whose estimator cannot be
@@ -249,9 +248,7 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
     spec = get_head(name)
     data = _inputs_for(features, d, seed, prep)
     try:
-        opts = {**options, "device": device}
-        if checkpoint_dir is not None:
-            opts["checkpoint_dir"] = str(Path(checkpoint_dir) / f"{name}-seed{seed}-d{d}")
+        opts = {**options, "device": device, "checkpoint_dir": checkpoint_dir}
         unit = run_head(spec, data, seed, opts, grid)
     except ImportError as exc:
         logger.warning("head %s unavailable: %s", name, exc)
@@ -323,11 +320,11 @@ def run_transfer(
     prep = {"val_fraction": val_fraction, "max_train": max_train, "max_tokens": max_tokens,
             "token_pool": token_pool}
     todo = [
-        Unit(f"{name}-seed{seed}-d{d}", transfer_unit,
+        Unit(key, transfer_unit,
              {"name": name, "seed": seed, "d": d, "prep": prep, "options": dict(options or {}),
               "grid": grids.get(name), "device": device,
-              "checkpoint_dir": None if run is None else str(run.path / "checkpoints")})
-        for seed in seeds for name in order
+              "checkpoint_dir": None if run is None else str(run.path / "checkpoints" / key)})
+        for seed in seeds for name in order for key in [f"{name}-seed{seed}-d{d}"]
     ]
     if stored_only:
         found = {u.key: run.load_unit(u.key) for u in todo
