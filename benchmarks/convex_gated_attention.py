@@ -22,6 +22,9 @@ are loaded), and a certificate trace (every 10 FISTA iterations, from the solver
 Target (issue 16.2): d = 64 certified (``tol`` 1e-3) within 4 GB and under 10 minutes.
 ``--profile D [THREADS ...]`` times forward / adjoint / SVT / certificate of the width-D
 program (float32 and float64, 1 and 2 BLAS threads by default) and stores them in the JSON.
+``--paths D DATASET`` (``rotten_tomatoes`` or ``fashion_mnist``) times the operator's two
+product paths side by side (token products, the path before, vs the cached per-sample
+features) and stores them under ``paths``.
 """
 
 from __future__ import annotations
@@ -56,14 +59,23 @@ QUICK_CASES = [(8, "dense", MAX_ITER), (8, "matrix_free", MAX_ITER), (16, "dense
                (16, "matrix_free", MAX_ITER)]
 
 
-def _inputs(d: int):
+def _inputs(d: int, dataset: str = "rotten_tomatoes"):
+    """Seed 0's training tokens and labels of the transfer runs: MiniLM on Rotten Tomatoes
+    (first 32 tokens, 2 classes) or ViT on all of Fashion-MNIST (``--full`` of
+    benchmarks/transfer_vit.py: 17 tokens, 10 classes; features from the cache)."""
     from attnlens.transfer.features import extract_features
     from attnlens.transfer.pipeline import AVGPOOL_STORE_DIM
     from attnlens.transfer.runner import prepare_inputs
 
-    feats = extract_features("minilm", "rotten_tomatoes", max_tokens=64,
-                             store_dim=AVGPOOL_STORE_DIM, progress=False)
-    data = prepare_inputs(feats, d, SEED, max_train=MAX_TRAIN, max_tokens=HEAD_TOKENS)
+    if dataset == "fashion_mnist":
+        feats = extract_features("vit", "fashion_mnist", store_dim=AVGPOOL_STORE_DIM,
+                                 image_size=112, token_grid=4, test_split="official",
+                                 progress=False)
+        data = prepare_inputs(feats, d, SEED, max_train=MAX_TRAIN)
+    else:
+        feats = extract_features("minilm", "rotten_tomatoes", max_tokens=64,
+                                 store_dim=AVGPOOL_STORE_DIM, progress=False)
+        data = prepare_inputs(feats, d, SEED, max_train=MAX_TRAIN, max_tokens=HEAD_TOKENS)
     return data.tokens[data.train], data.labels[data.train]
 
 
@@ -246,6 +258,80 @@ def profile(d: int, thread_counts: tuple[int, ...] = (1, 2)) -> dict:
     return out
 
 
+def profile_paths(d: int, dataset: str) -> dict:
+    """The two product paths of the matrix-free operator side by side, same program, same
+    run: ``tokens`` (the (T, P) token products, the path before; per-sample features off)
+    and ``features`` (the per-sample features ``F_i = M_i^T Q_i``, built once). Times (best
+    of 2, wall and CPU) a full-rank forward and an adjoint in float32 and float64, the
+    feature build, the RSS growth, and the products' agreement."""
+    import numpy as np
+
+    import attnlens.convex.gated_attention as ga
+    from attnlens._validation import check_random_state
+    from attnlens.convex.programs import build_program, sample_gates
+
+    X, y = _inputs(d, dataset)
+    classes, yi = np.unique(y, return_inverse=True)
+    gates = sample_gates("self_attention", N_GATES, X.shape[1], d, check_random_state(SEED))
+    gen = np.random.default_rng(0)
+    out: dict = {"d": d, "dataset": dataset, "n": int(X.shape[0]), "s": int(X.shape[1]),
+                 "c": len(classes), "m": N_GATES, "loadavg_before": list(os.getloadavg()),
+                 "seconds": {}, "feature_gb": None}
+    results = {}
+    x = R = None
+    for path, cap in (("tokens", 0), ("features", 2**40)):
+        ga.FEATURE_CACHE_BYTES = cap
+        program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
+        if x is None:  # one full-rank iterate and one residual for both paths
+            x = gen.standard_normal(sum(a * b for a, b in program.zshapes())) * 1e-3
+            R = gen.standard_normal((X.shape[0], len(classes)))
+        if path == "features":
+            rss0, w, c = _rss_gb(), time.perf_counter(), time.process_time()
+            F = program.fused._features(np.float32)
+            out["build_f32"] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
+            out["feature_gb"] = F.nbytes / 2**30
+            out["rss_growth_gb"] = _rss_gb() - rss0
+            del F
+        for name, product, arg, single in (
+                ("forward_f32_full_rank", program.forward_flat, x, True),
+                ("adjoint_f32", program.adjoint_flat, R, True),
+                ("forward_f64_full_rank", program.forward_flat, x, False),
+                ("adjoint_f64", program.adjoint_flat, R, False)):
+            if path == "features" and not single:
+                program.fused._F.pop("float32", None)  # room for the float64 copy
+            best = (float("inf"), float("inf"))
+            for _ in range(2):
+                w, c = time.perf_counter(), time.process_time()
+                val = product(arg, single)
+                best = min(best, (time.perf_counter() - w, time.process_time() - c))
+            out["seconds"][f"{name}_{path}"] = {"wall": best[0], "cpu": best[1]}
+            results[name, path] = val
+            if path == "features":  # the float64 copy may not fit the budget: tokens then
+                out[f"{name}_used_features"] = program.fused._F.get(
+                    "float32" if single else "float64") is not None
+            print(path, name, best, flush=True)
+        del program
+        gc.collect()
+    out["speedup_wall"] = {
+        name: out["seconds"][f"{name}_tokens"]["wall"] / out["seconds"][f"{name}_features"]["wall"]
+        for name in ("forward_f32_full_rank", "adjoint_f32", "forward_f64_full_rank",
+                     "adjoint_f64")}
+    out["max_rel_diff"] = {
+        name: float(np.abs(results[name, "features"] - results[name, "tokens"]).max()
+                    / np.abs(results[name, "tokens"]).max())
+        for name in ("forward_f32_full_rank", "adjoint_f32", "forward_f64_full_rank",
+                     "adjoint_f64")}
+    out["loadavg_after"] = list(os.getloadavg())
+    ga.FEATURE_CACHE_BYTES = 2**30
+    return out
+
+
+def _rss_gb() -> float:
+    with open("/proc/self/status") as fh:
+        kib = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    return kib / 2**20
+
+
 def _parse_cases(text: str) -> list[tuple[int, str, int]]:
     out = []
     for item in text.split(","):
@@ -337,6 +423,14 @@ if __name__ == "__main__":
         path = RESULTS / f"{NAME}.json"
         data = json.loads(path.read_text())
         data[f"d{sys.argv[2]}_profile_{time.strftime('%Y_%m_%d_%H%M')}"] = prof
+        write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
+    elif len(sys.argv) >= 4 and sys.argv[1] == "--paths":  # --paths D DATASET: merged
+        from _common import RESULTS
+
+        prof = profile_paths(int(sys.argv[2]), sys.argv[3])
+        path = RESULTS / f"{NAME}.json"
+        data = json.loads(path.read_text())
+        data.setdefault("paths", {})[f"{sys.argv[3]}_d{sys.argv[2]}"] = prof
         write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
     elif len(sys.argv) >= 4 and sys.argv[1] == "--one":
         print(json.dumps(one(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))

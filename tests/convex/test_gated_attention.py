@@ -26,7 +26,14 @@ def _dense(X, gates, c):
     return Program(blocks, c, "self_attention", "gated_relu")
 
 
-def test_matrix_free_products_equal_dense_features_and_are_adjoint():
+@pytest.mark.parametrize("path", ["features", "tokens"])
+def test_matrix_free_products_equal_dense_features_and_are_adjoint(path, monkeypatch):
+    """Both product paths: the cached per-sample features, and the token products used when
+    the features do not fit their budget (set to 0 bytes here)."""
+    import attnlens.convex.gated_attention as ga
+
+    if path == "tokens":
+        monkeypatch.setattr(ga, "FEATURE_CACHE_BYTES", 0)
     X, gates, rng = _data()
     c = 3
     prog = build_program(X, "self_attention", "gated_relu", c, gates=gates)
@@ -50,7 +57,8 @@ def test_matrix_free_products_equal_dense_features_and_are_adjoint():
     # a low-rank point (what the iterates are) gives the same products as its dense matrix
     Zlow = [rng.standard_normal((sh[0], 2)) @ rng.standard_normal((2, sh[1])) for sh in
             prog.zshapes()]
-    assert [low_rank(Z)[0].shape[1] for Z in Zlow] == [2] * len(Zlow)  # factored path taken
+    # (the token path applies it through its factors; the features path has no such branch)
+    assert [low_rank(Z)[0].shape[1] for Z in Zlow] == [2] * len(Zlow)
     assert low_rank(Zs[0])[0].shape[1] == min(Zs[0].shape)  # full rank: the dense product
     np.testing.assert_allclose(prog.forward(Zlow), dense.forward(Zlow), rtol=1e-11,
                                atol=1e-11 * abs(dense.forward(Zlow)).max())
@@ -64,6 +72,9 @@ def test_matrix_free_products_equal_dense_features_and_are_adjoint():
     idx = np.array([5, 0, 39, 5, 12])
     np.testing.assert_allclose(prog.take(idx).forward(Zs), ref_f[idx], rtol=1e-12,
                                atol=1e-12 * abs(ref_f).max())
+    cached = {k: v is not None for k, v in prog.fused._F.items()}
+    assert cached == ({"float64": True, "float32": True} if path == "features" else
+                      {"float64": False, "float32": False})
 
 
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
@@ -90,6 +101,7 @@ def test_token_cache_filled_in_chunks_equals_dense_features(monkeypatch):
     import attnlens.convex.gated_attention as ga
 
     monkeypatch.setattr(ga, "CHUNK_ELEMENTS", 1)  # _chunk() floors at 64 tokens per chunk
+    monkeypatch.setattr(ga, "FEATURE_CACHE_BYTES", 0)  # the token path
     X, gates, rng = _data(n=60)
     c = 2
     prog = build_program(X, "self_attention", "gated_relu", c, gates=gates)
@@ -97,6 +109,43 @@ def test_token_cache_filled_in_chunks_equals_dense_features(monkeypatch):
     Zs = [rng.standard_normal(sh) for sh in prog.zshapes()]
     ref = _dense(X, gates, c).forward(Zs)
     np.testing.assert_allclose(prog.forward(Zs), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
+
+
+def test_features_built_one_sample_at_a_time_equal_dense_features(monkeypatch):
+    """The per-sample features are built in chunks of samples (their tokens zero-padded to
+    the longest one): one sample per chunk, padded sentences included, still gives the dense
+    operator's products."""
+    import attnlens.convex.gated_attention as ga
+
+    monkeypatch.setattr(ga, "CHUNK_ELEMENTS", 1)  # one sample per chunk
+    X, gates, rng = _data(n=30)
+    c = 2
+    prog = build_program(X, "self_attention", "gated_relu", c, gates=gates)
+    Zs = [rng.standard_normal(sh) for sh in prog.zshapes()]
+    R = rng.standard_normal((len(X), c))
+    dense = _dense(X, gates, c)
+    ref = dense.forward(Zs)
+    np.testing.assert_allclose(prog.forward(Zs), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
+    for got, want in zip(prog.adjoint(R), dense.adjoint(R), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * abs(want).max())
+    assert prog.fused._F["float64"].shape == (30, len(gates) * X.shape[2], prog.fused.P)
+
+
+def test_feature_budget_follows_the_environment(monkeypatch):
+    import attnlens.convex.gated_attention as ga
+
+    monkeypatch.setenv(ga.FEATURE_CACHE_ENV, "0")
+    assert ga.feature_budget() == 0
+    X, gates, rng = _data(n=20)
+    prog = build_program(X, "self_attention", "gated_relu", 2, gates=gates)
+    prog.forward([rng.standard_normal(sh) for sh in prog.zshapes()])
+    assert prog.fused._F == {"float64": None}  # no features: the token products
+    monkeypatch.setenv(ga.FEATURE_CACHE_ENV, "0.5")
+    assert 0 < ga.feature_budget() <= 2**29
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv(ga.FEATURE_CACHE_ENV, bad)
+        with pytest.raises(ValueError, match=f"{ga.FEATURE_CACHE_ENV}.*{bad}"):
+            ga.feature_budget()
 
 
 def test_auto_precision_stays_float32_at_loose_tol_and_is_still_certified(caplog):
@@ -141,6 +190,7 @@ def test_factored_forward_never_contracts_an_empty_axis(monkeypatch):
         assert all(np.asarray(op).size for op in operands), f"empty operand in {subscripts}"
         return real(subscripts, *operands, **kwargs)
 
+    monkeypatch.setattr(ga, "FEATURE_CACHE_BYTES", 0)  # the token products' factored path
     X, gates, rng = _data(n=30, s=4, d=3, m=2)
     prog = build_program(X, "self_attention", "gated_relu", 2, gates=gates)
     monkeypatch.setattr(ga.np, "einsum", guarded)

@@ -1,4 +1,4 @@
-r"""Matrix-free operator of the convex gated-ReLU self-attention head (no per-gate features).
+r"""Matrix-free operator of the convex gated-ReLU self-attention head (no dense per-gate features).
 
 Sahiner, Ergen, Ozturkler, Pauly, Mardani, Pilanci, "Unraveling Attention via Convex Duality",
 ICML 2022 (arXiv 2205.08078). With fixed gates ``H_j`` and patterns
@@ -23,11 +23,24 @@ Cost ``O(T d^3 m c / 2)`` per application, memory ``O(T d^2)`` (``Q`` is cached 
 :func:`cache_budget`, else rebuilt per chunk). ``single=True``: float32 GEMMs accumulated in
 float64 (the certificates are always evaluated in float64).
 
+Per-sample features. Summing the tokens of each sample first gives the symmetric features
+``F_i = M_i^T Q_i`` (m d, P) (``n m d P`` numbers, the dense features without the ``(b, e)``
+duplicates); a forward is then ``F @ Zsym`` and an adjoint ``R^T F``: ``O(n m d P c)``
+instead of ``O(T m d P c)``, i.e. ``T / n`` (the tokens per sample) times fewer multiply-adds,
+read from memory once per application. They are built once and kept while they fit
+:func:`feature_budget` (1 GiB by default, more by ``ATTNLENS_FEATURE_CACHE_GB``); otherwise
+the token products above are used, and a low-rank block goes through its factors. On
+Fashion-MNIST (3,000 images, 17 tokens, 10 classes, m = 5) at d = 64 the features take 7.4 GiB
+and a float32 forward / adjoint drop from 7.3 / 5.3 s to 1.2 / 1.9 s on 2 cores
+(benchmarks/convex_gated_attention.py ``--paths 64 fashion_mnist``).
+
 Index conventions as :mod:`attnlens.convex.operators`: ``Z_j`` is (d^2, d c), rows
 ``vec(W1)`` = ``(a, b)`` row-major, columns ``(e, c)``.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -47,12 +60,37 @@ GRAM_KEEP = 1e-12
 FACTORED_SHARE = 0.5
 #: samples per chunk when the gate patterns are computed (an (k, s, s) score tensor each)
 PATTERN_CHUNK = 256
+#: bytes of the per-sample features (float32 and float64 copies together) kept between
+#: applications unless :data:`FEATURE_CACHE_ENV` says otherwise (see :func:`feature_budget`)
+FEATURE_CACHE_BYTES = 2**30
+#: environment variable: the per-sample feature budget in GiB (0 turns the features off)
+FEATURE_CACHE_ENV = "ATTNLENS_FEATURE_CACHE_GB"
+
+
+def _available_bytes() -> int:
+    return dense_budget() * 3 * 8  # MemAvailable in bytes (or the fallback's equivalent)
 
 
 def cache_budget() -> int:
     """``min(CACHE_BYTES, MemAvailable / 4)``; :data:`CACHE_BYTES` where unknown."""
-    avail = dense_budget() * 3 * 8  # MemAvailable in bytes (or the fallback's equivalent)
-    return int(min(CACHE_BYTES, avail // 4))
+    return int(min(CACHE_BYTES, _available_bytes() // 4))
+
+
+def feature_budget() -> int:
+    """Bytes the per-sample features may take: ``min(cap, MemAvailable / 2)``, with ``cap``
+    :data:`FEATURE_CACHE_BYTES` or ``$ATTNLENS_FEATURE_CACHE_GB`` GiB where that is set."""
+    cap = FEATURE_CACHE_BYTES
+    raw = os.environ.get(FEATURE_CACHE_ENV)
+    if raw is not None and raw.strip():
+        try:
+            gib = float(raw)
+        except ValueError:
+            gib = float("nan")
+        if not np.isfinite(gib) or gib < 0:
+            raise ValueError(f"{FEATURE_CACHE_ENV} must be a number of GiB >= 0, got {raw!r}; "
+                             "unset it for the default (1 GiB) or set 0 to keep no features.")
+        cap = int(gib * 2**30)
+    return int(min(cap, _available_bytes() // 2))
 
 
 def low_rank(Z: np.ndarray, rtol: float = LOW_RANK_RTOL) -> tuple | None:
@@ -125,6 +163,7 @@ class GatedAttention:
         self.P = len(self._iu)
         self.T = len(self.tokens)
         self._Q: dict = {}  # dtype -> cached (T, P) or None (streamed)
+        self._F: dict = {}  # dtype -> cached per-sample features (n, m d, P) or None
         self._M32: np.ndarray | None = None
         self.blocks = [GatedAttentionBlock(self, j) for j in range(self.m)]
 
@@ -155,6 +194,37 @@ class GatedAttention:
             Q[lo:hi] = self._q_rows(lo, hi, dtype)
         return Q
 
+    def _features(self, dtype) -> np.ndarray | None:
+        """The per-sample features (n, m d, P) in ``dtype``, or None over :func:`feature_budget`."""
+        key = np.dtype(dtype).name
+        if key not in self._F:
+            used = sum(a.nbytes for a in self._F.values() if a is not None)
+            need = self.n * self.m * self.d * self.P * np.dtype(dtype).itemsize
+            self._F[key] = (self._features_fill(dtype) if used + need <= feature_budget()
+                            else None)
+        return self._F[key]
+
+    def _features_fill(self, dtype) -> np.ndarray:
+        """``F_i = M_i^T Q_i`` for every sample, one batched GEMM per chunk of samples (their
+        tokens zero-padded to the longest sample)."""
+        n, md = self.n, self.m * self.d
+        counts = np.bincount(self.seg, minlength=n)
+        starts = np.concatenate([[0], np.cumsum(counts)])  # tokens are sample-major
+        pos = np.arange(self.T) - starts[self.seg]  # (T,) place of each token in its sample
+        s = max(int(counts.max(initial=0)), 1)
+        F = np.empty((n, md, self.P), dtype=dtype)
+        M = self._m(np.dtype(dtype) == np.float32)
+        step = max(1, CHUNK_ELEMENTS // (s * (self.P + md)))
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            t0, t1 = starts[lo], starts[hi]
+            Qp = np.zeros((hi - lo, s, self.P), dtype=dtype)  # (k, s, P)
+            Mp = np.zeros((hi - lo, s, md), dtype=dtype)  # (k, s, m d)
+            Qp[self.seg[t0:t1] - lo, pos[t0:t1]] = self._q_rows(t0, t1, dtype)
+            Mp[self.seg[t0:t1] - lo, pos[t0:t1]] = M[t0:t1]
+            np.matmul(Mp.transpose(0, 2, 1), Qp, out=F[lo:hi])  # (k, m d, P)
+        return F
+
     def _m(self, single: bool) -> np.ndarray:
         if not single:
             return self.M
@@ -184,6 +254,9 @@ class GatedAttention:
         d = self.d
         dt = np.float32 if single else np.float64
         Z = Z.reshape(g, d * d, d * c)
+        F = self._features(dt)
+        if F is not None:  # one pass over the features: cheaper than the low-rank check
+            return self._apply_features(F, Z, c, sl, dt)
         M = self._m(single).reshape(self.T, self.m, d)[:, sl]  # (T, g, d)
         factors = [low_rank(Zj) for Zj in Z]
         if all(f is not None for f in factors) and (
@@ -222,18 +295,35 @@ class GatedAttention:
                 ytok[lo:hi] += np.einsum("kr,kcr->kc", left, right)
         return ytok
 
+    def _apply_features(self, F: np.ndarray, Z: np.ndarray, c: int, sl: slice,
+                        dt) -> np.ndarray:
+        """Outputs (n, c) through the per-sample features: ``sum_j F[:, j] @ Zsym_j``."""
+        g, d = len(range(self.m)[sl]), self.d
+        Zs = self._zsym(Z, g, c).reshape(self.P, g, d, c).transpose(1, 2, 0, 3)  # (g, a, P, c)
+        Fj = F.reshape(self.n, self.m, d * self.P)[:, sl]  # (n, g, d P), a view
+        y = np.zeros((self.n, c))
+        for k in range(g):  # float32 GEMMs accumulated in float64 over the gates
+            y += Fj[:, k] @ np.ascontiguousarray(Zs[k].reshape(d * self.P, c), dtype=dt)
+        return y
+
     def _adjoint(self, R: np.ndarray, sl: slice, single: bool) -> np.ndarray:
         n, c = R.shape
         g = len(range(self.m)[sl])
         d = self.d
         dt = np.float32 if single else np.float64
-        M = self._m(single).reshape(self.T, self.m, d)[:, sl].reshape(self.T, g * d)
-        Rtok = R[self.seg].astype(dt)  # (T, c)
-        Gs = np.zeros((self.P, g * d * c))
-        for lo, hi, Q in self._rows(g * d * c, dt):
-            W = (M[lo:hi, :, None] * Rtok[lo:hi, None, :]).reshape(hi - lo, g * d * c)
-            Gs += Q.T @ W
-        Gs = Gs.reshape(self.P, g, d, c).transpose(1, 2, 0, 3)  # (g, a, P, c)
+        F = self._features(dt)
+        if F is not None:
+            Fj = F.reshape(self.n, self.m, d * self.P)[:, sl]  # (n, g, d P), a view
+            Rt = np.ascontiguousarray(R.T, dtype=dt)  # (c, n)
+            Gs = np.stack([(Rt @ Fj[:, k]).T.reshape(d, self.P, c) for k in range(g)])
+        else:
+            M = self._m(single).reshape(self.T, self.m, d)[:, sl].reshape(self.T, g * d)
+            Rtok = R[self.seg].astype(dt)  # (T, c)
+            Gs = np.zeros((self.P, g * d * c))
+            for lo, hi, Q in self._rows(g * d * c, dt):
+                W = (M[lo:hi, :, None] * Rtok[lo:hi, None, :]).reshape(hi - lo, g * d * c)
+                Gs += Q.T @ W
+            Gs = Gs.reshape(self.P, g, d, c).transpose(1, 2, 0, 3)  # (g, a, P, c)
         G = np.empty((g, d, d, d, c))  # (j, a, b, e, c)
         G[:, :, self._iu, self._ju, :] = Gs
         G[:, :, self._ju, self._iu, :] = Gs
