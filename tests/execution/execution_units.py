@@ -94,3 +94,14 @@ def timeless(unit: dict) -> dict:
     if isinstance(unit, list):
         return [timeless(v) for v in unit]
     return unit
+
+
+def blas_threads(seed: int) -> dict:
+    """numpy's BLAS threads and torch's threads in this unit (``Unit.threads`` pins both;
+    other libraries' BLAS, e.g. SCS's single-threaded OpenBLAS, may cap lower)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info()
+            if pool["user_api"] == "blas" and "numpy" in pool["filepath"]]
+    return {"seed": seed, "blas": blas, "torch": torch.get_num_threads()}

@@ -77,6 +77,26 @@ def test_a_unit_error_is_raised_after_the_finished_units_are_stored(tmp_path):
     assert run.has_unit("ok") and not run.has_unit("bad")
 
 
+@pytest.mark.parametrize("backend", ["serial", "processes"])
+def test_unit_threads_pin_every_unit_to_that_many_threads(tmp_path, backend):
+    """Units compute with one thread each unless ``Execution.unit_threads`` says otherwise;
+    the execution record keeps the setting."""
+    units = [Unit(f"u{seed}", eu.blas_threads, {"seed": seed}) for seed in (0, 1)]
+    for threads in (None, 2):
+        run = RunFolder(tmp_path / f"run{threads}", {"test": "threads"})
+        out = run_units(run, units, desc="threads", progress=False,
+                        execution=Execution(backend, workers=1 if backend == "processes" else
+                                            None, unit_threads=threads))
+        want = 1 if threads is None else threads
+        assert len(out) == 2
+        for result in out.values():
+            assert result["torch"] == want and result["blas"] and set(result["blas"]) == {want}
+        record = json.loads((run.path / "execution.json").read_text())[-1]
+        assert record["unit_threads"] == threads
+    with pytest.raises(InvalidParameterError, match="unit_threads"):
+        Execution(unit_threads=0)
+
+
 def test_an_unknown_backend_lists_the_choices():
     result = CliRunner().invoke(app, [*SWEEP, "--backend", "dask"])
     assert result.exit_code == 2

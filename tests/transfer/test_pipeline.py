@@ -144,6 +144,10 @@ def test_benchmark_driver_runs_in_bounded_pieces(rt_features, feature_cache, tmp
     # the same stored units summarized through a process pool: same rows
     assert main("t", settings, results, record, argv=["--workers=2"]) == 0
     assert written["t"]["per_d"]["16"]["rows"] == payload["per_d"]["16"]["rows"]
+    # --unit-threads: serial, the units' threads recorded with the sweep
+    assert main("t", settings, results, record, argv=["--unit-threads=2"]) == 0
+    history = json.loads((tmp_path / "run" / "execution.json").read_text())
+    assert history[-1]["backend"] == "serial" and history[-1]["unit_threads"] == 2
     # --heads / --dims / --merge: one more head at one d, merged into the recorded rows
     before = json.loads((results / "t.json").read_text())["per_d"]
     assert main("t", settings, results, record,

@@ -45,18 +45,24 @@ class Execution:
         it starts (default: the CPU count; a running cluster keeps its own size).
     max_retries : how often a unit whose worker died is run again before it is left pending
         (a rerun of the same command then finishes it).
+    unit_threads : compute threads of every unit (None: each unit's own, one by default).
+        More threads speed up one long unit (a serial run of a d = 64 convex fit on a
+        2-core machine), but its float reductions then split differently: its numbers may
+        differ in the last bits from the one-thread units of the other backends.
     """
 
     backend: Backend | str = Backend.serial
     address: str | None = None
     workers: int | None = None
     max_retries: int = MAX_RETRIES
+    unit_threads: int | None = None
 
     _parameter_constraints = {
         "backend": [Options(Backend)],
         "address": [None, str],
         "workers": [None, Interval(Integral, 1, None, closed="left")],
         "max_retries": [Interval(Integral, 0, None, closed="left")],
+        "unit_threads": [None, Interval(Integral, 1, None, closed="left")],
     }
 
     def __post_init__(self) -> None:

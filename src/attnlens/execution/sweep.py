@@ -8,6 +8,7 @@ unit did before it finished is read: a result is stored only once it is whole.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -67,13 +68,16 @@ def run_units(
         raise ValueError(f"{desc}: unit keys must be unique; got duplicates in {keys}.")
     memory: dict[str, dict[str, Any]] = {}
     todo = [u for u in units if run is None or not run.has_unit(u.key)]
+    if execution.unit_threads is not None:
+        todo = [dataclasses.replace(u, threads=execution.unit_threads) for u in todo]
     if deadline is not None and time.monotonic() > deadline:
         todo = []
     if len(todo) < len(units):
         logger.info("%s: resuming, %d of %d units already done", desc, len(units) - len(todo),
                     len(units))
     record: dict[str, Any] = {"backend": execution.backend.value, "address": execution.address,
-                              "workers": 1, "units": len(units),
+                              "workers": 1, "unit_threads": execution.unit_threads,
+                              "units": len(units),
                               "resumed": len(units) - len(todo), "ran": 0, "failed": 0,
                               "wall_seconds": 0.0, "startup_seconds": 0.0, "task_seconds": 0.0,
                               "task_cpu_seconds": 0.0}

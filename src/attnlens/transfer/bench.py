@@ -168,14 +168,16 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
     call), ``--stored-only`` (summarize the stored units, fit nothing), ``--quick`` (a small
     smoke run into its own folder, not recorded), ``--full`` (the script's ``full_settings``:
     every item of the dataset, recorded as ``<name>_full``), ``--workers=2`` (run the units
-    on that many local processes, :mod:`attnlens.execution`), ``--heads=a,b`` / ``--dims=32,64``
+    on that many local processes, :mod:`attnlens.execution`), ``--unit-threads=2`` (compute
+    threads of each unit, ``Execution.unit_threads``: a serial run of one long unit on every
+    core), ``--heads=a,b`` / ``--dims=32,64``
     (run only those heads / d), ``--merge`` (merge that run's rows into the recorded
     ``<name>.json``: :func:`merge_into`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     settings = dict(settings)
     quick = "--quick" in argv
-    workers = None
+    workers = unit_threads = None
     if "--full" in argv:
         if full_settings is None:
             raise SystemExit(f"{name} has no full-size settings; drop --full.")
@@ -189,14 +191,16 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
             settings["stored_only"] = True
         elif arg.startswith("--workers="):
             workers = int(arg.split("=", 1)[1])
+        elif arg.startswith("--unit-threads="):
+            unit_threads = int(arg.split("=", 1)[1])
         elif arg.startswith("--heads="):
             settings["heads"] = arg.split("=", 1)[1].split(",")
         elif arg.startswith("--dims="):
             settings["dims"] = tuple(int(v) for v in arg.split("=", 1)[1].split(","))
         elif arg not in ("--quick", "--full", "--merge"):
             raise SystemExit(f"unknown argument {arg!r}; use --seeds=, --budget-s=, "
-                             "--workers=, --heads=, --dims=, --merge, --stored-only, --quick "
-                             "or --full.")
+                             "--workers=, --unit-threads=, --heads=, --dims=, --merge, "
+                             "--stored-only, --quick or --full.")
     merge = "--merge" in argv
     if merge:  # a run of some heads / d, merged into the recorded results
         stored_path = Path(results) / f"{name}.json"
@@ -210,12 +214,14 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
     if quick:
         settings.update(n_items=400, seeds=(0,), dims=(16,), max_train=None,
                         out=f"runs/bench-quick-{name}")
-    if workers is None:
+    if workers is None and unit_threads is None:
         payload = run_and_record(name, settings, results, probe=probe)
     else:  # the (head, seed, d) units on a pool of local processes, one BLAS thread each
         from attnlens.execution import Execution, use_execution
 
-        with use_execution(Execution("processes", workers=workers)):
+        execution = Execution("serial" if workers is None else "processes", workers=workers,
+                              unit_threads=unit_threads)
+        with use_execution(execution):
             payload = run_and_record(name, settings, results, probe=probe)
     if merge and "per_d" in payload:
         payload = merge_into(json.loads(stored_path.read_text()), payload)
