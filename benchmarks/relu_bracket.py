@@ -24,8 +24,8 @@ of the bracket are valid at any accuracy);
 ``--quick`` runs the first case only (no file written).
 
 Resuming: the initial solve of each case (the ``before`` column, half an hour or more at the
-transfer size) is pickled to ``.attnlens-cache/relu_bracket/`` (atomically, keyed by the case,
-head and tol); a re-run of the same case loads it instead of solving again and reports the
+transfer size) is saved to ``.attnlens-cache/relu_bracket/`` (an
+:class:`attnlens.checkpoint.Checkpoint`: atomic, keyed by the case, head and tol); a re-run of the same case loads it instead of solving again and reports the
 CPU seconds the original solve took (``before.resumed: true``). Likewise the refinement after
 every re-solve (``refine_bracket(checkpoint=)``: the best result, the rounds so far and the rng
 state): a re-run continues with the next round (``after.resumed_after_rounds``; the CPU seconds
@@ -69,25 +69,19 @@ def _inputs(d: int, n: int, s: int, seed: int):
     return data.tokens[data.train], data.labels[data.train]
 
 
-def _load(path):
-    import pickle
+def _checkpoint(name: str, key: str):
+    """The case's :class:`attnlens.checkpoint.Checkpoint` ``CHECKPOINTS/<name>.pkl``, keyed by
+    the case (a file of another case is ignored); every save is forced (one per solve)."""
+    from attnlens.checkpoint import Checkpoint
 
-    return pickle.loads(path.read_bytes()) if path.exists() else None
-
-
-def _save(path, obj) -> None:
-    import pickle
-
-    from attnlens._io import atomic_write_bytes
-
-    atomic_write_bytes(path, pickle.dumps(obj))
+    return Checkpoint(CHECKPOINTS / f"{name}.pkl", key, every_s=0.0)
 
 
 def _initial_solve(key: str, solve, rng):
-    """``solve()`` -> ``(result, cpu_seconds, resumed)``, pickled under ``key`` with ``rng``'s
+    """``solve()`` -> ``(result, cpu_seconds, resumed)``, saved under ``key`` with ``rng``'s
     state after the solve (a resumed run continues with the same random stream)."""
-    path = CHECKPOINTS / f"{key}.pkl"
-    saved = _load(path)
+    store = _checkpoint(key, key)
+    saved = store.load()
     if saved is not None:
         base, cpu, state = saved
         rng.bit_generator.state = state
@@ -95,7 +89,7 @@ def _initial_solve(key: str, solve, rng):
     c0 = time.process_time()
     base = solve()
     cpu = time.process_time() - c0
-    _save(path, (base, cpu, rng.bit_generator.state))
+    store.save(lambda: (base, cpu, rng.bit_generator.state), force=True)
     return base, cpu, False
 
 
@@ -134,8 +128,8 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
                   "directions": [int(E.shape[1] // 2) for _, E in base.cone_factors]}
         # refinement done by an interrupted run: (re-solves, best result, rounds, rng state,
         # CPU seconds)
-        rounds_path = CHECKPOINTS / f"{key}-rounds.pkl"
-        done, start, rounds, state, cpu_done = _load(rounds_path) or (0, base, [], None, 0.0)
+        rounds_store = _checkpoint(f"{key}-rounds", key)
+        done, start, rounds, state, cpu_done = rounds_store.load() or (0, base, [], None, 0.0)
         if state is not None:
             rng.bit_generator.state = state
         c1 = time.process_time() - cpu_done  # CPU seconds count from the first round
@@ -148,8 +142,8 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
                 progress(case | {"in_progress": True, "before": before, "rounds": rounds})
 
         def on_resolve(r: int, best) -> None:  # the next round starts from here
-            _save(rounds_path, (done + r, best, rounds, rng.bit_generator.state,
-                                time.process_time() - c1))
+            rounds_store.save(lambda: (done + r, best, rounds, rng.bit_generator.state,
+                                       time.process_time() - c1), force=True)
 
         program = dataclasses.replace(program, directions=[
             E[:, : E.shape[1] // 2] for _, E in base.cone_factors])
