@@ -27,7 +27,7 @@ Resuming: the initial solve of each case (the ``before`` column, half an hour or
 transfer size) is saved to ``.attnlens-cache/relu_bracket/`` (an
 :class:`attnlens.checkpoint.Checkpoint`: atomic, keyed by the case, head and tol); a re-run of the same case loads it instead of solving again and reports the
 CPU seconds the original solve took (``before.resumed: true``). Likewise the refinement after
-every re-solve (``refine_bracket(checkpoint=)``: the best result, the rounds so far and the rng
+every re-solve (``refine_bracket(on_resolve=)``: the best result, the rounds so far and the rng
 state): a re-run continues with the next round (``after.resumed_after_rounds``; the CPU seconds
 add up, ``iterations`` and ``directions_added`` count this run's re-solves only).
 
@@ -150,7 +150,7 @@ def one(d: int, n: int, s: int, m: int, beta: float, seed: int,
         R = get_loss("squared").gradient(program.forward(base.Z), Y)
         _, res = refine_bracket(program, Y, beta, "squared", start, bracket_tol=BRACKET_TOL,
                                 max_rounds=MAX_ROUNDS - done, tol=tol, max_iter=20000, rng=rng,
-                                callback=on_round, checkpoint=on_resolve)
+                                callback=on_round, on_resolve=on_resolve)
         c2 = time.process_time()
     info = res.bracket
     earlier = rounds[:done]  # rounds of an interrupted run, before this one's first bound

@@ -308,7 +308,7 @@ def test_refine_bracket_resumes_from_a_checkpoint(solved_attention_case):
     saved = []
     rng = np.random.default_rng(4)
     refine_bracket(program, Y, 0.02, "squared", base, rng=rng,
-                   checkpoint=lambda r, res: saved.append((r, res, rng.bit_generator.state)),
+                   on_resolve=lambda r, res: saved.append((r, res, rng.bit_generator.state)),
                    **kw)
     assert [r for r, _, _ in saved] == [1, 2]
     rounds, res1, state = saved[0]  # stopped after the first re-solve
@@ -322,5 +322,5 @@ def test_refine_bracket_resumes_from_a_checkpoint(solved_attention_case):
     assert resumed.lower_bound == full.lower_bound
     assert resumed.bracket.lower == full.bracket.lower[rounds:]
     assert resumed.bracket.upper == full.bracket.upper[rounds:]
-    with pytest.raises(ValueError, match="checkpoint"):
-        refine_bracket(program, Y, 0.02, "squared", base, checkpoint="save")
+    with pytest.raises(ValueError, match="on_resolve"):
+        refine_bracket(program, Y, 0.02, "squared", base, on_resolve="save")

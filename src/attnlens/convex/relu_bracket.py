@@ -236,13 +236,13 @@ def _new_directions(vals: np.ndarray, V: np.ndarray, G: np.ndarray, threshold: f
     "max_iter": [Interval(Integral, 1, None)],
     "rng": [None, InstanceOf(np.random.Generator)],
     "callback": [None, "callable"],
-    "checkpoint": [None, "callable"],
+    "on_resolve": [None, "callable"],
 })
 def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
                    result: ConvexResult, *, bracket_tol: float = 1e-2, max_rounds: int = 10,
                    max_new: int = 4, solver: str = "auto", tol: float = 1e-6,
                    max_iter: int = 20000, rng: np.random.Generator | None = None,
-                   callback=None, checkpoint=None) -> tuple[ReluProgram, ConvexResult]:
+                   callback=None, on_resolve=None) -> tuple[ReluProgram, ConvexResult]:
     """Narrow the bracket ``[lower_bound, objective]`` of ``P_relu(S)`` (module doc).
 
     ``result`` is what solving ``program`` returned (its ``cone_factors`` carry the
@@ -250,7 +250,7 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
     ``(objective - lower_bound) / objective`` is at most this; ``max_rounds``: at most this
     many re-solves of the restricted program; ``max_new``: directions added per block and
     round; ``callback(round, lower, upper)``, if given, is called with every round's bracket as
-    soon as it is known (progress of a long run); ``checkpoint(rounds, result)``, if given, is
+    soon as it is known (progress of a long run); ``on_resolve(rounds, result)``, if given, is
     called after every re-solve with the best result so far (its ``lower_bound`` the bracket's
     lower end, its ``cone_factors`` the enlarged dictionary): passing that ``result`` back, with
     ``max_rounds`` less the ``rounds`` done and the ``rng`` in the state it had then, continues
@@ -324,8 +324,8 @@ def refine_bracket(program: ReluProgram, Y: np.ndarray, beta: float, loss: str,
         added.append(n_added)
         if res.objective <= best.objective:
             best = res
-        if checkpoint is not None:
-            checkpoint(rounds, dataclasses.replace(best, lower_bound=lower))
+        if on_resolve is not None:
+            on_resolve(rounds, dataclasses.replace(best, lower_bound=lower))
     if rounds and best.certificate > tol:  # polish: the reported certificate meets ``tol``
         program = dataclasses.replace(program, directions=[E[:, : E.shape[1] // 2]
                                                            for _, E in best.cone_factors])
