@@ -279,6 +279,7 @@ def profile_paths(d: int, dataset: str) -> dict:
                  "seconds": {}, "feature_gb": None}
     results = {}
     x = R = None
+    default_cap = ga.FEATURE_CACHE_BYTES
     for path, cap in (("tokens", 0), ("features", 2**40)):
         ga.FEATURE_CACHE_BYTES = cap
         program = build_program(X, "self_attention", "gated_relu", len(classes), gates=gates)
@@ -322,7 +323,7 @@ def profile_paths(d: int, dataset: str) -> dict:
         for name in ("forward_f32_full_rank", "adjoint_f32", "forward_f64_full_rank",
                      "adjoint_f64")}
     out["loadavg_after"] = list(os.getloadavg())
-    ga.FEATURE_CACHE_BYTES = 2**30
+    ga.FEATURE_CACHE_BYTES = default_cap
     return out
 
 
@@ -420,16 +421,14 @@ if __name__ == "__main__":
         from _common import RESULTS
 
         prof = profile(int(sys.argv[2]), tuple(int(t) for t in sys.argv[3:]) or (1, 2))
-        path = RESULTS / f"{NAME}.json"
-        data = json.loads(path.read_text())
+        data = json.loads((RESULTS / f"{NAME}.json").read_text())
         data[f"d{sys.argv[2]}_profile_{time.strftime('%Y_%m_%d_%H%M')}"] = prof
         write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
     elif len(sys.argv) >= 4 and sys.argv[1] == "--paths":  # --paths D DATASET: merged
         from _common import RESULTS
 
         prof = profile_paths(int(sys.argv[2]), sys.argv[3])
-        path = RESULTS / f"{NAME}.json"
-        data = json.loads(path.read_text())
+        data = json.loads((RESULTS / f"{NAME}.json").read_text())
         data.setdefault("paths", {})[f"{sys.argv[3]}_d{sys.argv[2]}"] = prof
         write_result(NAME, {k: v for k, v in data.items() if k not in ("benchmark", "machine")})
     elif len(sys.argv) >= 4 and sys.argv[1] == "--one":
