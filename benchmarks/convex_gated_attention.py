@@ -108,10 +108,11 @@ class _Trace(logging.Handler):
                 fh.write(json.dumps(row) + "\n")
 
 
-def _vm_hwm_gb() -> float | None:
+def _status_gb(field: str = "VmHWM") -> float | None:
+    """``field`` of /proc/self/status (VmHWM: peak RSS, VmRSS: current RSS) in GiB."""
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 2**20
     except OSError:
         pass
@@ -152,7 +153,7 @@ def one(d: int, operator: str, max_iter: int = MAX_ITER) -> dict:
     X, y = _inputs(d)
     inputs_wall, inputs_cpu = time.perf_counter() - w0, time.process_time() - c0
     gc.collect()
-    loading_peak = _vm_hwm_gb()
+    loading_peak = _status_gb()
     hwm_reset = _reset_hwm()
     n, s, _ = X.shape
     classes, yi = np.unique(y, return_inverse=True)
@@ -179,7 +180,7 @@ def one(d: int, operator: str, max_iter: int = MAX_ITER) -> dict:
         res = solve(program, Y, BETA, "squared", tol=TOL, max_iter=max_iter, rng=rng,
                     warn=False)
     total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
-    fit_peak = _vm_hwm_gb() if hwm_reset else None
+    fit_peak = _status_gb() if hwm_reset else None
     pred = program.forward(res.Z).argmax(axis=1)
     fused = program.fused
     return {
@@ -287,11 +288,11 @@ def profile_paths(d: int, dataset: str) -> dict:
             x = gen.standard_normal(sum(a * b for a, b in program.zshapes())) * 1e-3
             R = gen.standard_normal((X.shape[0], len(classes)))
         if path == "features":
-            rss0, w, c = _rss_gb(), time.perf_counter(), time.process_time()
+            rss0, w, c = _status_gb("VmRSS"), time.perf_counter(), time.process_time()
             F = program.fused._features(np.float32)
             out["build_f32"] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
             out["feature_gb"] = F.nbytes / 2**30
-            out["rss_growth_gb"] = _rss_gb() - rss0
+            out["rss_growth_gb"] = _status_gb("VmRSS") - rss0
             del F
         for name, product, arg, single in (
                 ("forward_f32_full_rank", program.forward_flat, x, True),
@@ -325,12 +326,6 @@ def profile_paths(d: int, dataset: str) -> dict:
     out["loadavg_after"] = list(os.getloadavg())
     ga.FEATURE_CACHE_BYTES = default_cap
     return out
-
-
-def _rss_gb() -> float:
-    with open("/proc/self/status") as fh:
-        kib = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-    return kib / 2**20
 
 
 def _parse_cases(text: str) -> list[tuple[int, str, int]]:

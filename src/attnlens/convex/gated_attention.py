@@ -295,12 +295,16 @@ class GatedAttention:
                 ytok[lo:hi] += np.einsum("kr,kcr->kc", left, right)
         return ytok
 
+    def _gate_view(self, F: np.ndarray, sl: slice) -> np.ndarray:
+        """The features of gates ``sl``: (n, g, d P), a view (no copy of the 7 GiB array)."""
+        return F.reshape(self.n, self.m, self.d * self.P)[:, sl]
+
     def _apply_features(self, F: np.ndarray, Z: np.ndarray, c: int, sl: slice,
                         dt) -> np.ndarray:
         """Outputs (n, c) through the per-sample features: ``sum_j F[:, j] @ Zsym_j``."""
         g, d = len(range(self.m)[sl]), self.d
         Zs = self._zsym(Z, g, c).reshape(self.P, g, d, c).transpose(1, 2, 0, 3)  # (g, a, P, c)
-        Fj = F.reshape(self.n, self.m, d * self.P)[:, sl]  # (n, g, d P), a view
+        Fj = self._gate_view(F, sl)
         y = np.zeros((self.n, c))
         for k in range(g):  # float32 GEMMs accumulated in float64 over the gates
             y += Fj[:, k] @ np.ascontiguousarray(Zs[k].reshape(d * self.P, c), dtype=dt)
@@ -313,7 +317,7 @@ class GatedAttention:
         dt = np.float32 if single else np.float64
         F = self._features(dt)
         if F is not None:
-            Fj = F.reshape(self.n, self.m, d * self.P)[:, sl]  # (n, g, d P), a view
+            Fj = self._gate_view(F, sl)
             Rt = np.ascontiguousarray(R.T, dtype=dt)  # (c, n)
             Gs = np.stack([(Rt @ Fj[:, k]).T.reshape(d, self.P, c) for k in range(g)])
         else:

@@ -216,7 +216,7 @@ def main(name: str, settings: Mapping[str, Any], results: Path,
                         out=f"runs/bench-quick-{name}")
     if workers is None and unit_threads is None:
         payload = run_and_record(name, settings, results, probe=probe)
-    else:  # the (head, seed, d) units on a pool of local processes, one BLAS thread each
+    else:  # local processes (--workers) and/or N threads per unit (--unit-threads)
         from attnlens.execution import Execution, use_execution
 
         execution = Execution("serial" if workers is None else "processes", workers=workers,
