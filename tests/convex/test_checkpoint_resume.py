@@ -98,7 +98,8 @@ def test_solve_warns_that_a_checkpoint_is_ignored_by_non_fista_solvers(tmp_path,
               checkpoint=Checkpoint(tmp_path / "c.pkl", "k"))
 
 
-def test_estimator_checkpoint_gives_the_same_fit_and_is_removed(tmp_path):
+def test_estimator_checkpoint_gives_the_same_fit_and_keeps_it_for_a_rerun(tmp_path,
+                                                                         monkeypatch):
     rng = np.random.default_rng(3)
     X = rng.standard_normal((60, 4, 3))
     y = rng.integers(0, 2, 60)
@@ -108,6 +109,29 @@ def test_estimator_checkpoint_gives_the_same_fit_and_is_removed(tmp_path):
     path = tmp_path / "fits" / "beta0.01.pkl"
     got = ConvexAttentionClassifier(**kw, checkpoint=str(path)).fit(X, y)
     assert got.objective_ == ref.objective_ and got.n_iter_ == ref.n_iter_
-    assert not path.exists()
+    assert path.exists()  # the finished fit stays for a re-run
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("a finished fit was solved again")
+
+    monkeypatch.setattr("attnlens.convex.estimators.solve", no_solve)
+    again = ConvexAttentionClassifier(**kw, checkpoint=str(path)).fit(X, y)
+    assert again.objective_ == ref.objective_ and again.certificate_ == ref.certificate_
+    np.testing.assert_array_equal(again.predict(X), ref.predict(X))
+    for a, b in zip(again.Z_, ref.Z_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(AssertionError, match="solved again"):  # another beta: another problem
+        ConvexAttentionClassifier(**{**kw, "beta": 0.02}, checkpoint=str(path)).fit(X, y)
+    monkeypatch.undo()
     with pytest.raises(InvalidParameterError, match="checkpoint"):
         ConvexAttentionClassifier(**kw, checkpoint=3).fit(X, y)
+
+
+def test_fista_path_starts_over_on_a_finished_fit_in_its_checkpoint(tmp_path, gated_problem):
+    program, Y = gated_problem(**{**SIZES, "n": 30})
+    ref = fista_path(program, Y, 5e-3, "squared", tol=1e-5, rng=np.random.default_rng(0))
+    checkpoint = Checkpoint(tmp_path / "c.pkl", "k", 0.0)
+    checkpoint.save(lambda: ref, force=True)
+    got = fista_path(program, Y, 5e-3, "squared", tol=1e-5, rng=np.random.default_rng(0),
+                     checkpoint=checkpoint)
+    assert got.iterations == ref.iterations and got.objective == ref.objective

@@ -200,3 +200,25 @@ def test_factored_forward_never_contracts_an_empty_axis(monkeypatch):
     mixed = [u @ v.T, np.zeros((9, 6))]  # gate 0 rank one (factored path), gate 1 zero
     ref = _dense(X, gates, 2).forward(mixed)
     np.testing.assert_allclose(prog.forward(mixed), ref, rtol=1e-12, atol=1e-12 * abs(ref).max())
+
+
+def test_a_dropped_program_frees_its_features_without_the_cycle_collector():
+    """The group keeps no list of its blocks, so the last reference to a program frees the
+    cached per-sample features at once (a reference cycle kept 7 GiB of them alive into the
+    next fit of a transfer grid, which then fell back to the token path)."""
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 4, 3))
+    program = build_program(X, "self_attention", "gated_relu", 2,
+                            gates=sample_gates("self_attention", 2, 4, 3, rng))
+    program.forward(program.zeros())  # fills the caches
+    group = weakref.ref(program.fused)
+    assert group()._F  # the features (or the decision not to keep them) are cached
+    gc.disable()
+    try:
+        del program
+        assert group() is None
+    finally:
+        gc.enable()

@@ -1,5 +1,6 @@
 """Seeds, validation selection (never on test), aggregation and resume of the transfer runner."""
 
+import pickle
 import sys
 
 import numpy as np
@@ -187,13 +188,14 @@ def test_convex_heads_use_the_torch_backend_on_the_runner_device_when_asked():
 
 def test_a_convex_unit_stopped_midway_resumes_its_fit(rt_features, tmp_path, monkeypatch,
                                                        caplog):
-    """A convex head's fit saves its solver state under the run folder; a unit stopped
-    midway resumes the fit on the next call (same result as an uninterrupted run) and leaves
-    no checkpoint behind."""
+    """A convex head's fits save their solver state under the run folder; a unit stopped
+    in its second grid value reuses the finished first fit and resumes the second on the next
+    call (same result as an uninterrupted run), and the stored unit leaves no checkpoint."""
     from attnlens.checkpoint import Checkpoint
+    from attnlens.convex.results import ConvexResult
 
     head = "convex_attention_gated_relu"
-    kw = dict(heads=[head], seeds=[0], d=4, progress=False, grids={head: [0.03]},
+    kw = dict(heads=[head], seeds=[0], d=4, progress=False, grids={head: [0.03, 0.1]},
               options={"convex_tol": 1e-4})
     ref = run_transfer(rt_features, run=RunFolder(tmp_path / "ref", {"t": "ck"}), **kw)
     run = RunFolder(tmp_path / "run", {"t": "ck"})
@@ -204,18 +206,21 @@ def test_a_convex_unit_stopped_midway_resumes_its_fit(rt_features, tmp_path, mon
 
     def save_then_stop(self, state, force=False):
         real_save(self, state, force=True)
-        raise Stopped
+        if self.path.name == "beta0.1.pkl":
+            raise Stopped
 
     monkeypatch.setattr(Checkpoint, "save", save_then_stop)
     with pytest.raises(Stopped):
         run_transfer(rt_features, run=run, **kw)
-    saved = run.path / "checkpoints" / f"{head}-seed0-d4" / "beta0.03.pkl"
-    assert saved.exists() and not run.has_unit(f"{head}-seed0-d4")
+    folder = run.path / "checkpoints" / f"{head}-seed0-d4"
+    assert (folder / "beta0.1.pkl").exists() and not run.has_unit(f"{head}-seed0-d4")
+    finished = Checkpoint(folder / "beta0.03.pkl", "unused")
+    assert isinstance(pickle.loads(finished.path.read_bytes())[1], ConvexResult)
     monkeypatch.undo()
-    with caplog.at_level("INFO", logger="attnlens.checkpoint"):
+    with caplog.at_level("INFO", logger="attnlens"):
         res = run_transfer(rt_features, run=run, **kw)
-    assert "resuming from checkpoint" in caplog.text
-    assert not saved.exists()
+    assert "fista path: resuming" in caplog.text and "reused" in caplog.text
+    assert not folder.exists()
     got, want = res.units[f"{head}-seed0-d4"], ref.units[f"{head}-seed0-d4"]
     assert got["objective"] == want["objective"] and got["test_acc"] == want["test_acc"]
-    assert got["fits"][0]["n_iter"] == want["fits"][0]["n_iter"]
+    assert [f["n_iter"] for f in got["fits"]] == [f["n_iter"] for f in want["fits"]]

@@ -49,6 +49,7 @@ from attnlens.convex.programs import build_program, sample_gates
 from attnlens.convex.recover import recover_network, recover_relu_network
 from attnlens.convex.relu import check_relu_solver
 from attnlens.convex.relu_bracket import refine_bracket
+from attnlens.convex.results import ConvexResult
 from attnlens.convex.solvers import SOLVERS, solve
 from attnlens.errors import NotFittedError
 
@@ -142,6 +143,12 @@ class _HeadEstimator(ParamsValidatedMixin, ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(scores, axis=1)]
 
 
+def _finished_fit(saver: Checkpoint | None) -> ConvexResult | None:
+    """The result a previous fit of the same problem left in ``saver``, if it finished."""
+    state = saver.load() if saver is not None else None
+    return state if isinstance(state, ConvexResult) else None
+
+
 class ConvexAttentionClassifier(_HeadEstimator):
     """Attention-style head trained by its convex program, to a certified global optimum.
 
@@ -179,7 +186,9 @@ class ConvexAttentionClassifier(_HeadEstimator):
     checkpoint : a file path, or None. The FISTA solvers ("auto", "fista"; numpy backend,
         linear and gated-ReLU heads) save their state there (atomically, about once a minute),
         and a fit of the same data with the same settings and gates resumes from it -- a fit
-        of hours survives its process being stopped. The file is removed after the fit.
+        of hours survives its process being stopped. A finished fit leaves its result in
+        the file, and a fit that finds a finished result for the same problem returns it
+        without solving (a sweep re-run after an interruption refits nothing it finished).
 
     Fitted attributes: ``classes_``, ``Z_`` (list of blocks), ``objective_``, ``certificate_``,
     ``duality_gap_``, ``n_iter_``, ``gates_``, ``result_``; for ``activation="relu"`` also
@@ -253,11 +262,17 @@ class ConvexAttentionClassifier(_HeadEstimator):
         t0 = time.perf_counter()
         program = self._program(X)
         saver = self._checkpoint(X, yi) if self.checkpoint is not None else None
-        res = solve(program, Y, float(self.beta), self.loss, solver=self.solver, tol=self.tol,
-                    max_iter=self.max_iter, rng=rng, progress=self.verbose,
-                    backend=self.backend, device=self.device, checkpoint=saver)
-        if saver is not None:
-            saver.clear()
+        res = _finished_fit(saver)
+        if res is not None:
+            logger.info("fit %s/%s reused from %s (finished earlier)", self.head,
+                        self.activation, saver.path)
+            warn_on_status(res.status, res.certificate, self.tol, f"reused fit ({res.method!r})")
+        else:
+            res = solve(program, Y, float(self.beta), self.loss, solver=self.solver,
+                        tol=self.tol, max_iter=self.max_iter, rng=rng, progress=self.verbose,
+                        backend=self.backend, device=self.device, checkpoint=saver)
+            if saver is not None:  # the finished fit stays: a re-run reuses it, not refits
+                saver.save(lambda: res, force=True)
         if self.activation == "relu" and self.bracket_tol is not None:
             _, res = refine_bracket(program, Y, float(self.beta), self.loss, res,
                                     bracket_tol=float(self.bracket_tol),

@@ -165,7 +165,13 @@ class GatedAttention:
         self._Q: dict = {}  # dtype -> cached (T, P) or None (streamed)
         self._F: dict = {}  # dtype -> cached per-sample features (n, m d, P) or None
         self._M32: np.ndarray | None = None
-        self.blocks = [GatedAttentionBlock(self, j) for j in range(self.m)]
+
+    @property
+    def blocks(self) -> list[GatedAttentionBlock]:
+        """Per-gate views, made on each access: a block refers to its group and the group
+        keeps no list of blocks, so no reference cycle holds the cached features (gigabytes
+        at d = 64) after the last reference to the program is gone."""
+        return [GatedAttentionBlock(self, j) for j in range(self.m)]
 
     # ------------------------------------------------------------------ token data
     def _chunk(self, width: int) -> int:

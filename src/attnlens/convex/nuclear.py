@@ -312,6 +312,10 @@ def fista_path(program: Program, Y: np.ndarray, beta: float, loss: str | Loss, *
         b *= factor
     betas.append(beta)  # the last stage: the target, to tol
     saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and not isinstance(saved, PathState):  # e.g. a finished fit's result
+        logger.warning("fista path: the checkpoint holds a %s, not a path state; starting "
+                       "over", type(saved).__name__)
+        saved = None
     if saved is not None and saved.stage >= len(betas):  # a key that did not pin the path
         logger.warning("fista path: the checkpoint's stage %d does not exist (%d stages); "
                        "starting over", saved.stage, len(betas))

@@ -18,6 +18,7 @@ so an interrupted benchmark resumes):
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -236,8 +237,9 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
     """One (head, seed, d) unit, on whatever worker: inputs, fit over the grid, test score.
 
     ``checkpoint_dir``: this unit's folder where the convex heads' fits save their solver
-    state, so a re-run resumes a fit stopped midway (see
-    :class:`~attnlens.convex.estimators.ConvexAttentionClassifier`'s ``checkpoint``).
+    state, so a re-run resumes a fit stopped midway and reuses the grid's finished fits (see
+    :class:`~attnlens.convex.estimators.ConvexAttentionClassifier`'s ``checkpoint``);
+    :func:`run_transfer` removes the folder once the unit is stored.
 
     ``features`` is shared (sent to each worker once). A head whose estimator cannot be
     imported comes back unstored (:data:`attnlens.execution.NOT_STORED`) so a later run with
@@ -332,6 +334,10 @@ def run_transfer(
     else:
         found = run_units(run, todo, desc=f"transfer d={d}", shared={"features": features},
                           progress=progress, deadline=deadline)
+    if run is not None:  # a stored unit's finished fits are no longer needed to resume it
+        for key in found:
+            if run.has_unit(key):
+                shutil.rmtree(run.path / "checkpoints" / key, ignore_errors=True)
     units: dict[str, dict[str, Any]] = {}
     for u in todo:
         if u.key in found:
