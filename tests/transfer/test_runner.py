@@ -224,3 +224,5 @@ def test_a_convex_unit_stopped_midway_resumes_its_fit(rt_features, tmp_path, mon
     got, want = res.units[f"{head}-seed0-d4"], ref.units[f"{head}-seed0-d4"]
     assert got["objective"] == want["objective"] and got["test_acc"] == want["test_acc"]
     assert [f["n_iter"] for f in got["fits"]] == [f["n_iter"] for f in want["fits"]]
+    # the reused fit's time is its solver's, from the first call, not this call's reload
+    assert got["grid_seconds"] >= sum(f["solver_seconds"] for f in got["fits"])
