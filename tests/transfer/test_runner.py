@@ -8,6 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from attnlens.execution import Execution, use_execution
 from attnlens.report import RunFolder
 from attnlens.transfer import runner
 from attnlens.transfer.heads import HEADS, count_parameters, get_head
@@ -77,6 +78,11 @@ def test_run_transfer_aggregates_and_resumes(rt_features, tmp_path, monkeypatch)
         assert row["test_acc_mean"] == pytest.approx(np.mean(accs))
         assert row["test_acc_std"] == pytest.approx(np.std(accs, ddof=1))
     assert res.rows[1]["n_params"] == rt_features.pooled_full.shape[1] + 1
+    # each unit records the compute threads its times were measured with (one by default)
+    assert {u["threads"] for u in res.units.values()} == {1}
+    with use_execution(Execution(unit_threads=2)):
+        two = run_transfer(rt_features, heads=["linear"], seeds=[0], d=16, progress=False)
+    assert two.units["linear-seed0-d16"]["threads"] == 2
 
     def boom(*a, **k):
         raise AssertionError("a finished unit was recomputed")

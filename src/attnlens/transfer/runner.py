@@ -268,7 +268,15 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
                 "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
     unit["d"] = d
     unit["device"] = device
+    unit["threads"] = _compute_threads()  # the unit's pinned threads: its times depend on them
     return unit
+
+
+def _compute_threads() -> int:
+    """Torch intra-op threads now (inside a unit: :attr:`attnlens.execution.Unit.threads`)."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_transfer(
