@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from attnlens._validation import check_int, check_option
 from attnlens.transfer.features import TransferFeatures
@@ -268,15 +269,8 @@ def transfer_unit(features: TransferFeatures, *, name: str, seed: int, d: int,
                 "status": f"unavailable: {type(exc).__name__}: {exc}"[:300]}
     unit["d"] = d
     unit["device"] = device
-    unit["threads"] = _compute_threads()  # the unit's pinned threads: its times depend on them
+    unit["threads"] = torch.get_num_threads()  # the unit's pinned threads (its times use them)
     return unit
-
-
-def _compute_threads() -> int:
-    """Torch intra-op threads now (inside a unit: :attr:`attnlens.execution.Unit.threads`)."""
-    import torch
-
-    return torch.get_num_threads()
 
 
 def run_transfer(
